@@ -1,0 +1,260 @@
+"""The command line: ``python -m siamese_core {prepare,train,evaluate,score,list,stop}``.
+
+Every user-fixable problem (a SiameseError) ends the command with exit code 2 and one line on
+stderr, never a traceback. Long steps show tqdm progress bars (on stderr).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from .config import DISTORTIONS, PRESETS, SOURCES, DataConfig, RunConfig, workspace_dir
+from .errors import SiameseError
+
+
+def _progress(desc: str, unit: str):
+    from tqdm import tqdm
+    bar = None
+
+    def update(done, total):
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True)
+        bar.update(done - bar.n)
+        if total and done >= total:
+            bar.close()
+    return update
+
+
+def cmd_prepare(args) -> int:
+    from .store import build_dataset
+    cfg = DataConfig(source=args.source, path=args.path or "", limit=args.limit, size=args.size,
+                     variants=args.variants, distortions=tuple(args.distort or ()), seed=args.seed,
+                     column=args.column or "", repo_id=args.repo_id)
+    skipped = []
+    ds = build_dataset(cfg, args.name, args.workspace, overwrite=args.overwrite,
+                       progress=_progress(f"prepare {args.name}", "tile"),
+                       on_skip=lambda f, why: skipped.append(why))
+    for why in skipped[:20]:
+        print(f"skipped: {why}", file=sys.stderr)
+    if len(skipped) > 20:
+        print(f"... and {len(skipped) - 20} more (see {ds.path / 'skipped.csv'})", file=sys.stderr)
+    info = ds.info
+    print(f"dataset {ds.name}: {info['images']} images from {info['groups']} tiles "
+          f"({cfg.variants} variant(s) each, {cfg.size} px), {len(skipped)} skipped -> {ds.path}")
+    return 0
+
+
+def _run_config(args) -> RunConfig:
+    cfg = RunConfig.for_preset(args.dataset, args.preset, epochs=args.epochs, batch_size=args.batch_size,
+                               learning_rate=args.learning_rate, seed=args.seed,
+                               steps_per_epoch=args.steps_per_epoch)
+    pairs = cfg.pairs
+    if args.pair_limit is not None:
+        pairs = pairs.replace(limit=args.pair_limit)
+    if args.val_fraction is not None:
+        pairs = pairs.replace(val_fraction=args.val_fraction)
+    if args.identical is not None:
+        pairs = pairs.replace(identical=args.identical)
+    return cfg.replace(pairs=pairs.replace(seed=args.seed if args.seed is not None else pairs.seed))
+
+
+def cmd_train(args) -> int:
+    from .runs import create_run, open_run, read_status
+    ws = workspace_dir(args.workspace)
+    if args.resume:
+        run_dir = open_run(args.resume, ws)
+        from .train import resume_check, run_training
+        resume_check(run_dir)
+        st = run_training(run_dir, resume=True, verbose=args.verbose)
+    else:
+        cfg = _run_config(args)
+        from .runs import acquire_train_lock
+        from .runs import new_run_id
+        rid = args.run_id or new_run_id(cfg.model.preset, ws)
+        fd = acquire_train_lock(rid, ws)  # refuse before creating anything
+        run_dir = create_run(cfg, ws, rid)
+        print(f"run {rid}: training preset {cfg.model.preset!r} on {cfg.dataset} -> {run_dir}", file=sys.stderr)
+        from .train import run_training
+        st = run_training(run_dir, lock_fd=fd, verbose=args.verbose)
+    st = read_status(run_dir)
+    ev = json.loads((run_dir / "evaluation.json").read_text()) if (run_dir / "evaluation.json").exists() else {}
+    m = (ev.get("without_identical") or ev.get("all") or {})
+    thr = json.loads((run_dir / "threshold.json").read_text())
+    print(f"run {run_dir.name}: {st['status']} on {st.get('device')}; threshold {thr['threshold']:.4f} ({thr['source']}); "
+          f"validation ROC-AUC {m.get('roc_auc')}, accuracy {m.get('metrics', {}).get('accuracy')}")
+    return 0 if st["status"] == "finished" else 1
+
+
+def cmd_job(args) -> int:
+    """Internal: run a queued run (started by the dashboard, which already holds the lock)."""
+    from .runs import open_run
+    from .train import run_training
+    fd = os.environ.get("SIAMESE_LOCK_FD")
+    run_training(open_run(args.run_id, args.workspace), resume=args.resume,
+                 lock_fd=int(fd) if fd else None, verbose=2)
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    import numpy as np
+
+    from .evaluate import report
+    from .runs import open_run, read_threshold
+    run_dir = open_run(args.run, args.workspace)
+    p = run_dir / "val_scores.npz"
+    if not p.exists():
+        raise SiameseError(f"run {args.run!r} has no validation scores yet; wait for training to finish")
+    with np.load(p) as z:
+        s, y, a, b = z["score"], z["label"], z["a"], z["b"]
+    t = args.threshold if args.threshold is not None else read_threshold(run_dir)
+    rep = report(s, y, t, identical=(a == b))
+    if args.json:
+        print(json.dumps({"run": args.run, "threshold": t, **rep}, indent=2))
+        return 0
+    print(f"run {args.run}: {len(s)} validation pairs, threshold {t:.4f} (score > threshold = different place)")
+    for key, title in (("all", "all pairs"), ("without_identical", "without identical pairs")):
+        r = rep.get(key)
+        if not r:
+            continue
+        m = r["metrics"]
+        print(f"  {title:>24}: n={r['n_pairs']}  ROC-AUC={r['roc_auc']}  AP={r['average_precision']}  "
+              f"accuracy={m['accuracy']:.4f}  precision={m['precision']:.4f}  recall={m['recall']:.4f}  f1={m['f1']:.4f}")
+        print(f"  {'':>24}  confusion (rows true same/different, cols predicted same/different): "
+              f"[[{m['tp']}, {m['fn']}], [{m['fp']}, {m['tn']}]]")
+        sg = r["suggestions"]
+        print(f"  {'':>24}  suggested thresholds: best F1 {sg['best_f1']}, best accuracy {sg['best_accuracy']}, "
+              f"precision>={sg['target']}: {sg['target_precision']}")
+    return 0
+
+
+def cmd_score(args) -> int:
+    from .inference import Scorer, explain, score_csv
+    scorer = Scorer.from_run(args.run, args.workspace)
+    t = args.threshold if args.threshold is not None else scorer.threshold
+    if args.pairs:
+        if not args.out:
+            raise SiameseError("--pairs needs --out OUT.csv")
+        res = score_csv(scorer, Path(args.pairs), Path(args.out), t, progress=_progress("score", "pair"))
+        for n, why in res["failed"]:
+            print(f"row {n}: {why}", file=sys.stderr)
+        print(f"scored {res['scored']} pair(s), {len(res['failed'])} failed -> {args.out}")
+        return 0 if res["scored"] else 2
+    if not (args.image_a and args.image_b):
+        raise SiameseError("give two images (score --run ID A.png B.png) or --pairs IN.csv --out OUT.csv")
+    s = scorer.score_pair(args.image_a, args.image_b)
+    same = scorer.same_place(s, t)
+    if args.json:
+        print(json.dumps({"run": args.run, "image_a": args.image_a, "image_b": args.image_b, "score": s,
+                          "threshold": t, "same_place": same}))
+    else:
+        print(explain(s, t))
+    return 0
+
+
+def cmd_list(args) -> int:
+    from .runs import list_runs, read_config, read_status, run_path
+    from .store import list_datasets, open_dataset
+    print("datasets:")
+    for n in list_datasets(args.workspace):
+        i = open_dataset(n, args.workspace).info
+        print(f"  {n}: {i['images']} images, {i['groups']} tiles, source {i['config']['source']}")
+    print("runs:")
+    for r in list_runs(args.workspace):
+        st, cfg = read_status(run_path(r, args.workspace)), read_config(run_path(r, args.workspace))
+        print(f"  {r}: {st.get('status')} ({cfg.model.preset} on {cfg.dataset})"
+              + (f" - {st['error']}" if st.get("error") and st.get("status") != "finished" else ""))
+    return 0
+
+
+def cmd_stop(args) -> int:
+    from .runs import open_run, stop_run
+    st = stop_run(open_run(args.run, args.workspace), wait_s=args.wait)
+    print(f"stop requested for {args.run} (status now: {st.get('status')})")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m siamese_core",
+                                description="Do these two satellite or aerial tiles show the same place?")
+    p.add_argument("--workspace", default=None, help="workspace directory (default $SIAMESE_WORKSPACE or ./workspace)")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("prepare", help="import tiles and their rotated variants into a dataset")
+    s.add_argument("--source", choices=SOURCES, default="synthetic")
+    s.add_argument("--path", help="folder, file or parquet path (hf-hub: cache directory)")
+    s.add_argument("--name", required=True, help="dataset name (letters, digits, . _ -)")
+    s.add_argument("--limit", type=int, default=0, help="at most this many source tiles (0 = all; synthetic: 600)")
+    s.add_argument("--size", type=int, default=128, help="tile side in pixels (default 128)")
+    s.add_argument("--variants", type=int, default=2, help="random-rotation variants per tile (default 2)")
+    s.add_argument("--distort", nargs="*", choices=DISTORTIONS, help="extra distortions on every variant")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--column", help="parquet image column (default: imageA, else detected)")
+    s.add_argument("--repo-id", default="huggan/maps", help="hub dataset for --source hf-hub")
+    s.add_argument("--overwrite", action="store_true", help="replace an existing dataset of that name")
+    s.set_defaults(func=cmd_prepare)
+
+    s = sub.add_parser("train", help="train a Siamese model on a dataset (or --resume a run)")
+    s.add_argument("--dataset", help="dataset name")
+    s.add_argument("--preset", choices=PRESETS, default="default")
+    s.add_argument("--epochs", type=int)
+    s.add_argument("--batch-size", type=int)
+    s.add_argument("--learning-rate", type=float)
+    s.add_argument("--steps-per-epoch", type=int, help="cap on steps per epoch (default: one pass over the pairs)")
+    s.add_argument("--seed", type=int, default=None)
+    s.add_argument("--pair-limit", type=int, help="anchor images used for pairs (seed preset: 2000)")
+    s.add_argument("--val-fraction", type=float)
+    s.add_argument("--identical", action=argparse.BooleanOptionalAction, default=None,
+                   help="include (i, i) pairs (seed: on, default: off)")
+    s.add_argument("--run-id", help="name for the run (default: time-preset)")
+    s.add_argument("--resume", metavar="RUN_ID", help="continue an interrupted or stopped run from its checkpoint")
+    s.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2), help="Keras progress output")
+    s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("evaluate", help="validation metrics of a run at a threshold")
+    s.add_argument("--run", required=True)
+    s.add_argument("--threshold", type=float)
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_evaluate)
+
+    s = sub.add_parser("score", help="score two images, or a CSV of pairs (lower score = more alike)")
+    s.add_argument("--run", required=True)
+    s.add_argument("image_a", nargs="?")
+    s.add_argument("image_b", nargs="?")
+    s.add_argument("--pairs", help="CSV with columns image_a,image_b")
+    s.add_argument("--out", help="output CSV for --pairs")
+    s.add_argument("--threshold", type=float)
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_score)
+
+    s = sub.add_parser("list", help="datasets and runs in the workspace")
+    s.set_defaults(func=cmd_list)
+
+    s = sub.add_parser("stop", help="ask a running training job to stop")
+    s.add_argument("--run", required=True)
+    s.add_argument("--wait", type=float, default=10.0, help="seconds to wait before terminating it")
+    s.set_defaults(func=cmd_stop)
+
+    s = sub.add_parser("_job", help=argparse.SUPPRESS)
+    s.add_argument("run_id")
+    s.add_argument("--resume", action="store_true")
+    s.set_defaults(func=cmd_job)
+    return p
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    if args.command == "train" and not args.resume and not args.dataset:
+        parser().error("train needs --dataset NAME (or --resume RUN_ID)")
+    try:
+        return args.func(args)
+    except SiameseError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,165 @@
+"""The one place that turns bytes or files into uint8 RGB tiles.
+
+Everything that reads an image — dataset import, the Compare page, ``score`` on the command line —
+goes through :func:`decode_image` and :func:`to_tile`, so training and scoring see exactly the same
+preprocessing, and every failure is an :class:`ImageError` with a one-line message naming the file.
+Huge images are never decoded at full size: JPEGs are shrunk while decoding (``draft``), anything
+else above ``MAX_PIXELS`` is refused before its pixels are allocated.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import ImageError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp")
+MAX_PIXELS = 40_000_000  # decoded pixels allowed (≈ 120 MB as RGB); bigger JPEGs are shrunk on decode
+MAX_BYTES = 200 * 1024 * 1024  # bigger files are refused unread
+MIN_SIDE = 8
+MAX_ASPECT = 10.0
+
+cv2.setNumThreads(1)  # decoding runs in worker threads/processes; avoid oversubscription
+
+
+def _name(source, name: str | None) -> str:
+    if name:
+        return str(name)
+    if isinstance(source, (str, os.PathLike)):
+        return str(source)
+    return "<upload>"
+
+
+def _read_bytes(source, name: str) -> bytes:
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data = bytes(source)
+    elif isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        try:
+            size = path.stat().st_size
+        except OSError as e:
+            raise ImageError(f"{name}: cannot read file ({e.strerror or e})") from None
+        if size > MAX_BYTES:
+            raise ImageError(f"{name}: file is {size / 1e6:.0f} MB, over the {MAX_BYTES / 1e6:.0f} MB limit")
+        try:
+            data = path.read_bytes()
+        except OSError as e:
+            raise ImageError(f"{name}: cannot read file ({e.strerror or e})") from None
+    elif hasattr(source, "read"):
+        data = source.read()
+    else:
+        raise ImageError(f"{name}: expected a path or bytes, got {type(source).__name__}")
+    if not data:
+        raise ImageError(f"{name}: file is empty (0 bytes)")
+    if len(data) > MAX_BYTES:
+        raise ImageError(f"{name}: file is {len(data) / 1e6:.0f} MB, over the {MAX_BYTES / 1e6:.0f} MB limit")
+    return data
+
+
+def _to_uint8_rgb(im: Image.Image, name: str) -> np.ndarray:
+    mode = im.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        a = np.asarray(im, dtype=np.float64)
+        if a.ndim != 2:
+            raise ImageError(f"{name}: unsupported {mode} image layout {a.shape}")
+        lo, hi = (0.0, 65535.0) if mode.startswith("I;16") else (float(np.nanmin(a)), float(np.nanmax(a)))
+        if mode.startswith("I;16") and a.max() <= 4095:
+            hi = 4095.0 if a.max() > 255 else 255.0  # 12-bit sensors stored in 16-bit files
+        if not np.isfinite(lo) or not np.isfinite(hi):
+            raise ImageError(f"{name}: image contains no finite pixel values")
+        a = np.clip((a - lo) / max(hi - lo, 1e-12) * 255.0, 0, 255).astype(np.uint8)
+        return np.repeat(a[:, :, None], 3, axis=2)
+    if mode == "RGB":
+        out = np.asarray(im, dtype=np.uint8)
+    elif mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode == "P" and "transparency" in im.info):
+        out = np.asarray(im.convert("RGBA").convert("RGB"), dtype=np.uint8)
+    else:  # 1, L, P, CMYK, YCbCr, LAB, HSV ...
+        out = np.asarray(im.convert("RGB"), dtype=np.uint8)
+    if out.ndim != 3 or out.shape[2] != 3:
+        raise ImageError(f"{name}: could not convert {mode} image to RGB")
+    return out
+
+
+def decode_image(source, name: str | None = None, max_side: int | None = None) -> np.ndarray:
+    """Decode a path, bytes or file-like into an (H, W, 3) uint8 RGB array.
+
+    Honours EXIF orientation; converts grayscale, palette, RGBA, CMYK and 16-bit images to 8-bit RGB.
+    ``max_side`` lets JPEGs decode at a reduced scale (at least ``max_side`` pixels on the short side).
+    Raises :class:`ImageError` with a one-line message on any problem.
+    """
+    name = _name(source, name)
+    data = _read_bytes(source, name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            im = Image.open(io.BytesIO(data))
+        except UnidentifiedImageError:
+            raise ImageError(f"{name}: not an image (or an unsupported format); "
+                             f"use JPEG, PNG, TIFF, BMP or WebP") from None
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise ImageError(f"{name}: declared size is too large (possible decompression bomb)") from None
+        except Exception as e:  # PIL raises many types for malformed headers
+            raise ImageError(f"{name}: cannot open image ({type(e).__name__}: {e})".splitlines()[0]) from None
+        try:
+            w, h = im.size
+            if min(w, h) < MIN_SIDE:
+                raise ImageError(f"{name}: image is {w}x{h} px; tiles must be at least {MIN_SIDE} px on each side")
+            if max(w, h) / min(w, h) > MAX_ASPECT:
+                raise ImageError(f"{name}: image is {w}x{h} px, too elongated for a tile "
+                                 f"(aspect ratio over {MAX_ASPECT:g}:1); crop it first")
+            if im.format == "JPEG" and max_side and im.mode in ("RGB", "L", "CMYK", "YCbCr"):
+                im.draft(im.mode, (max_side, max_side))  # decode at 1/2, 1/4 or 1/8 scale
+                w, h = im.size
+            if w * h > MAX_PIXELS:
+                raise ImageError(f"{name}: image is {w}x{h} px ({w * h / 1e6:.0f} MP), over the "
+                                 f"{MAX_PIXELS / 1e6:.0f} MP limit; downscale it first")
+            if getattr(im, "n_frames", 1) > 1:
+                im.seek(0)
+            im.load()
+            im = ImageOps.exif_transpose(im)
+            return _to_uint8_rgb(im, name)
+        except ImageError:
+            raise
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise ImageError(f"{name}: declared size is too large (possible decompression bomb)") from None
+        except MemoryError:
+            raise ImageError(f"{name}: image is too large to decode in memory") from None
+        except Exception as e:
+            msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+            if "truncated" in msg.lower() or isinstance(e, (OSError, SyntaxError)):
+                raise ImageError(f"{name}: image data is truncated or corrupt ({msg})") from None
+            raise ImageError(f"{name}: cannot decode image ({type(e).__name__}: {msg})") from None
+
+
+def to_tile(image: np.ndarray, size: int) -> np.ndarray:
+    """Centre-crop to a square (when the aspect ratio differs by more than 5 %) and resize to size×size."""
+    h, w = image.shape[:2]
+    if max(h, w) > 1.05 * min(h, w):
+        s = min(h, w)
+        y, x = (h - s) // 2, (w - s) // 2
+        image = image[y:y + s, x:x + s]
+        h = w = s
+    if (h, w) == (size, size):
+        return np.ascontiguousarray(image, dtype=np.uint8)
+    interp = cv2.INTER_AREA if min(h, w) > size else cv2.INTER_LINEAR
+    return cv2.resize(np.ascontiguousarray(image), (size, size), interpolation=interp)
+
+
+def load_tile(source, size: int, name: str | None = None) -> np.ndarray:
+    """Decode and resize in one step: the exact preprocessing used for training and scoring."""
+    return to_tile(decode_image(source, name=name, max_side=size), size)
+
+
+def encode_png(image: np.ndarray) -> bytes:
+    """PNG bytes of a uint8 RGB array (for previews and test fixtures)."""
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise ImageError("could not encode PNG")
+    return buf.tobytes()

@@ -1,0 +1,135 @@
+"""The twin networks: the reference's ``seed`` model exactly, and this project's ``default`` design.
+
+A Siamese model takes two uint8-derived float tiles in [0, 1] (see :func:`preprocess`) and outputs a
+score per pair: lower = more alike. Every custom piece is a registered Keras class, so a model saves
+as ``.keras`` and reloads with ``safe_mode=True`` (no ``Lambda``).
+
+``seed`` (the reference): BN → 3 × (Conv tanh → AvgPool) → Flatten → BN → Dense(128, tanh) towers,
+Euclidean distance → BN → Dense(1, sigmoid): 1,805,394 parameters.
+
+``default`` fixes what REFERENCE.md lists: the tiles are masked to their inscribed disc (the part a
+rotation keeps), a ReLU/BN conv tower ends in global pooling (no Flatten, so features do not depend on
+where things are), embeddings are L2-normalised and the output is the raw distance in [0, 2], so the
+contrastive margin is reachable; the decision threshold is calibrated on validation pairs.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+from keras import layers, ops
+
+from .config import ModelConfig
+
+EPS = 1e-7
+
+
+def preprocess(images):
+    """uint8 tiles → float32 in [0, 1]: the one scaling used by training and scoring."""
+    return ops.cast(images, "float32") / 255.0
+
+
+@keras.saving.register_keras_serializable(package="siamese_core")
+class EuclideanDistance(layers.Layer):
+    """sqrt(max(sum((a − b)², axis=1), eps)) with shape (batch, 1), as in the reference."""
+
+    def __init__(self, eps: float = EPS, **kwargs):
+        super().__init__(**kwargs)
+        self.eps = float(eps)
+
+    def call(self, inputs):
+        a, b = inputs
+        s = ops.sum(ops.square(a - b), axis=1, keepdims=True)
+        return ops.sqrt(ops.maximum(s, self.eps))
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0][0], 1)
+
+    def get_config(self):
+        return {**super().get_config(), "eps": self.eps}
+
+
+@keras.saving.register_keras_serializable(package="siamese_core")
+class DiskMask(layers.Layer):
+    """Zero everything outside the tile's inscribed disc: the only part a rotation keeps in frame."""
+
+    def call(self, x):
+        h, w = x.shape[1], x.shape[2]
+        yy, xx = np.mgrid[0:h, 0:w].astype("float32")
+        r = min(h, w) / 2.0
+        m = (((yy - (h - 1) / 2) ** 2 + (xx - (w - 1) / 2) ** 2) <= r * r).astype("float32")
+        return x * ops.convert_to_tensor(m[None, :, :, None], dtype=x.dtype)
+
+
+@keras.saving.register_keras_serializable(package="siamese_core")
+class L2Normalize(layers.Layer):
+    """Scale each embedding to unit length."""
+
+    def call(self, x):
+        return x / ops.sqrt(ops.maximum(ops.sum(ops.square(x), axis=-1, keepdims=True), EPS))
+
+
+def seed_tower(size: int = 128) -> keras.Model:
+    inp = keras.Input((size, size, 3))
+    x = layers.BatchNormalization()(inp)
+    x = layers.Conv2D(64, (3, 3), activation="tanh")(x)
+    x = layers.AveragePooling2D(pool_size=(2, 2))(x)
+    x = layers.Conv2D(128, (3, 3), activation="tanh")(x)
+    x = layers.AveragePooling2D(pool_size=(2, 2))(x)
+    x = layers.Conv2D(64, (3, 3), activation="tanh")(x)
+    x = layers.AveragePooling2D(pool_size=(2, 2))(x)
+    x = layers.Flatten()(x)
+    x = layers.BatchNormalization()(x)
+    x = layers.Dense(128, activation="tanh")(x)
+    return keras.Model(inp, x, name="tower")
+
+
+def _conv(x, filters, strides=1):
+    x = layers.Conv2D(filters, 3, strides=strides, padding="same", use_bias=False)(x)
+    x = layers.BatchNormalization()(x)
+    return layers.Activation("relu")(x)
+
+
+def default_tower(size: int = 128, width: int = 32, embedding: int = 128) -> keras.Model:
+    inp = keras.Input((size, size, 3))
+    x = DiskMask()(inp)
+    x = _conv(x, width, strides=2)
+    x = _conv(x, width)
+    x = layers.MaxPooling2D(2)(x)
+    x = _conv(x, width * 2)
+    x = _conv(x, width * 2)
+    x = layers.MaxPooling2D(2)(x)
+    x = _conv(x, width * 4)
+    x = _conv(x, width * 4)
+    x = layers.MaxPooling2D(2)(x)
+    x = _conv(x, width * 8)
+    x = layers.Concatenate()([layers.GlobalAveragePooling2D()(x), layers.GlobalMaxPooling2D()(x)])
+    x = layers.Dense(embedding)(x)
+    x = L2Normalize()(x)
+    return keras.Model(inp, x, name="tower")
+
+
+def build_model(cfg: ModelConfig) -> keras.Model:
+    """The Siamese model for ``cfg.preset``: inputs (tile_a, tile_b) as float32 in [0, 1]."""
+    size = cfg.size
+    tower = seed_tower(size) if cfg.preset == "seed" else default_tower(size, cfg.width, cfg.embedding)
+    a = keras.Input((size, size, 3), name="tile_a")
+    b = keras.Input((size, size, 3), name="tile_b")
+    d = EuclideanDistance(name="distance")([tower(a), tower(b)])
+    if cfg.preset == "seed":
+        d = layers.BatchNormalization()(d)
+        d = layers.Dense(1, activation="sigmoid")(d)
+    return keras.Model([a, b], d, name=f"siamese_{cfg.preset}")
+
+
+def tower_of(model: keras.Model) -> keras.Model:
+    return model.get_layer("tower")
+
+
+def compile_model(model: keras.Model, preset: str, optimizer: str, learning_rate: float) -> keras.Model:
+    from .losses import ContrastiveLoss, PairAccuracy
+    opt = {"rmsprop": keras.optimizers.RMSprop, "adam": keras.optimizers.Adam,
+           "sgd": keras.optimizers.SGD}[optimizer or ("rmsprop" if preset == "seed" else "adam")]
+    model.compile(optimizer=opt(learning_rate=learning_rate or 0.001), loss=ContrastiveLoss(margin=1.0),
+                  metrics=[PairAccuracy(0.5)])
+    return model

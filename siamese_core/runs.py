@@ -1,0 +1,238 @@
+"""A run is a directory; this module knows its layout, its status, and the one-job lock.
+
+``<workspace>/runs/<run_id>/`` holds ``config.json``, ``status.json``, ``metrics.jsonl`` (appended
+live by the training callback), ``checkpoint.keras`` (last completed epoch), ``model.keras``,
+``pairs.npz``, ``val_scores.npz``, ``threshold.json`` and ``train.log``. Status moves
+queued → running → finished | failed | stopped; a run whose process died without saying so is
+reported as ``interrupted``. Only one training job runs per workspace: the job holds an ``flock`` on
+``<workspace>/train.lock`` for its lifetime, which the kernel releases when the process dies, so a
+stale lock never blocks anyone.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import time
+from pathlib import Path
+
+from .config import RunConfig, workspace_dir
+from .errors import RunError
+from .store import check_name, write_json_atomic
+
+STATUSES = ("queued", "running", "finished", "failed", "stopped", "interrupted")
+
+
+def runs_dir(workspace=None) -> Path:
+    return workspace_dir(workspace) / "runs"
+
+
+def run_path(run_id: str, workspace=None) -> Path:
+    check_name(run_id, "run")
+    return runs_dir(workspace) / run_id
+
+
+def open_run(run_id: str, workspace=None) -> Path:
+    p = run_path(run_id, workspace)
+    if not (p / "config.json").exists():
+        have = list_runs(workspace)
+        raise RunError(f"run {run_id!r} not found in {runs_dir(workspace)}; "
+                       + (f"available: {', '.join(have[-5:])}" if have else "train one with: python -m siamese_core train"))
+    return p
+
+
+def new_run_id(preset: str, workspace=None) -> str:
+    base = time.strftime("%Y%m%d-%H%M%S") + f"-{preset}"
+    rid, k = base, 1
+    while run_path(rid, workspace).exists():
+        k += 1
+        rid = f"{base}-{k}"
+    return rid
+
+
+def list_runs(workspace=None) -> list[str]:
+    d = runs_dir(workspace)
+    if not d.is_dir():
+        return []
+    return sorted(p.name for p in d.iterdir() if (p / "config.json").exists())
+
+
+def read_config(run_dir: Path) -> RunConfig:
+    return RunConfig.from_dict(json.loads((Path(run_dir) / "config.json").read_text()))
+
+
+def _pid_alive(pid) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except (ProcessLookupError, ValueError):
+        return False
+    except PermissionError:
+        return True
+    try:  # a recycled pid belongs to another program
+        cmd = Path(f"/proc/{int(pid)}/cmdline").read_bytes()
+        return b"siamese_core" in cmd or b"python" in cmd
+    except OSError:
+        return True
+
+
+def read_status(run_dir: Path) -> dict:
+    """The run's status dict; a 'running'/'queued' run whose process is gone reads as 'interrupted'."""
+    p = Path(run_dir) / "status.json"
+    try:
+        st = json.loads(p.read_text())
+    except (OSError, ValueError):
+        return {"status": "unknown"}
+    if st.get("status") in ("running", "queued") and not _pid_alive(st.get("pid")):
+        if st.get("status") == "queued" and time.time() - st.get("updated", 0) < 30:
+            return st  # just launched, child not yet reporting
+        st = {**st, "status": "interrupted",
+              "error": "the training process ended without finishing (killed?); resume it to continue"}
+    return st
+
+
+def write_status(run_dir: Path, status: str, **fields) -> dict:
+    p = Path(run_dir) / "status.json"
+    try:
+        old = json.loads(p.read_text())
+    except (OSError, ValueError):
+        old = {}
+    st = {**old, **fields, "status": status, "updated": time.time()}
+    write_json_atomic(p, st)
+    return st
+
+
+def request_stop(run_dir: Path) -> None:
+    """Ask a running job to stop after its current batch (it keeps its last checkpoint)."""
+    (Path(run_dir) / "stop").touch()
+
+
+def stop_requested(run_dir: Path) -> bool:
+    return (Path(run_dir) / "stop").exists()
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    """All complete lines of metrics.jsonl (a line being written is skipped)."""
+    p = Path(run_dir) / "metrics.jsonl"
+    if not p.exists():
+        return []
+    out = []
+    for line in p.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            pass
+    return out
+
+
+def read_threshold(run_dir: Path) -> float:
+    return float(json.loads((Path(run_dir) / "threshold.json").read_text())["threshold"])
+
+
+def save_threshold(run_dir: Path, threshold: float, source: str = "user") -> None:
+    write_json_atomic(Path(run_dir) / "threshold.json", {"threshold": float(threshold), "source": source,
+                                                         "saved": time.strftime("%Y-%m-%dT%H:%M:%S")})
+
+
+# --- the one-job lock -------------------------------------------------------------------------
+
+def _lock_path(workspace=None) -> Path:
+    d = workspace_dir(workspace)
+    d.mkdir(parents=True, exist_ok=True)
+    return d / "train.lock"
+
+
+def acquire_train_lock(run_id: str, workspace=None) -> int:
+    """Take the workspace's training lock; returns its fd (keep it open while training).
+
+    Raises RunError naming the job that holds it. The lock dies with the process holding it.
+    """
+    path = _lock_path(workspace)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        try:
+            holder = json.loads(path.read_text() or "{}").get("run_id", "another job")
+        except ValueError:
+            holder = "another job"
+        os.close(fd)
+        raise RunError(f"a training job is already running ({holder}); wait for it to finish or stop it first") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, json.dumps({"run_id": run_id, "pid": os.getpid(), "since": time.time()}).encode())
+    os.set_inheritable(fd, True)
+    return fd
+
+
+def active_job(workspace=None) -> str | None:
+    """The run id of the training job holding the lock, or None when no job runs."""
+    path = _lock_path(workspace)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    except BlockingIOError:
+        try:
+            return json.loads(path.read_text() or "{}").get("run_id", "?")
+        except ValueError:
+            return "?"
+    finally:
+        os.close(fd)
+
+
+def create_run(cfg: RunConfig, workspace=None, run_id: str | None = None) -> Path:
+    """Make the run directory with its config.json and a 'queued' status; refuse an existing id."""
+    from .store import open_dataset
+    open_dataset(cfg.dataset, workspace)  # fail early, with the list of datasets
+    run_id = run_id or new_run_id(cfg.model.preset, workspace)
+    path = run_path(run_id, workspace)
+    if path.exists():
+        raise RunError(f"run {run_id!r} already exists; choose another --run-id or resume it with --resume")
+    path.mkdir(parents=True)
+    write_json_atomic(path / "config.json", cfg.to_dict())
+    write_status(path, "queued", pid=None)
+    return path
+
+
+def launch_background(cfg: RunConfig, workspace=None, run_id: str | None = None, resume: bool = False) -> Path:
+    """Start training in a separate process that outlives the caller; returns the run directory.
+
+    The lock is taken here, before the process starts, and handed to it, so two launches at once
+    cannot both start: the second gets a RunError naming the running job.
+    """
+    import subprocess
+    import sys
+
+    ws = workspace_dir(workspace)
+    rid = run_id or new_run_id(cfg.model.preset, ws)
+    fd = acquire_train_lock(rid, ws)
+    try:
+        path = open_run(rid, ws) if resume else create_run(cfg, ws, rid)
+        write_status(path, "queued", pid=None, error=None)
+        log = open(path / "train.log", "ab")
+        cmd = [sys.executable, "-m", "siamese_core", "--workspace", str(ws), "_job", rid] + (["--resume"] if resume else [])
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                pass_fds=(fd,), env={**os.environ, "SIAMESE_LOCK_FD": str(fd)},
+                                start_new_session=True, cwd=os.getcwd())
+        log.close()
+        write_status(path, "queued", pid=proc.pid)
+        return path
+    finally:
+        os.close(fd)  # the child holds its own copy of the lock
+
+
+def stop_run(run_dir: Path, wait_s: float = 0.0) -> dict:
+    """Request a stop; if the process is still alive after ``wait_s`` seconds, terminate it."""
+    import signal
+    request_stop(run_dir)
+    deadline = time.time() + wait_s
+    st = read_status(run_dir)
+    while wait_s and time.time() < deadline and st.get("status") in ("running", "queued"):
+        time.sleep(0.2)
+        st = read_status(run_dir)
+    if wait_s and st.get("status") in ("running", "queued") and _pid_alive(st.get("pid")):
+        os.kill(int(st["pid"]), signal.SIGTERM)
+    return st

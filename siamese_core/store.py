@@ -1,0 +1,212 @@
+"""A dataset on disk: every image as one memory-mappable uint8 array, plus a manifest table.
+
+Layout of ``<workspace>/datasets/<name>/``::
+
+    images.npy      (N, S, S, 3) uint8, opened with mmap: memory grows with images read, not with pairs
+    manifest.parquet one row per image: index, group, tile_id, source, variant, angle, transforms (JSON)
+    dataset.json    the DataConfig it was built from, counts, creation time
+    skipped.csv     files that could not be read, with the reason
+
+A dataset is written into a temporary directory and renamed into place only when complete, so a
+crash, a full disk or bad input never leaves a half-written dataset and never harms an existing one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+
+from .augment import make_variant
+from .config import DataConfig, workspace_dir
+from .errors import DatasetError, SiameseError
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_HEADER_LEN = 128  # fixed .npy header size, so the shape can be written once the count is known
+
+
+def check_name(name: str, what: str = "dataset") -> str:
+    """A dataset or run name is one path component: letters, digits, '.', '_', '-' (no '/', no '..')."""
+    if not isinstance(name, str) or not _NAME.match(name) or ".." in name:
+        raise SiameseError(f"invalid {what} name {name!r}: use 1-64 letters, digits, '.', '_' or '-', "
+                           f"starting with a letter or digit (no '/' or '..')")
+    return name
+
+
+def datasets_dir(workspace=None) -> Path:
+    return workspace_dir(workspace) / "datasets"
+
+
+def _npy_header(shape: tuple) -> bytes:
+    d = "{'descr': '|u1', 'fortran_order': False, 'shape': %s, }" % (tuple(int(s) for s in shape),)
+    body = d.ljust(_HEADER_LEN - 10 - 1) + "\n"
+    return b"\x93NUMPY\x01\x00" + len(body).to_bytes(2, "little") + body.encode("latin1")
+
+
+def write_json_atomic(path: Path, obj) -> None:
+    """Write JSON next to ``path`` and rename over it: readers see the old or the new file, never half."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=2, default=str)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@dataclass
+class Dataset:
+    """An opened dataset: ``images`` is a read-only memory map, ``manifest`` a DataFrame."""
+
+    path: Path
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @cached_property
+    def info(self) -> dict:
+        return json.loads((self.path / "dataset.json").read_text())
+
+    @property
+    def config(self) -> DataConfig:
+        return DataConfig.from_dict(self.info["config"])
+
+    @cached_property
+    def images(self) -> np.ndarray:
+        return np.load(self.path / "images.npy", mmap_mode="r")
+
+    @cached_property
+    def manifest(self):
+        import pandas as pd
+        return pd.read_parquet(self.path / "manifest.parquet")
+
+    @cached_property
+    def groups(self) -> np.ndarray:
+        return self.manifest["group"].to_numpy(np.int64)
+
+    @property
+    def size(self) -> int:
+        return int(self.images.shape[1])
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def skipped(self) -> list[dict]:
+        p = self.path / "skipped.csv"
+        if not p.exists():
+            return []
+        import pandas as pd
+        return pd.read_csv(p).to_dict("records")
+
+
+def open_dataset(name: str, workspace=None) -> Dataset:
+    check_name(name)
+    path = datasets_dir(workspace) / name
+    if not (path / "dataset.json").exists():
+        have = list_datasets(workspace)
+        raise DatasetError(f"dataset {name!r} not found in {datasets_dir(workspace)}; "
+                           + (f"available: {', '.join(have)}" if have else "create one with: python -m siamese_core prepare"))
+    return Dataset(path)
+
+
+def list_datasets(workspace=None) -> list[str]:
+    d = datasets_dir(workspace)
+    if not d.is_dir():
+        return []
+    return sorted(p.name for p in d.iterdir() if (p / "dataset.json").exists() and not p.name.startswith("."))
+
+
+def build_dataset(cfg: DataConfig, name: str, workspace=None, overwrite: bool = False,
+                  progress=None, on_skip=None) -> Dataset:
+    """Import tiles from ``cfg.source`` with ``cfg.variants`` rotated variants each, atomically.
+
+    ``progress(done_tiles, total_or_None)`` is called as tiles are processed; ``on_skip(name, reason)``
+    for each unreadable input (also recorded in ``skipped.csv``).
+    """
+    import pandas as pd
+
+    from .sources import count_tiles, iter_tiles
+
+    check_name(name)
+    root = datasets_dir(workspace)
+    final = root / name
+    if final.exists() and not overwrite:
+        raise DatasetError(f"dataset {name!r} already exists in {root}; choose another --name or pass --overwrite")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".tmp-{name}-"))
+    except OSError as e:
+        raise DatasetError(f"cannot write to workspace {root}: {e.strerror or e}") from None
+
+    skipped: list[dict] = []
+
+    def skip(item, reason):
+        skipped.append({"file": item, "reason": reason})
+        if on_skip:
+            on_skip(item, reason)
+
+    rows = []
+    try:
+        total = count_tiles(cfg)
+        n = 0
+        with open(tmp / "images.npy", "wb") as f:
+            f.write(b"\0" * _HEADER_LEN)
+            for t, (tile_id, tile, provenance) in enumerate(iter_tiles(cfg, on_skip=skip)):
+                rng = np.random.default_rng([cfg.seed, t])
+                variants = [(tile, {"angle": 0.0})]
+                variants += [make_variant(tile, rng, cfg.distortions) for _ in range(cfg.variants)]
+                for v, (img, params) in enumerate(variants):
+                    f.write(np.ascontiguousarray(img, dtype=np.uint8).tobytes())
+                    rows.append({"index": n, "group": t, "tile_id": str(tile_id), "source": provenance,
+                                 "variant": v, "angle": params["angle"],
+                                 "transforms": json.dumps({k: p for k, p in params.items() if k != "angle"})})
+                    n += 1
+                if progress:
+                    progress(t + 1, total)
+            if n == 0:
+                raise DatasetError(f"no readable tiles in {cfg.path or cfg.source}"
+                                   + (f" ({len(skipped)} file(s) skipped, first: {skipped[0]['reason']})" if skipped else ""))
+            f.seek(0)
+            f.write(_npy_header((n, cfg.size, cfg.size, 3)))
+            f.flush()
+            os.fsync(f.fileno())
+        pd.DataFrame(rows).to_parquet(tmp / "manifest.parquet", index=False)
+        pd.DataFrame(skipped, columns=["file", "reason"]).to_csv(tmp / "skipped.csv", index=False)
+        write_json_atomic(tmp / "dataset.json", {
+            "name": name, "config": cfg.to_dict(), "images": n, "groups": rows[-1]["group"] + 1,
+            "skipped": len(skipped), "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        })
+        if final.exists():  # overwrite: swap in, then drop the old one
+            old = root / f".old-{name}-{os.getpid()}"
+            os.replace(final, old)
+            os.replace(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise DatasetError(f"cannot write dataset {name!r} to {root}: {e.strerror or e}; nothing was saved") from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return Dataset(final)
+
+
+def delete_dataset(name: str, workspace=None) -> None:
+    path = open_dataset(name, workspace).path
+    trash = path.parent / f".del-{name}-{os.getpid()}"
+    os.replace(path, trash)
+    shutil.rmtree(trash, ignore_errors=True)

@@ -1,0 +1,219 @@
+"""Training: a tf.data pipeline that gathers pairs by index from the dataset store, ``model.fit``, and
+a run directory that records everything (see :mod:`siamese_core.runs` for the layout).
+
+Pairs are never materialised: each batch of index pairs is looked up in the memory-mapped uint8
+image array, scaled to [0, 1], and (``default`` preset) randomly rotated, flipped, zoomed, blurred,
+re-exposed and occluded on the fly, so the model learns the invariances the tool promises.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+import traceback
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+import keras  # noqa: E402
+
+from .callbacks import EpochCheckpoint, LiveMetrics, StopOnRequest  # noqa: E402
+from .config import RunConfig  # noqa: E402
+from .errors import RunError  # noqa: E402
+from .model import build_model, compile_model, preprocess  # noqa: E402
+from .pairs import Pairs, make_pairs  # noqa: E402
+from .runs import acquire_train_lock, read_config, read_status, write_status, save_threshold  # noqa: E402
+from .store import open_dataset, write_json_atomic  # noqa: E402
+
+
+def device_name() -> str:
+    """The accelerator TensorFlow will use: the GPU's name, or 'CPU (n cores)'."""
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        try:
+            return tf.config.experimental.get_device_details(gpus[0]).get("device_name", "GPU")
+        except Exception:
+            return "GPU"
+    return f"CPU ({os.cpu_count()} cores)"
+
+
+# --- augmentation (TensorFlow ops, per image, in the input pipeline) ------------------------------
+
+def _gaussian_kernel(sigma):
+    r = tf.range(-3, 4, dtype=tf.float32)
+    k = tf.exp(-(r ** 2) / (2.0 * sigma ** 2))
+    k = k / tf.reduce_sum(k)
+    k2 = k[:, None] * k[None, :]
+    return tf.tile(k2[:, :, None, None], [1, 1, 3, 1])
+
+
+def augment_batch(x):
+    """Random rotation (any angle), mirror, zoom, brightness/contrast, blur and occlusion per image.
+
+    ``x``: float32 (B, S, S, 3) in [0, 1]. Rotation, mirror and zoom are one projective transform
+    about the centre with black fill, as in the stored variants.
+    """
+    b = tf.shape(x)[0]
+    s = tf.cast(tf.shape(x)[1], tf.float32)
+    c = (s - 1.0) / 2.0
+    theta = tf.random.uniform([b], 0.0, 2.0 * math.pi)
+    zoom = tf.where(tf.random.uniform([b]) < 0.3, tf.random.uniform([b], 1.0, 1.4), 1.0)
+    mirror = tf.where(tf.random.uniform([b]) < 0.5, -1.0, 1.0)
+    cos, sin = tf.cos(theta) / zoom, tf.sin(theta) / zoom
+    a0, a1, b0, b1 = mirror * cos, -sin, mirror * sin, cos
+    t = tf.stack([a0, a1, c - a0 * c - a1 * c, b0, b1, c - b0 * c - b1 * c,
+                  tf.zeros([b]), tf.zeros([b])], axis=1)
+    x = tf.raw_ops.ImageProjectiveTransformV3(images=x, transforms=t, output_shape=tf.shape(x)[1:3],
+                                              fill_value=0.0, interpolation="BILINEAR", fill_mode="CONSTANT")
+    # exposure
+    mean = tf.reduce_mean(x, axis=[1, 2, 3], keepdims=True)
+    contrast = tf.random.uniform([b, 1, 1, 1], 0.7, 1.3)
+    bright = tf.random.uniform([b, 1, 1, 1], -0.15, 0.15)
+    x = tf.clip_by_value((x - mean) * contrast + mean + bright, 0.0, 1.0)
+    # blur a random third of the batch
+    blurred = tf.nn.depthwise_conv2d(x, _gaussian_kernel(tf.random.uniform([], 0.7, 2.0)), [1, 1, 1, 1], "SAME")
+    x = tf.where(tf.random.uniform([b, 1, 1, 1]) < 0.3, blurred, x)
+    # black out a square patch in a random third of the batch
+    side = tf.random.uniform([b, 1, 1], 0.15, 0.35) * s
+    y0 = tf.random.uniform([b, 1, 1]) * (s - side)
+    x0 = tf.random.uniform([b, 1, 1]) * (s - side)
+    grid = tf.range(s)
+    inside = ((grid[None, :, None] >= y0) & (grid[None, :, None] < y0 + side)
+              & (grid[None, None, :] >= x0) & (grid[None, None, :] < x0 + side))
+    occlude = inside & (tf.random.uniform([b, 1, 1]) < 0.3)
+    return tf.where(occlude[..., None], 0.0, x)
+
+
+# --- input pipeline -----------------------------------------------------------------------------
+
+def pair_dataset(images: np.ndarray, pairs: Pairs, batch_size: int, shuffle: bool = False,
+                 augment: bool = False, seed: int = 0, with_labels: bool = True) -> tf.data.Dataset:
+    """Batches of ((tile_a, tile_b), label) gathered by index from ``images`` (uint8, may be a memmap)."""
+    size = images.shape[1]
+    ds = tf.data.Dataset.from_tensor_slices((pairs.a, pairs.b, pairs.label.astype(np.float32)))
+    if shuffle:
+        ds = ds.shuffle(len(pairs), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size)
+
+    def gather(ia, ib):
+        return np.asarray(images[np.asarray(ia)]), np.asarray(images[np.asarray(ib)])
+
+    def load(ia, ib, y):
+        ta, tb = tf.numpy_function(gather, [ia, ib], [tf.uint8, tf.uint8], stateful=False)
+        ta = tf.ensure_shape(ta, [None, size, size, 3])
+        tb = tf.ensure_shape(tb, [None, size, size, 3])
+        ta, tb = preprocess(ta), preprocess(tb)
+        if augment:
+            ta, tb = augment_batch(ta), augment_batch(tb)
+        return ((ta, tb), y) if with_labels else (ta, tb)
+
+    return ds.map(load, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+def predict_scores(model: keras.Model, images: np.ndarray, pairs: Pairs, batch_size: int = 256) -> np.ndarray:
+    """Model output (score, lower = more alike) for every pair, in order."""
+    if len(pairs) == 0:
+        return np.zeros(0, np.float32)
+    ds = pair_dataset(images, pairs, batch_size, with_labels=False)
+    out = [np.asarray(model(batch, training=False)).reshape(-1) for batch in ds]
+    return np.concatenate(out).astype(np.float32)
+
+
+# --- a run --------------------------------------------------------------------------------------
+
+def _finish(run_dir: Path, model: keras.Model, images, pairs: Pairs, cfg: RunConfig, status: str) -> None:
+    from .evaluate import report, suggest_thresholds
+
+    tmp = run_dir / ".model.tmp.keras"
+    model.save(tmp)
+    os.replace(tmp, run_dir / "model.keras")
+    val = pairs.validation
+    scores = predict_scores(model, images, val)
+    np.savez(run_dir / ".val_scores.tmp.npz", score=scores, label=val.label, a=val.a, b=val.b)
+    os.replace(run_dir / ".val_scores.tmp.npz", run_dir / "val_scores.npz")
+    if cfg.train.threshold > 0:
+        threshold, source = cfg.train.threshold, "preset"
+    else:
+        keep = ~val.identical
+        threshold, source = suggest_thresholds(scores[keep], val.label[keep]).best_accuracy, "calibrated"
+    save_threshold(run_dir, threshold, source)
+    write_json_atomic(run_dir / "evaluation.json",
+                      report(scores, val.label, threshold, identical=val.identical))
+
+
+def run_training(run_dir: Path, resume: bool = False, lock_fd: int | None = None, verbose: int = 1) -> dict:
+    """Train the run in ``run_dir`` (its config.json must exist); returns the final status.
+
+    Holds the workspace's training lock throughout (``lock_fd`` when the launcher took it already).
+    Any error is recorded in status.json (status 'failed', with the message) and re-raised.
+    """
+    run_dir = Path(run_dir)
+    workspace = run_dir.parent.parent
+    cfg = read_config(run_dir)
+    if lock_fd is None:
+        lock_fd = acquire_train_lock(run_dir.name, workspace)
+    try:
+        (run_dir / "stop").unlink(missing_ok=True)
+        write_status(run_dir, "running", pid=os.getpid(), device=device_name(), error=None,
+                     started=time.strftime("%Y-%m-%dT%H:%M:%S"))
+        keras.utils.set_random_seed(cfg.train.seed)
+        ds = open_dataset(cfg.dataset, workspace)
+        if ds.size != cfg.model.size:
+            cfg = RunConfig.from_dict({**cfg.to_dict(), "model": {**cfg.model.to_dict(), "size": ds.size}})
+            write_json_atomic(run_dir / "config.json", cfg.to_dict())
+        pairs_file = run_dir / "pairs.npz"
+        if resume and pairs_file.exists():
+            pairs = Pairs.load(pairs_file)
+        else:
+            pairs = make_pairs(ds.groups, cfg.pairs)
+            pairs.save(pairs_file)
+        images = ds.images
+        t, bs = cfg.train, cfg.train.batch_size
+        train_pairs = pairs.train
+        steps = t.steps_per_epoch or max(1, math.ceil(len(train_pairs) / bs))
+        train_ds = pair_dataset(images, train_pairs, bs, shuffle=True, augment=t.augment and cfg.model.preset != "seed",
+                                seed=t.seed)
+        if t.steps_per_epoch:
+            train_ds = train_ds.repeat()
+        val_ds = pair_dataset(images, pairs.validation, max(bs, 64))
+
+        initial_epoch = 0
+        ckpt = run_dir / "checkpoint.keras"
+        if resume and ckpt.exists():
+            from .inference import load_model_safe
+            model = load_model_safe(ckpt, compile=True)
+            import json
+            initial_epoch = int(json.loads((run_dir / "checkpoint.json").read_text())["epoch"])
+        else:
+            model = compile_model(build_model(cfg.model), cfg.model.preset, t.optimizer, t.learning_rate)
+
+        stop = StopOnRequest(run_dir)
+        callbacks = [LiveMetrics(run_dir, steps, t.epochs), EpochCheckpoint(run_dir), stop]
+        write_status(run_dir, "running", epoch=initial_epoch, epochs=t.epochs, step=0, steps=steps,
+                     train_pairs=len(train_pairs), val_pairs=len(pairs.validation))
+        if initial_epoch < t.epochs:
+            model.fit(train_ds, validation_data=val_ds, epochs=t.epochs, initial_epoch=initial_epoch,
+                      steps_per_epoch=steps, callbacks=callbacks, verbose=verbose, shuffle=False)
+        status = "stopped" if stop.stopped else "finished"
+        _finish(run_dir, model, images, pairs, cfg, status)
+        return write_status(run_dir, status, ended=time.strftime("%Y-%m-%dT%H:%M:%S"))
+    except BaseException as e:
+        msg = "interrupted by the user" if isinstance(e, KeyboardInterrupt) else (str(e).splitlines() or [type(e).__name__])[0]
+        (run_dir / "train.log").open("a").write(traceback.format_exc())
+        write_status(run_dir, "failed" if not isinstance(e, KeyboardInterrupt) else "stopped",
+                     error=f"{type(e).__name__}: {msg}" if not isinstance(e, KeyboardInterrupt) else msg,
+                     ended=time.strftime("%Y-%m-%dT%H:%M:%S"))
+        raise
+    finally:
+        os.close(lock_fd)
+
+
+def resume_check(run_dir: Path) -> None:
+    st = read_status(run_dir)
+    if st.get("status") in ("running", "queued"):
+        raise RunError(f"run {run_dir.name} is still {st['status']}; stop it before resuming")
+    if st.get("status") == "finished":
+        raise RunError(f"run {run_dir.name} already finished; start a new run to train more")
