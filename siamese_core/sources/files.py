@@ -27,7 +27,7 @@ def list_images(root: str | os.PathLike) -> list[Path]:
         for f in sorted(filenames):
             if not f.startswith(".") and Path(f).suffix.lower() in IMAGE_EXTENSIONS:
                 out.append(Path(dirpath) / f)
-    return out
+    return sorted(out)
 
 
 def _decode(path: Path, root: Path, size: int, half: bool):

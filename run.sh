@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# One entry point for a fresh machine:
+#   ./run.sh app    set up (virtual environment + requirements) and open the dashboard
+#   ./run.sh test   set up (plus Chromium for the browser test) and run the whole test suite
+#   ./run.sh setup  only set up
+# VENV=path chooses the virtual environment (default .venv); FRESH_VENV=1 recreates it.
+set -euo pipefail
+cd "$(dirname "$0")"
+VENV="${VENV:-.venv}"
+PY="${PYTHON:-python3}"
+
+setup() {
+  if [ "${FRESH_VENV:-0}" = 1 ]; then rm -rf "$VENV"; fi
+  if [ ! -x "$VENV/bin/python" ]; then
+    echo "==> creating virtual environment $VENV"
+    "$PY" -m venv "$VENV"
+  fi
+  echo "==> installing requirements.txt"
+  "$VENV/bin/python" -m pip install -q --upgrade pip
+  "$VENV/bin/python" -m pip install -q -r requirements.txt
+}
+
+browser() {  # Debian's Chromium for the end-to-end browser test (Playwright drives it; nothing is downloaded)
+  if [ -x /usr/bin/chromium ]; then return; fi
+  echo "==> installing Chromium (apt-get)"
+  local sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo"
+  $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium >/dev/null \
+    || echo "warning: could not install Chromium; the browser test will be skipped" >&2
+}
+
+case "${1:-app}" in
+  setup) setup ;;
+  app)
+    setup
+    shift || true
+    exec "$VENV/bin/python" -m streamlit run streamlit_app.py "$@" ;;
+  test)
+    setup
+    browser
+    shift || true
+    exec "$VENV/bin/python" -m pytest -q "$@" ;;
+  *) echo "usage: ./run.sh [app|test|setup]" >&2; exit 2 ;;
+esac

@@ -1,0 +1,39 @@
+"""Shared fixtures: a throw-away workspace with a tiny synthetic dataset and tiny trained runs.
+
+Everything is real (real Keras training on 32-48 px tiles for a few steps); only sizes are small.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+AERIAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "aerial-sample"
+
+
+def cli(*args) -> int:
+    from siamese_core.cli import main
+    return main([str(a) for a in args])
+
+
+@pytest.fixture(scope="session")
+def tiny_ws(tmp_path_factory) -> Path:
+    """A workspace with dataset 'tiny' (24 synthetic tiles, 48 px) and finished runs 'seed1', 'def1'."""
+    ws = tmp_path_factory.mktemp("ws")
+    assert cli("--workspace", ws, "prepare", "--name", "tiny", "--limit", 24, "--size", 48) == 0
+    for preset, rid in (("seed", "seed1"), ("default", "def1")):
+        code = cli("--workspace", ws, "train", "--dataset", "tiny", "--preset", preset, "--epochs", 1,
+                   "--steps-per-epoch", 3, "--batch-size", 16, "--run-id", rid, "--verbose", 0)
+        assert code == 0
+    return ws
+
+
+@pytest.fixture
+def ws(tmp_path, monkeypatch) -> Path:
+    """An empty workspace, also set as $SIAMESE_WORKSPACE."""
+    monkeypatch.setenv("SIAMESE_WORKSPACE", str(tmp_path / "ws"))
+    return tmp_path / "ws"

@@ -1,0 +1,111 @@
+"""Models, losses and training runs: the seed preset is the reference, saving is safe, runs record all."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+
+import numpy as np
+import pytest
+
+from siamese_core.config import ModelConfig
+
+
+def test_seed_matches_reference_parameter_count():
+    from siamese_core.model import build_model, tower_of
+    m = build_model(ModelConfig(preset="seed", size=128))
+    assert m.count_params() == 1_805_394
+    assert tower_of(m).count_params() == 1_805_388
+    kinds = [type(layer).__name__ for layer in tower_of(m).layers]
+    assert kinds == ["InputLayer", "BatchNormalization", "Conv2D", "AveragePooling2D", "Conv2D", "AveragePooling2D",
+                     "Conv2D", "AveragePooling2D", "Flatten", "BatchNormalization", "Dense"]
+    assert m.layers[-1].activation.__name__ == "sigmoid"
+
+
+def test_identical_inputs_give_zero_distance():
+    from siamese_core.model import build_model
+    m = build_model(ModelConfig(preset="default", size=32))
+    x = np.random.default_rng(0).random((4, 32, 32, 3)).astype("float32")
+    d = np.asarray(m([x, x], training=False)).ravel()
+    assert np.allclose(d, np.sqrt(1e-7), atol=1e-4)
+    y = x[::-1].copy()
+    assert np.all(np.asarray(m([x, y], training=False)).ravel()[[0, 3]] > 1e-3)
+
+
+def test_default_is_rotation_invariant_under_disk_mask():
+    """Rotating both inputs by 90° keeps the disc content, so the distance of a pair is unchanged-ish."""
+    from siamese_core.model import DiskMask
+    x = np.ones((1, 16, 16, 3), "float32")
+    m = np.asarray(DiskMask()(x))[0, :, :, 0]
+    assert m[8, 8] == 1 and m[0, 0] == 0 and np.array_equal(m, np.rot90(m))
+
+
+def test_contrastive_loss_closed_form():
+    from siamese_core.losses import contrastive_loss
+    y = np.array([0.0, 1.0, 1.0], "float32")
+    d = np.array([0.5, 0.25, 2.0], "float32")
+    want = np.mean([0.25, 0.75 ** 2, 0.0])
+    assert float(contrastive_loss(y, d, 1.0)) == pytest.approx(want, rel=1e-6)
+
+
+def test_run_directory_contents(tiny_ws):
+    from siamese_core.runs import read_metrics, read_status, read_threshold, run_path
+    for rid, preset in (("seed1", "seed"), ("def1", "default")):
+        d = run_path(rid, tiny_ws)
+        st = read_status(d)
+        assert st["status"] == "finished" and st["device"].startswith(("CPU", "GPU")) or st["device"]
+        cfg = json.loads((d / "config.json").read_text())
+        assert cfg["model"]["preset"] == preset and cfg["dataset"] == "tiny"
+        m = read_metrics(d)
+        batches = [r for r in m if r["kind"] == "batch"]
+        epochs = [r for r in m if r["kind"] == "epoch"]
+        assert len(batches) == 3 and len(epochs) == 1
+        assert {"loss", "accuracy", "val_loss", "val_accuracy"} <= set(epochs[0])
+        z = np.load(d / "val_scores.npz")
+        assert len(z["score"]) == len(z["label"]) > 0
+        t = read_threshold(d)
+        assert (t == 0.2) if preset == "seed" else (0 <= t <= 2)
+        assert (d / "model.keras").exists() and (d / "checkpoint.keras").exists()
+
+
+def test_saved_model_reloads_safely_and_scores_the_same(tiny_ws):
+    from siamese_core.inference import Scorer
+    from siamese_core.store import open_dataset
+    s = Scorer.from_run("def1", tiny_ws)
+    ds = open_dataset("tiny", tiny_ws)
+    z = np.load(tiny_ws / "runs" / "def1" / "val_scores.npz")
+    got = s.score_tiles(np.asarray(ds.images[z["a"]]), np.asarray(ds.images[z["b"]]))
+    assert np.allclose(got, z["score"], atol=1e-5)
+
+
+def test_lambda_model_is_refused(tiny_ws, tmp_path):
+    import keras
+
+    from siamese_core.errors import RunError
+    from siamese_core.inference import load_model_safe
+    inp = keras.Input((4,))
+    out = keras.layers.Lambda(lambda t: t * 2)(inp)
+    path = tmp_path / "evil.keras"
+    keras.Model(inp, out).save(path)
+    with pytest.raises(RunError, match="refused"):
+        load_model_safe(path)
+    # an unknown class
+    bad = tmp_path / "unknown.keras"
+    with zipfile.ZipFile(path) as zin, zipfile.ZipFile(bad, "w") as zout:
+        for item in zin.infolist():
+            data = zin.read(item.filename)
+            if item.filename == "config.json":
+                data = data.replace(b'"Lambda"', b'"NoSuchLayer"')
+            zout.writestr(item, data)
+    with pytest.raises(RunError, match="refused"):
+        load_model_safe(bad)
+
+
+def test_training_is_seeded(tiny_ws):
+    from siamese_core.pairs import Pairs
+    a = Pairs.load(tiny_ws / "runs" / "seed1" / "pairs.npz")
+    b = Pairs.load(tiny_ws / "runs" / "def1" / "pairs.npz")
+    # same dataset, same pair seed → the same split (presets differ in rules, not in split)
+    from siamese_core.store import open_dataset
+    g = open_dataset("tiny", tiny_ws).groups
+    assert set(g[a.a[a.val]]) == set(g[b.a[b.val]])
