@@ -3,16 +3,18 @@
 Why this exists: the tool must train, test and demo without network access, API keys or a
 downloaded dataset, so it needs a source of tiles that is always there, costs nothing to store,
 and is reproducible byte for byte.  This module draws such tiles from a seed: agricultural
-parcels with crop-row textures, hedgerows, woodland, meadows, lakes, meandering rivers, straight
-and curved roads, and clusters of buildings with roofs and shadows, under a per-tile seasonal
-palette with a little sensor noise and optical blur.  Every tile is different and full of
-non-symmetric structure up to its edges, so a matcher cannot tell two tiles (or a rotated copy of
-a tile) apart by colour statistics alone.
+parcels with crop-row textures and hedgerows, orchards, woodland, meadows, lakes, meandering
+rivers, straight and curved roads, street grids, and villages and farmsteads whose buildings have
+gabled roofs and shadows, under a per-tile seasonal palette with a little optical blur and sensor
+noise.  Every tile is different and full of non-symmetric structure up to its edges, so a matcher
+cannot tell two tiles (or a tile and a rotated copy of it) apart by colour statistics alone.
 
-Layout is drawn in unit coordinates from a random stream that never depends on ``size``, so the
-same ``(index, seed)`` gives the same scene at every resolution; only fine texture noise (drawn
-from a second stream) is resolution-specific.  Only numpy and OpenCV are used, with vectorised
-array maths and cv2 drawing primitives, so one core renders several hundred 128 px tiles a second.
+The layout is drawn in unit coordinates from ``np.random.default_rng([seed, index])`` and never
+depends on ``size``, so one ``(index, seed)`` is the same scene at every resolution.  Fine texture
+and sensor noise is cut from a fixed, lazily built 1024 x 1024 noise bank at offsets drawn from
+that generator (fields too big for the bank come from ``default_rng([seed, index, size, 1])``);
+no global random state is read or changed.  Only numpy and OpenCV are used, with vectorised array maths and cv2
+drawing primitives, so one core renders several hundred 128 px tiles a second.
 """
 
 from __future__ import annotations
@@ -33,6 +35,9 @@ MAX_SIZE = 2048
 
 _SHIFT = 4  # cv2 sub-pixel bits for polygon / polyline coordinates
 _ONE = float(1 << _SHIFT)
+_BANK = 1024  # side of the cached noise bank; larger tiles draw their noise directly
+_BANK_SEED = 0x5A7E111E
+_QUARTER = np.array([0.0, np.pi / 2], dtype=np.float32)  # sin(x + pi/2) = cos(x)
 
 # Per-season palettes (RGB).  "fields" are crop/parcel colours; the rest are land-cover colours.
 _SEASONS: tuple[dict, ...] = (
@@ -54,11 +59,11 @@ _SEASONS: tuple[dict, ...] = (
         "forest": (74, 70, 40), "grass": (122, 122, 72), "soil": (128, 100, 74),
         "hedge": (80, 70, 42),
     },
-    {  # winter
-        "fields": [(192, 192, 188), (162, 152, 140), (142, 132, 116), (206, 206, 204), (122, 116, 100),
-                   (176, 170, 158)],
-        "forest": (52, 60, 52), "grass": (150, 146, 126), "soil": (126, 114, 98),
-        "hedge": (70, 72, 64),
+    {  # winter (partly snow-covered)
+        "fields": [(196, 198, 200), (150, 146, 134), (134, 126, 110), (214, 216, 218), (118, 114, 98),
+                   (172, 170, 162), (104, 108, 88)],
+        "forest": (50, 58, 50), "grass": (132, 134, 112), "soil": (118, 106, 90),
+        "hedge": (66, 70, 60),
     },
     {  # arid
         "fields": [(192, 168, 128), (172, 146, 112), (112, 128, 72), (204, 184, 144), (152, 152, 92),
@@ -67,23 +72,28 @@ _SEASONS: tuple[dict, ...] = (
         "hedge": (110, 110, 74),
     },
 )
-_SEASON_P = np.array([0.2, 0.32, 0.2, 0.1, 0.18])
+_SEASON_CUM = np.cumsum([0.2, 0.32, 0.2, 0.1, 0.18])[:-1]
+_ARID = 4
 
 _WATER = np.array([(40, 70, 86), (56, 92, 82), (82, 92, 74), (30, 56, 80), (64, 96, 104), (48, 78, 66)],
                   dtype=np.float64)
 _ROOFS = np.array([(172, 82, 62), (134, 62, 52), (122, 122, 126), (82, 82, 88), (204, 202, 196),
                    (142, 112, 92), (102, 112, 124), (186, 120, 88), (160, 150, 140)], dtype=np.float64)
 
-# Tile archetypes: (weight, forest fraction range, n road range, village range, farmstead range,
-#                   river probability, lake probability, suburb probability)
+# Tile archetypes: (weight, forest fraction range, road count range, village count range,
+#                   farmstead count range, river probability, lake probability, street-grid probability)
 _TYPES = (
     (0.40, (0.0, 0.25), (1, 3), (0, 2), (0, 3), 0.25, 0.15, 0.0),   # farmland
-    (0.18, (0.35, 0.75), (0, 2), (0, 1), (0, 1), 0.25, 0.25, 0.0),  # woodland
-    (0.22, (0.0, 0.2), (2, 4), (1, 3), (0, 2), 0.15, 0.1, 0.7),     # suburban / village
-    (0.20, (0.05, 0.35), (0, 2), (0, 1), (0, 2), 0.85, 0.45, 0.0),  # river / wetland
+    (0.18, (0.35, 0.75), (0, 2), (0, 1), (0, 1), 0.3, 0.25, 0.0),   # woodland
+    (0.22, (0.0, 0.2), (1, 3), (1, 3), (0, 2), 0.15, 0.1, 0.75),    # village / suburb
+    (0.20, (0.05, 0.35), (0, 2), (0, 1), (0, 2), 0.85, 0.45, 0.0),  # river / lakes
 )
-_TYPE_P = np.array([t[0] for t in _TYPES])
+_TYPE_CUM = np.cumsum([t[0] for t in _TYPES])[:-1]
 
+
+# --------------------------------------------------------------------------------------------
+# argument checks
+# --------------------------------------------------------------------------------------------
 
 def _check_int(name: str, value, lo: int | None, hi: int | None, fix: str) -> int:
     if isinstance(value, bool):
@@ -106,22 +116,65 @@ def _check_seed(seed) -> int:
     return _check_int("seed", seed, 0, None, "pass a non-negative integer seed (e.g. seed=0)")
 
 
+# --------------------------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------------------------
+
+@functools.lru_cache(maxsize=1)
+def _noise_bank() -> np.ndarray:
+    bank = np.random.default_rng(_BANK_SEED).standard_normal((_BANK, _BANK), dtype=np.float32)
+    bank.setflags(write=False)
+    return bank
+
+
 @functools.lru_cache(maxsize=8)
-def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Pixel-centre coordinates in unit square, shape (size, size) float32, read-only."""
-    c = ((np.arange(size, dtype=np.float32) + 0.5) / size).astype(np.float32)
-    x = np.broadcast_to(c[None, :], (size, size))
-    y = np.broadcast_to(c[:, None], (size, size))
-    return x, y
+def _axis(size: int) -> np.ndarray:
+    """Pixel-centre coordinates along one axis in the unit interval (float32, read-only)."""
+    a = ((np.arange(size, dtype=np.float64) + 0.5) / size).astype(np.float32)
+    a.setflags(write=False)
+    return a
 
 
-def _upsample(small: np.ndarray, size: int, cubic: bool = True) -> np.ndarray:
-    interp = cv2.INTER_CUBIC if cubic else cv2.INTER_LINEAR
-    return cv2.resize(small.astype(np.float32), (size, size), interpolation=interp)
+class _Noise:
+    """Standard-normal float32 noise fields: windows of the shared bank at offsets drawn from the
+    layout generator (so every tile consumes the same random numbers at every size)."""
+
+    def __init__(self, lr: np.random.Generator, seed: int, index: int, size: int):
+        self._lr = lr
+        self._key = (seed, index, size)
+        self._rng: np.random.Generator | None = None
+
+    def window(self, h: int, w: int) -> np.ndarray:
+        """An h x w noise field, C-contiguous."""
+        ox, oy = self._lr.random(2)
+        if h <= _BANK and w <= _BANK:
+            x, y = int(ox * (_BANK - w)), int(oy * (_BANK - h))
+            return np.ascontiguousarray(_noise_bank()[y:y + h, x:x + w])
+        if self._rng is None:
+            self._rng = np.random.default_rng([*self._key, 1])
+        return self._rng.standard_normal((h, w), dtype=np.float32)
+
+    def field(self, n: int) -> np.ndarray:
+        return self.window(n, n)
+
+    def smooth(self, n: int, size: int) -> np.ndarray:
+        """An n x n noise window bilinearly stretched to size x size."""
+        small = self.field(n)
+        return cv2.resize(small, (size, size), interpolation=cv2.INTER_LINEAR)
+
+
+def _upsample(small: np.ndarray, size: int) -> np.ndarray:
+    """Smooth (cubic, then linear) upsampling of a tiny grid to size x size, float32."""
+    small = small.astype(np.float32)
+    k = min(size, max(16, size // 6))
+    mid = cv2.resize(small, (k, k), interpolation=cv2.INTER_CUBIC)
+    if k == size:
+        return mid
+    return cv2.resize(mid, (size, size), interpolation=cv2.INTER_LINEAR)
 
 
 def _px(points: np.ndarray, size: int) -> np.ndarray:
-    """Unit coordinates (N, 2) -> cv2 fixed-point int32 pixel coordinates."""
+    """Unit coordinates (..., 2) -> cv2 fixed-point int32 pixel coordinates."""
     return np.round(points * (size * _ONE) - 0.5 * _ONE).astype(np.int32)
 
 
@@ -130,8 +183,12 @@ def _thick(w_unit: float, size: int) -> int:
 
 
 def _col(c) -> tuple[float, float, float]:
-    c = np.clip(c, 0, 255)
-    return (float(c[0]), float(c[1]), float(c[2]))
+    r, g, b = c.tolist()
+    return (min(255.0, max(0.0, r)), min(255.0, max(0.0, g)), min(255.0, max(0.0, b)))
+
+
+def _lut(values: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(values, dtype=np.float32).reshape(1, 256)
 
 
 def _bezier(p: np.ndarray, n: int) -> np.ndarray:
@@ -140,294 +197,372 @@ def _bezier(p: np.ndarray, n: int) -> np.ndarray:
             + t ** 3 * p[3])
 
 
-def _edge_point(rng: np.random.Generator, side: int) -> np.ndarray:
-    s = rng.uniform(0.05, 0.95)
+def _edge_point(lr: np.random.Generator, side: int) -> np.ndarray:
+    s = lr.uniform(0.05, 0.95)
     return np.array([(-0.08, s), (1.08, s), (s, -0.08), (s, 1.08)][side])
 
 
+def _blend(img: np.ndarray, alpha: np.ndarray, colour: np.ndarray, tex: np.ndarray,
+           shade: np.ndarray | None = None) -> None:
+    """In place on planar img (3, H, W): img = (img * (1 - alpha) + alpha * tex * colour) * shade."""
+    keep = np.float32(1.0) - alpha
+    paint = alpha * tex
+    if shade is not None:
+        keep *= shade
+        paint *= shade
+    img *= keep
+    img += paint * colour.astype(np.float32)[:, None, None]
+
+
+def _shift(a: np.ndarray, dx: float, dy: float) -> np.ndarray:
+    m = np.array([[1.0, 0.0, dx], [0.0, 1.0, dy]], dtype=np.float32)
+    return cv2.warpAffine(a, m, (a.shape[1], a.shape[0]), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_REPLICATE)
+
+
+def _sine_plane(xs: np.ndarray, a: float, period: float, phase: float) -> np.ndarray:
+    """sin(2*pi*(x cos a + y sin a)/period + phase) on the pixel grid, via two outer products."""
+    k = 2 * np.pi / period
+    ax = xs * np.float32(np.cos(a) * k)
+    by = xs * np.float32(np.sin(a) * k) + np.float32(phase)
+    # sin(ax + by) = sin(by) cos(ax) + cos(by) sin(ax): a rank-2 product, one small matmul
+    return np.sin(by[:, None] + _QUARTER[None, :]) @ np.sin(ax[None, :] + _QUARTER[::-1, None])
+
+
 # --------------------------------------------------------------------------------------------
-# raster layers (vectorised)
+# raster layers (vectorised, channel-planar float32)
 # --------------------------------------------------------------------------------------------
 
-def _fields(lr, tr, size, pal, gang, fine, mid):
-    """Parcel mosaic with crop-row textures, mottling and hedgerows -> float32 (H, W, 3)."""
-    X, Y = _grid(size)
+def _parcel_labels(lr, size, gang):
+    """Parcel id of every pixel (uint8, ids recycled mod 255) and the parcel-boundary mask.
+
+    Parcels are rows of random height with columns of random width in a frame rotated by
+    ``gang`` (and optionally gently warped); the label image is built in that frame with 1-D
+    look-ups and resampled onto the tile with ``cv2.remap``.  Neighbouring parcels never share
+    an id; id 255 is left free for hedgerows."""
+    xs = _axis(size)
     warp = lr.uniform(0.0, 0.035) if lr.random() < 0.6 else 0.0
-    wx = lr.standard_normal((4, 4))
-    wy = lr.standard_normal((4, 4))
-    ca, sa = np.cos(gang), np.sin(gang)
+    wsmall = lr.standard_normal((4, 4, 2))
+    ca, sa = np.float32(np.cos(gang)), np.float32(np.sin(gang))
     cx, cy = 0.5 + lr.uniform(-0.2, 0.2, 2)
-    dx = X - np.float32(cx)
-    dy = Y - np.float32(cy)
+
+    R = 1.15  # half-extent of the rotated frame: covers the tile for any angle, centre and warp
+    hmean = float(np.exp(lr.uniform(np.log(0.08), np.log(0.3))))
+    aspect = float(np.exp(lr.uniform(np.log(0.35), np.log(3.0))))
+    wmean = min(0.6, max(0.05, hmean * aspect))
+    row_edges = -R - lr.uniform(0, hmean) + np.cumsum(lr.uniform(0.5, 1.5, 64) * hmean)
+    nrows = int(np.searchsorted(row_edges, R)) + 2
+    row_edges = row_edges[: nrows - 1]
+    ncol = int(2 * R / (0.4 * wmean)) + 3
+    col_edges = -R - lr.uniform(0, wmean, (nrows, 1)) + np.cumsum(
+        lr.uniform(0.4, 1.6, (nrows, ncol)) * wmean, axis=1)
+
+    # label image in the rotated frame (S x S pixels at tile resolution)
+    S = int(np.ceil(2 * R * size))
+    row_of = np.searchsorted(row_edges, -R + (np.arange(S) + 0.5) / size)
+    # column index of every rotated-frame x in every row = number of column edges left of it
+    pos = np.clip(np.floor((col_edges + R) * size - 0.5).astype(np.intp) + 1, 0, S)
+    flat = (np.arange(nrows)[:, None] * (S + 1) + pos).ravel()
+    counts = np.bincount(flat, minlength=nrows * (S + 1)).reshape(nrows, S + 1)[:, :S]
+    table = ((np.cumsum(counts, axis=1, dtype=np.int32) + np.arange(nrows, dtype=np.int32)[:, None] * ncol)
+             % 255).astype(np.uint8)
+    rot = table[row_of]
+
+    # tile pixel -> rotated-frame pixel, as one two-channel map
+    off = np.float32(R * size - 0.5)
+    dx = (xs - np.float32(cx)) * np.float32(size)
+    dy = (xs - np.float32(cy)) * np.float32(size)
+    m = cv2.merge([(dx * ca + off)[None, :] + (dy * sa)[:, None],
+                   (dy * ca + off)[:, None] - (dx * sa)[None, :]])
     if warp > 0:
-        dx = dx + np.float32(warp) * _upsample(wx, size)
-        dy = dy + np.float32(warp) * _upsample(wy, size)
-    u = dx * np.float32(ca) + dy * np.float32(sa)
-    v = dy * np.float32(ca) - dx * np.float32(sa)
+        m += _upsample(wsmall, size) * np.float32(warp * size)
+    lab = cv2.remap(rot, m, None, cv2.INTER_NEAREST, borderMode=cv2.BORDER_REPLICATE)
 
-    # rows of random heights along v; inside each row, columns of random widths along u
-    R = 0.95
-    hmean = np.exp(lr.uniform(np.log(0.08), np.log(0.3)))
-    aspect = np.exp(lr.uniform(np.log(0.35), np.log(3.0)))
-    wmean = float(np.clip(hmean * aspect, 0.05, 0.6))
-    heights = lr.uniform(0.5, 1.5, 64) * hmean
-    row_edges = -R - lr.uniform(0, hmean) + np.cumsum(heights)
-    row_edges = row_edges[: int(np.searchsorted(row_edges, R)) + 1]
-    nrows = len(row_edges) + 1
-    BIG = 8.0
-    ncol_max = int(2 * R / (0.4 * wmean)) + 3
-    widths = lr.uniform(0.4, 1.6, (nrows, ncol_max)) * wmean
-    col_edges = -R - lr.uniform(0, wmean, (nrows, 1)) + np.cumsum(widths, axis=1)
-    col_edges = np.minimum(col_edges, R + 0.5)  # keep every row inside its BIG slot
-    all_edges = (col_edges + BIG * np.arange(nrows)[:, None]).ravel()
-    row = np.searchsorted(row_edges, v)
-    lab = np.searchsorted(all_edges, u + np.float32(BIG) * row.astype(np.float32))
-    n = len(all_edges) + 1
+    edge = np.zeros((size, size), np.bool_)
+    edge[1:, :] = lab[1:, :] != lab[:-1, :]
+    edge[:, 1:] |= lab[:, 1:] != lab[:, :-1]
+    return lab, edge
 
-    # per-parcel attributes
-    fcols = np.array(pal["fields"], dtype=np.float64)
-    base = fcols[lr.integers(0, len(fcols), n)]
-    base = base * lr.uniform(0.88, 1.12, (n, 1)) + lr.normal(0, 7, (n, 3))
-    kind = lr.choice(3, n, p=[0.35, 0.45, 0.2])  # pasture, crop rows, plowed soil
-    soil = np.array(pal["soil"], dtype=np.float64)
-    base[kind == 2] = soil * lr.uniform(0.8, 1.15, ((kind == 2).sum(), 1)) + lr.normal(
-        0, 6, ((kind == 2).sum(), 3))
-    amp = np.where(kind == 0, 0.0, lr.uniform(0.05, 0.2, n))
-    mottle = np.where(kind == 0, lr.uniform(0.05, 0.14, n), lr.uniform(0.01, 0.05, n))
+
+def _fields(lr, size, pal, gang, fine, mid):
+    """Parcel mosaic with crop-row textures, mottling and hedgerows.
+
+    Returns (image (3, H, W) float32, woodlot mask (H, W) float32)."""
+    xs = _axis(size)
+    lab, edge = _parcel_labels(lr, size, gang)
+
+    # per-parcel attributes, indexed by parcel id; id 255 is the hedgerow / farm-track class
+    fcols = pal["fields"]
+    at = lr.random((9, 256))
+    soil = at[0] < 0.2  # ploughed / bare soil; otherwise pasture (no rows) or crop rows
+    rows = ~soil & (at[0] < 0.2 + 0.45)
+    base = np.where(soil[:, None], pal["soil"], fcols[(at[1] * len(fcols)).astype(np.intp)])
+    base = base * (0.86 + 0.26 * at[2])[:, None] + lr.normal(0, 3.5, (256, 3))
+    pasture = ~(soil | rows)
+    amp = np.where(pasture, 0.0, 0.05 + 0.15 * at[3])
+    mottle = np.where(pasture, 0.05 + 0.09 * at[4], 0.01 + 0.04 * at[4])
+    pidx = (at[5] * 3).astype(np.intp)
+    wood = at[6] < lr.uniform(0.0, 0.12)
+    hedge = at[7] < lr.uniform(0.2, 0.9)
 
     # stripe patterns: mostly parallel / perpendicular to the parcel grid
-    npat = 3
-    pats = np.empty((npat, size, size), np.float32)
-    for k in range(npat):
+    pats = []
+    for _ in range(3):
         r = lr.random()
         a = gang + (0.0 if r < 0.45 else np.pi / 2 if r < 0.8 else lr.uniform(0, np.pi))
         period = max(lr.uniform(0.014, 0.04), 2.3 / size)
-        ph = lr.uniform(0, 2 * np.pi)
-        arg = (X * np.float32(np.cos(a) * 2 * np.pi / period)
-               + Y * np.float32(np.sin(a) * 2 * np.pi / period) + np.float32(ph))
-        pats[k] = np.sin(arg)
-    pidx = lr.integers(0, npat, n)
-    orchard = lr.random() < 0.3
-    if orchard:  # a few parcels become orchards / vineyards: rows of dots
-        a = gang
+        pats.append(_sine_plane(xs, a, period, lr.uniform(0, 2 * np.pi)))
+    if lr.random() < 0.3:  # orchards / vineyards: dotted rows in some parcels (pattern 2)
         period = max(lr.uniform(0.02, 0.035), 3.0 / size)
-        s1 = np.sin((X * np.float32(np.cos(a)) + Y * np.float32(np.sin(a))) * np.float32(2 * np.pi / period))
-        s2 = np.sin((Y * np.float32(np.cos(a)) - X * np.float32(np.sin(a))) * np.float32(2 * np.pi / period))
-        dots = np.clip((s1 * s2) * 2.0 - 0.6, -1.0, 1.0)
-        pats = np.concatenate([pats, (-dots)[None]], axis=0)
-        is_orch = lr.random(n) < 0.12
-        pidx = np.where(is_orch, npat, pidx)
-        amp = np.where(is_orch, lr.uniform(0.25, 0.4, n), amp)
-        grass = np.array(pal["grass"], dtype=np.float64)
-        base[is_orch] = grass * lr.uniform(0.85, 1.1, (is_orch.sum(), 1))
+        s1 = _sine_plane(xs, gang, period, 0.0)
+        s2 = _sine_plane(xs, gang + np.pi / 2, period, 0.0)
+        pats[2] = np.clip(0.6 - 2.0 * s1 * s2, -1.0, 1.0)
+        orchard = at[8] < 0.14
+        pidx = np.where(orchard, 2, pidx % 2)
+        amp = np.where(orchard, 0.25 + 0.15 * at[4], amp)
+        base = np.where(orchard[:, None], pal["grass"] * (0.85 + 0.25 * at[2])[:, None], base)
 
-    # woodlots that follow parcel boundaries
-    wood = (lr.random(n) < lr.uniform(0.0, 0.12)).astype(np.float32)
-
-    sel = pidx[lab]
-    stripe = np.take_along_axis(pats, sel[None], axis=0)[0]
-    tex = 1.0 + amp.astype(np.float32)[lab] * stripe + mottle.astype(np.float32)[lab] * (0.6 * mid + 0.4 * fine)
-    img = base.astype(np.float32)[lab] * tex[..., None]
-
-    # hedgerows / field tracks on parcel boundaries
-    edge = np.zeros((size, size), bool)
-    edge[1:, :] |= lab[1:, :] != lab[:-1, :]
-    edge[:, 1:] |= lab[:, 1:] != lab[:, :-1]
-    hedge_p = lr.uniform(0.2, 0.9)
-    hedge_keep = lr.random(n) < hedge_p
+    # hedgerows (or farm tracks) on the boundaries of some parcels
     track = lr.random() < 0.35
-    hcol = np.array(pal["soil"] if track else pal["hedge"], dtype=np.float32) * np.float32(lr.uniform(0.85, 1.1))
-    emask = edge & hedge_keep[lab]
-    if size >= 200:  # keep hedges ~1/128 of the tile wide at large sizes
-        emask = cv2.dilate(emask.astype(np.uint8), np.ones((size // 128 + 1,) * 2, np.uint8)) > 0
-    img[emask] = hcol * (1.0 + 0.15 * fine[emask])[:, None]
-    return img, wood[lab], gang
+    base[255] = (pal["soil"] if track else pal["hedge"]) * lr.uniform(0.85, 1.1)
+    amp[255] = 0.0
+    mottle[255] = 0.2
+    wood[255] = False
+    keep = edge & (cv2.LUT(lab, hedge.astype(np.uint8).reshape(1, 256)) > 0)
+    width = int(round(size / 128))  # keep them about 1/128 of the tile wide
+    if width > 1:
+        keep = cv2.dilate(keep.view(np.uint8), np.ones((width, width), np.uint8)) > 0
+    lab[keep] = 255
 
-
-def _land_cover(lr, tr, size, pal, forest_frac):
-    """Natural woodland / meadow masks (float32 0..1) from low-res noise, size independent."""
-    k = int(lr.integers(3, 7))
-    n1 = lr.standard_normal((k, k))
-    n2 = lr.standard_normal((k + 1, k + 1))
-    t_meadow = lr.uniform(0.6, 1.6)
-    f = _upsample(n1, size)
-    if forest_frac <= 0.01:
-        t_forest = 99.0
-    else:
-        t_forest = float(np.quantile(n1, 1.0 - forest_frac))
-    g = _upsample(n2, size)
-    return f, np.float32(t_forest), g, np.float32(t_meadow)
+    stripe = cv2.LUT(lab, _lut(np.where(pidx == 0, amp, 0.0))) * pats[0]
+    stripe += cv2.LUT(lab, _lut(np.where(pidx == 1, amp, 0.0))) * pats[1]
+    stripe += cv2.LUT(lab, _lut(np.where(pidx == 2, amp, 0.0))) * pats[2]
+    tex = stripe + np.float32(1.0)
+    tex += cv2.LUT(lab, _lut(mottle)) * (np.float32(0.6) * mid + np.float32(0.4) * fine)
+    img = np.empty((3, size, size), np.float32)
+    for c in range(3):
+        np.multiply(cv2.LUT(lab, _lut(base[:, c])), tex, out=img[c])
+    return img, cv2.LUT(lab, _lut(wood))
 
 
 # --------------------------------------------------------------------------------------------
-# vector layers (cv2 drawing on uint8)
+# vector layers (cv2 drawing on the uint8 RGB image)
 # --------------------------------------------------------------------------------------------
+
+def _pivots(lr, img, size, pal, mid, fine):
+    """Centre-pivot irrigation circles (some only partly planted), blended into the planar image."""
+    full = np.zeros((size, size), np.uint8)
+    part = np.zeros((size, size), np.uint8)
+    for _ in range(int(lr.integers(1, 4))):
+        c = _px(lr.uniform(0.0, 1.0, 2), size)
+        centre = (int(c[0]), int(c[1]))
+        r = int(lr.uniform(0.08, 0.18) * size * _ONE)
+        cv2.circle(full, centre, r, 255, -1, cv2.LINE_AA, _SHIFT)
+        a0 = lr.uniform(0, 360)
+        cv2.ellipse(part, centre, (r, r), a0, 0, lr.uniform(60, 240), 255, -1, cv2.LINE_AA, _SHIFT)
+    crop = pal["fields"][(2, 4, 5)[int(lr.integers(0, 3))]] * lr.uniform(0.85, 1.1)  # arid greens
+    other = pal["soil"] * lr.uniform(0.9, 1.1) if lr.random() < 0.5 else crop * lr.uniform(0.7, 1.3)
+    tex = np.float32(1.0) + np.float32(0.07) * mid + np.float32(0.05) * fine
+    _blend(img, full * np.float32(1 / 255), crop, tex)
+    _blend(img, part * np.float32(1 / 255), other, tex)
+
 
 def _lake(lr, img, wmask, size, wcol):
     c = lr.uniform(0.1, 0.9, 2)
-    r = lr.uniform(0.07, 0.22)
-    m = 40
+    r = lr.uniform(0.07, 0.2)
+    m = 36
     th = np.linspace(0, 2 * np.pi, m, endpoint=False)
-    rad = np.ones(m)
-    for h in range(2, 6):
-        rad += lr.uniform(0, 0.35 / h * 2) * np.cos(h * th + lr.uniform(0, 2 * np.pi))
-    rad = r * np.clip(rad, 0.35, None) * lr.uniform(0.6, 1.0, 1)
+    h = np.arange(2, 6)[:, None]
+    rad = 1.0 + (lr.uniform(0, 0.7, (4, 1)) / h * np.cos(h * th + lr.uniform(0, 2 * np.pi, (4, 1)))).sum(0)
+    rad = r * np.clip(rad, 0.35, None)
     ell = lr.uniform(0.5, 1.0)
     rot = lr.uniform(0, np.pi)
     pts = np.stack([rad * np.cos(th), ell * rad * np.sin(th)], 1)
     pts = pts @ np.array([[np.cos(rot), np.sin(rot)], [-np.sin(rot), np.cos(rot)]]) + c
-    shore = c + (pts - c) * 1.08
-    cv2.fillPoly(img, [_px(shore, size)], _col(wcol * 0.6 + np.array([60, 70, 40]) * 0.4), cv2.LINE_AA, _SHIFT)
+    shore = _px(c + (pts - c) * 1.1, size)
+    cv2.fillPoly(img, [shore], _col(wcol * 0.6 + np.array([60, 70, 40]) * 0.4), cv2.LINE_AA, _SHIFT)
     cv2.fillPoly(img, [_px(pts, size)], _col(wcol), cv2.LINE_AA, _SHIFT)
-    inner = c + (pts - c) * 0.7
-    cv2.fillPoly(img, [_px(inner, size)], _col(wcol * 0.9), cv2.LINE_AA, _SHIFT)
-    cv2.fillPoly(wmask, [_px(shore, size)], 255, cv2.LINE_8, _SHIFT)
+    cv2.fillPoly(img, [_px(c + (pts - c) * 0.65, size)], _col(wcol * 0.9), cv2.LINE_AA, _SHIFT)
+    cv2.fillPoly(wmask, [shore], 255, cv2.LINE_8, _SHIFT)
 
 
 def _river(lr, img, wmask, size, wcol, bank):
-    s0 = int(lr.integers(0, 4))
-    s1 = int(lr.choice([s for s in range(4) if s != s0]))
-    a, b = _edge_point(lr, s0), _edge_point(lr, s1)
-    n = 80
-    t = np.linspace(0, 1, n)
-    d = b - a
-    L = float(np.hypot(*d))
-    nrm = np.array([-d[1], d[0]]) / L
-    off = np.zeros(n)
-    for _ in range(3):
-        f = lr.uniform(1.0, 4.5)
-        off += lr.uniform(0.02, 0.09) * np.sin(2 * np.pi * f * t * L + lr.uniform(0, 2 * np.pi))
-    off *= np.sin(np.pi * t) ** 0.3 + 0.3
-    pts = a + t[:, None] * d + off[:, None] * nrm
+    """A meandering river: a sine-generated curve (heading oscillates along the arc length)."""
+    side = int(lr.integers(0, 4))
+    start = _edge_point(lr, side)
+    heading = np.arctan2(0.5 - start[1], 0.5 - start[0]) + lr.uniform(-0.6, 0.6)
+    n = 56
+    s = np.linspace(0.0, 2.3, n)
+    wave = lr.uniform(0.3, 0.8)
+    # meander amplitude waxes and wanes along the river; a smoothed random walk breaks the rhythm
+    omega = lr.uniform(0.3, 1.2) * (0.65 + 0.35 * np.sin(2 * np.pi * s / lr.uniform(0.8, 2.0) + lr.uniform(0, 6.3)))
+    walk = np.convolve(np.cumsum(lr.normal(0, 0.22, n + 6)), np.ones(7) / 7, "valid")
+    theta = (heading + omega * np.sin(2 * np.pi * s / wave + lr.uniform(0, 2 * np.pi))
+             + 0.3 * omega * np.sin(4 * np.pi * s / wave + lr.uniform(0, 2 * np.pi))
+             + walk - walk.mean())
+    step = s[1] - s[0]
+    pts = start + np.concatenate([[[0.0, 0.0]], np.cumsum(step * np.stack([np.cos(theta), np.sin(theta)], 1)[:-1], 0)])
     w = lr.uniform(0.025, 0.07)
     pw = _px(pts, size)
     cv2.polylines(img, [pw], False, _col(bank), _thick(w + lr.uniform(0.015, 0.04), size), cv2.LINE_AA, _SHIFT)
     cv2.polylines(img, [pw], False, _col(wcol), _thick(w, size), cv2.LINE_AA, _SHIFT)
     if w * size >= 5:
-        cv2.polylines(img, [pw], False, _col(wcol * 0.88), _thick(w * 0.4, size), cv2.LINE_AA, _SHIFT)
+        cv2.polylines(img, [pw], False, _col(wcol * 0.9), _thick(w * 0.4, size), cv2.LINE_AA, _SHIFT)
     cv2.polylines(wmask, [pw], False, 255, _thick(w + 0.04, size), cv2.LINE_8, _SHIFT)
 
 
-def _roads(lr, img, size, gang, nroads, suburb):
-    roads = []  # list of (points (N, 2) unit, width unit)
-    for i in range(nroads):
-        r = lr.random()
-        if r < 0.5:  # straight, usually aligned with the parcel grid
+def _roads(lr, img, size, gang, nroads, grid):
+    """Draw roads; return them as [(points (N, 2) in unit coords, width, major, straight)]."""
+    roads = []
+    for _ in range(nroads):
+        if lr.random() < 0.5:  # straight, usually along the parcel grid
             p0 = lr.uniform(0.1, 0.9, 2)
             ang = gang + (lr.integers(0, 2) * np.pi / 2 if lr.random() < 0.7 else lr.uniform(0, np.pi))
-            d = np.array([np.cos(ang), np.sin(ang)])
-            pts = p0 + np.linspace(-1.6, 1.6, 24)[:, None] * d
-        else:  # curved
+            pts = p0 + np.linspace(-1.6, 1.6, 33)[:, None] * np.array([np.cos(ang), np.sin(ang)])
+            straight = True
+        else:  # curved, edge to edge
             s0 = int(lr.integers(0, 4))
-            s1 = int(lr.choice([s for s in range(4) if s != s0]))
-            ctrl = np.stack([_edge_point(lr, s0), lr.uniform(0.0, 1.0, 2), lr.uniform(0.0, 1.0, 2),
-                             _edge_point(lr, s1)])
-            pts = _bezier(ctrl, 32)
-        major = lr.random() < 0.45
-        w = lr.uniform(0.022, 0.035) if major else lr.uniform(0.01, 0.02)
-        roads.append((pts, w, major))
-    if suburb:  # a local street grid
+            s1 = (s0 + 1 + int(lr.integers(0, 3))) % 4
+            p0, p3 = _edge_point(lr, s0), _edge_point(lr, s1)
+            d = p3 - p0
+            n = np.array([-d[1], d[0]])
+            off = lr.uniform(-0.35, 0.35, 2)  # bounded bends: no cusps or loops
+            ctrl = np.stack([p0, p0 + d / 3 + off[0] * n, p0 + 2 * d / 3 + off[1] * n, p3])
+            pts = _bezier(ctrl, 24)
+            straight = False
+        major = lr.random() < 0.4
+        w = lr.uniform(0.018, 0.028) if major else lr.uniform(0.008, 0.015)
+        roads.append((pts, w, major, straight))
+    if grid:  # a local street grid
         c = lr.uniform(0.25, 0.75, 2)
         a = gang + lr.uniform(-0.3, 0.3)
         sp = lr.uniform(0.09, 0.16)
-        ext = lr.uniform(0.25, 0.45)
+        ext = lr.uniform(0.2, 0.4)
         e1 = np.array([np.cos(a), np.sin(a)])
         e2 = np.array([-np.sin(a), np.cos(a)])
         for e, f in ((e1, e2), (e2, e1)):
             m = int(lr.integers(2, 5))
             for j in range(m):
                 o = (j - (m - 1) / 2) * sp + lr.normal(0, 0.01)
-                pts = c + o * f + np.linspace(-ext, ext, 16)[:, None] * e
-                roads.append((pts, lr.uniform(0.011, 0.018), False))
+                pts = c + o * f + np.linspace(-ext, ext, 12)[:, None] * e
+                roads.append((pts, lr.uniform(0.008, 0.014), False, True))
 
-    tone = lr.uniform(80, 150)
+    tone = lr.uniform(85, 150)
     warm = lr.normal(0, 4, 3)
-    for pts, w, major in roads:
-        pw = _px(pts, size)
+    verge = lr.random() < 0.5
+    for pts, w, major, straight in roads:
+        pw = _px(pts[[0, -1]] if straight else pts, size)
         g = tone + lr.normal(0, 10)
-        asphalt = np.array([g, g, g + 3]) + warm
-        if major:
-            cv2.polylines(img, [pw], False, _col(asphalt * 1.25 + 10), _thick(w * 1.5, size), cv2.LINE_AA, _SHIFT)
+        asphalt = np.array([g + 3, g + 1, g]) + warm
+        if major and verge:
+            cv2.polylines(img, [pw], False, _col(asphalt * 1.2 + 12), _thick(w * 1.6, size), cv2.LINE_AA, _SHIFT)
         cv2.polylines(img, [pw], False, _col(asphalt), _thick(w, size), cv2.LINE_AA, _SHIFT)
         if major and w * size >= 2.5:
-            cv2.polylines(img, [pw], False, _col(asphalt + 70), 1, cv2.LINE_AA, _SHIFT)
+            cv2.polylines(img, [pw], False, _col(asphalt + 60), 1, cv2.LINE_AA, _SHIFT)
     return roads
 
 
-def _building_polys(centres, ang, w, d, sun):
-    """Return (full rects, lit halves, shadow rects) as (N, 4, 2) unit arrays."""
-    ca, sa = np.cos(ang), np.sin(ang)
-    ex = np.stack([ca, sa], -1) * (w / 2)[:, None]
-    ey = np.stack([-sa, ca], -1) * (d / 2)[:, None]
-    c = centres
-    full = np.stack([c - ex - ey, c + ex - ey, c + ex + ey, c - ex + ey], 1)
-    half = np.stack([c - ex - ey, c + ex - ey, c + ex, c - ex], 1)
-    shadow = full + sun[:, None, :]
-    return full, half, shadow
+_SX = np.array([-0.5, 0.5, 0.5, -0.5])
+_SY = np.array([-0.5, -0.5, 0.5, 0.5])
 
 
-def _buildings(lr, img, wmask, size, roads, gang, nvill, nfarm, suburb, sun_dir):
-    cents, angs, ws, ds = [], [], [], []
-    for _ in range(nvill):
-        if not roads:
-            break
-        pts, rw, _major = roads[int(lr.integers(0, len(roads)))]
-        m = len(pts) - 1
-        nb = int(lr.integers(8, 40 if suburb else 24))
-        i0 = lr.uniform(0, m - 1)
-        span = lr.uniform(0.1, 0.4) * m / max(1.0, np.hypot(*(pts[-1] - pts[0])))
-        tt = np.clip(i0 + lr.uniform(0, span, nb) * m, 0, m - 1e-6)
-        ii = tt.astype(int)
+def _rects(c, ang, w, d):
+    """Corners (N, 4, 2) of rectangles centred at c with side w along angle ang and side d across."""
+    ca, sa = np.cos(ang)[:, None], np.sin(ang)[:, None]
+    u, v = _SX * w[:, None], _SY * d[:, None]
+    out = np.empty((len(c), 4, 2))
+    out[:, :, 0] = c[:, :1] + u * ca - v * sa
+    out[:, :, 1] = c[:, 1:] + u * sa + v * ca
+    return out
+
+
+def _buildings(lr, img, wmask, size, roads, gang, nvill, nfarm, dense, sun, pal):
+    """Villages along roads (houses with garden plots) and farmsteads (yard + big sheds)."""
+    parts = []  # (centres, angles, widths, depths)
+    if roads and nvill:
+        # every road resampled to the same number of points so villages vectorise
+        P = np.stack([r[0] if len(r[0]) == 33 else _resample(r[0], 33) for r in roads])
+        width = np.array([r[1] for r in roads])
+        seg = np.hypot(*(P[:, 1] - P[:, 0]).T)
+        road = lr.integers(0, len(roads), nvill)
+        inside = np.all((P[road] > 0.05) & (P[road] < 0.95), axis=2)  # (nvill, 33)
+        ninside = inside.sum(1)
+        rank = (lr.random(nvill) * ninside).astype(np.intp)
+        ic = np.argmax(np.cumsum(inside, 1) > rank[:, None], axis=1)
+        nbv = np.where(ninside > 0, lr.integers(10, 36 if dense else 22, nvill), 0)
+        length = lr.uniform(0.2, 0.5, nvill)
+        v = np.repeat(np.arange(nvill), nbv)
+        nb = len(v)
+        rv = road[v]
+        tt = np.clip(ic[v] + lr.uniform(-0.5, 0.5, nb) * length[v] / seg[rv], 0, 32 - 1e-3)
+        ii = tt.astype(np.intp)
         fr = (tt - ii)[:, None]
-        p = pts[ii] * (1 - fr) + pts[ii + 1] * fr
-        tang = pts[ii + 1] - pts[ii]
+        p = P[rv, ii] * (1 - fr) + P[rv, ii + 1] * fr
+        tang = P[rv, ii + 1] - P[rv, ii]
         a = np.arctan2(tang[:, 1], tang[:, 0])
         nrm = np.stack([-np.sin(a), np.cos(a)], -1)
-        d = lr.uniform(0.022, 0.045, nb)
-        side = lr.choice([-1.0, 1.0], nb)
-        off = rw / 2 + lr.uniform(0.008, 0.03, nb) + d / 2
-        cents.append(p + (side * off)[:, None] * nrm)
-        angs.append(a + lr.normal(0, 0.05, nb))
-        ws.append(lr.uniform(0.025, 0.06, nb))
-        ds.append(d)
-    for _ in range(nfarm):
-        c = lr.uniform(0.05, 0.95, 2)
-        nb = int(lr.integers(2, 7))
-        a0 = gang + lr.integers(0, 2) * np.pi / 2
-        cents.append(c + lr.normal(0, 0.035, (nb, 2)))
-        angs.append(a0 + lr.integers(0, 2, nb) * np.pi / 2 + lr.normal(0, 0.03, nb))
-        ws.append(lr.uniform(0.03, 0.1, nb))
-        ds.append(lr.uniform(0.025, 0.05, nb))
-    if not cents:
+        d = lr.uniform(0.022, 0.04, nb)
+        w = lr.uniform(0.025, 0.055, nb)
+        side = np.where(lr.random(nb) < 0.5, -1.0, 1.0)
+        rw = width[rv] / 2
+        depth = lr.uniform(0.03, 0.07, nb)
+        plots = _rects(p + (side * (rw + 0.003 + (d + depth) / 2))[:, None] * nrm, a,
+                       w + lr.uniform(0.005, 0.02, nb), d + depth)
+        parts.append((p + (side * (rw + lr.uniform(0.006, 0.02, nb) + d / 2))[:, None] * nrm,
+                      a + lr.normal(0, 0.04, nb), w, d))
+        which = lr.integers(0, 3, nb)
+        shades = lr.uniform(0.8, 1.2, 3)
+        ppx = _px(plots, size)
+        for k in range(3):
+            if (which == k).any():
+                cv2.fillPoly(img, list(ppx[which == k]), _col(pal["grass"] * shades[k]), cv2.LINE_8, _SHIFT)
+    if nfarm:
+        fc = lr.uniform(0.05, 0.95, (nfarm, 2))
+        fa = gang + lr.integers(0, 2, nfarm) * np.pi / 2
+        yards = _rects(fc, fa, lr.uniform(0.1, 0.18, nfarm), lr.uniform(0.08, 0.14, nfarm))
+        gravel = pal["soil"] * lr.uniform(0.9, 1.2) + 10
+        cv2.fillPoly(img, list(_px(yards, size)), _col(gravel), cv2.LINE_AA, _SHIFT)
+        f = np.repeat(np.arange(nfarm), lr.integers(2, 7, nfarm))
+        nb = len(f)
+        parts.append((fc[f] + lr.uniform(-0.04, 0.04, (nb, 2)),
+                      fa[f] + lr.integers(0, 2, nb) * np.pi / 2 + lr.normal(0, 0.03, nb),
+                      lr.uniform(0.03, 0.09, nb), lr.uniform(0.025, 0.05, nb)))
+    if not parts:
         return
-    cents = np.concatenate(cents)
-    angs = np.concatenate(angs)
-    ws = np.concatenate(ws)
-    ds = np.concatenate(ds)
+    cents, angs, ws, ds = (np.concatenate(x) for x in zip(*parts))
     nb = len(cents)
-    roofs = lr.choice(len(_ROOFS), nb, p=None)
-    pal = lr.choice(len(_ROOFS), 3, replace=False)
-    roofs = np.where(lr.random(nb) < 0.75, pal[roofs % 3], roofs)
-    jitter = lr.normal(0, 6, (nb, 1))
+    local = lr.permutation(len(_ROOFS))[:3]
+    roofs = np.where(lr.random(nb) < 0.75, local[lr.integers(0, 3, nb)], lr.integers(0, len(_ROOFS), nb))
+    sl = lr.uniform(0.006, 0.014)
 
-    # drop buildings in water or far off the tile
-    ci = np.clip((cents * size).astype(int), 0, size - 1)
+    # drop buildings standing in water or off the tile
+    ci = np.clip((cents * size).astype(np.intp), 0, size - 1)
     keep = (wmask[ci[:, 1], ci[:, 0]] == 0) & np.all((cents > -0.05) & (cents < 1.05), axis=1)
     if not keep.any():
         return
-    cents, angs, ws, ds, roofs, jitter = cents[keep], angs[keep], ws[keep], ds[keep], roofs[keep], jitter[keep]
-    sl = lr.uniform(0.006, 0.014)
-    sun = np.broadcast_to(sun_dir * sl, (len(cents), 2))
-    full, half, shadow = _building_polys(cents, angs, ws, ds, sun)
-    fpx = _px(full.reshape(-1, 2), size).reshape(-1, 4, 2)
-    hpx = _px(half.reshape(-1, 2), size).reshape(-1, 4, 2)
-    spx = _px(shadow.reshape(-1, 2), size).reshape(-1, 4, 2)
-    cv2.fillPoly(img, list(spx), (34, 36, 34), cv2.LINE_8, _SHIFT)
+    full = _rects(cents[keep], angs[keep], ws[keep], ds[keep])
+    roofs = roofs[keep]
+    # gabled roofs: the half facing the sun (shadows fall along +sun) is the lighter one
+    m12 = (full[:, 1] + full[:, 2]) / 2
+    m03 = (full[:, 0] + full[:, 3]) / 2
+    near = ((full[:, 3] - full[:, 0]) @ sun > 0)[:, None]
+    lit = np.stack([np.where(near, full[:, 0], m03), np.where(near, full[:, 1], m12),
+                    np.where(near, m12, full[:, 2]), np.where(near, m03, full[:, 3])], 1)
+    cv2.fillPoly(img, list(_px(full + sun * sl, size)), (34, 36, 34), cv2.LINE_8, _SHIFT)
+    fpx = _px(full, size)
+    hpx = _px(lit, size)
     for r in np.unique(roofs):
         sel = roofs == r
-        base = _ROOFS[r] + float(jitter[sel].mean())
-        cv2.fillPoly(img, list(fpx[sel]), _col(base * 0.78), cv2.LINE_8, _SHIFT)
-        cv2.fillPoly(img, list(hpx[sel]), _col(base), cv2.LINE_8, _SHIFT)
+        cv2.fillPoly(img, list(fpx[sel]), _col(_ROOFS[r] * 0.76), cv2.LINE_8, _SHIFT)
+        cv2.fillPoly(img, list(hpx[sel]), _col(_ROOFS[r]), cv2.LINE_8, _SHIFT)
+
+
+def _resample(pts: np.ndarray, n: int) -> np.ndarray:
+    """Resample a polyline to n points evenly spaced in parameter (not arc length)."""
+    t = np.linspace(0, len(pts) - 1, n)
+    i = np.minimum(t.astype(np.intp), len(pts) - 2)
+    f = (t - i)[:, None]
+    return pts[i] * (1 - f) + pts[i + 1] * f
 
 
 # --------------------------------------------------------------------------------------------
@@ -440,50 +575,47 @@ def synthetic_tile(index: int, size: int = 128, seed: int = 0) -> np.ndarray:
     size = _check_size(size)
     seed = _check_seed(seed)
 
-    lr = np.random.default_rng([seed, index, 0])  # layout: never depends on size
-    tr = np.random.default_rng([seed, index, 1, size])  # resolution-specific texture noise
+    lr = np.random.default_rng([seed, index])  # the whole layout; never depends on size
+    noise = _Noise(lr, seed, index, size)
 
-    season = _SEASONS[int(lr.choice(len(_SEASONS), p=_SEASON_P))]
-    ttype = _TYPES[int(lr.choice(len(_TYPES), p=_TYPE_P))]
-    _, frange, rrange, vrange, frm_range, p_river, p_lake, p_suburb = ttype
-    pal = {k: (v if k == "fields" else np.array(v, dtype=np.float64)) for k, v in season.items()}
-    tint = lr.normal(0, 6, 3)
-    for k in ("forest", "grass", "soil", "hedge"):
-        pal[k] = pal[k] + tint
-    pal["fields"] = [np.array(c) + tint for c in pal["fields"]]
+    season = int(np.searchsorted(_SEASON_CUM, lr.random(), side="right"))
+    ttype = int(np.searchsorted(_TYPE_CUM, lr.random(), side="right"))
+    _, frange, rrange, vrange, frm_range, p_river, p_lake, p_grid = _TYPES[ttype]
+    tint = lr.normal(0, 5, 3)
+    pal = {k: np.array(v, dtype=np.float64) + tint for k, v in _SEASONS[season].items()}
     gang = lr.uniform(0, np.pi)
+    sun_a = lr.uniform(0, 2 * np.pi)
+    sun = np.array([np.cos(sun_a), np.sin(sun_a)])
 
-    # texture noise fields (resolution specific)
-    fine = tr.standard_normal((size, size), dtype=np.float32)
-    m = max(4, size // 4)
-    mid = _upsample(tr.standard_normal((m, m), dtype=np.float32), size, cubic=False)
-    mc = max(4, size // 3)
-    crown = _upsample(tr.standard_normal((mc, mc), dtype=np.float32), size, cubic=False)
+    fine = noise.field(size)
+    mid = noise.smooth(max(4, size // 4), size)
+    crown = noise.smooth(max(4, size // 3), size)
 
-    img, wood, gang = _fields(lr, tr, size, pal, gang, fine, mid)
+    img, wood = _fields(lr, size, pal, gang, fine, mid)
 
-    # natural land cover: meadows and woodland with ragged edges
+    # natural land cover: meadows and woodland with ragged edges, woodlots on some parcels
+    k = int(lr.integers(3, 7))
+    n_forest = lr.standard_normal((k, k))
+    n_meadow = lr.standard_normal((k + 1, k + 1))
     forest_frac = lr.uniform(*frange)
-    f, t_forest, g, t_meadow = _land_cover(lr, tr, size, pal, forest_frac)
     if lr.random() < 0.5:
-        ma = np.clip((g - t_meadow) * 3.0 + 0.3 * mid, 0.0, 1.0)
-        grass = pal["grass"].astype(np.float32) * (1.0 + 0.08 * mid + 0.04 * fine)[..., None]
-        img += ma[..., None] * (grass - img)
-    fa = np.clip((f - t_forest) * 4.0 + 0.35 * crown + 0.15 * mid, 0.0, 1.0)
-    fa = np.maximum(fa, np.clip(wood * 1.6 + 0.25 * crown - 0.3, 0.0, 1.0))
-    fshade = lr.uniform(0.22, 0.35)
-    fcol = pal["forest"].astype(np.float32)
-    forest = fcol * (1.0 + fshade * crown + 0.12 * fine)[..., None]
-    img += fa[..., None] * (forest - img)
-
-    # arid tiles get centre-pivot irrigation circles
-    u8 = np.clip(img, 0, 255).astype(np.uint8)
-    if season is _SEASONS[4] and lr.random() < 0.6:
-        for _ in range(int(lr.integers(1, 4))):
-            c = _px(lr.uniform(0.0, 1.0, (1, 2)), size)[0]
-            r = int(lr.uniform(0.12, 0.3) * size * _ONE)
-            col = np.array(pal["fields"][int(lr.choice([2, 4, 5]))]) * lr.uniform(0.85, 1.1)
-            cv2.circle(u8, (int(c[0]), int(c[1])), r, _col(col), -1, cv2.LINE_AA, _SHIFT)
+        t_meadow = np.float32(lr.uniform(0.6, 1.6))
+        ma = np.clip((_upsample(n_meadow, size) - t_meadow) * np.float32(3.0) + np.float32(0.4) * mid, 0.0, 1.0)
+        _blend(img, ma, pal["grass"], np.float32(1.0) + np.float32(0.1) * mid + np.float32(0.05) * fine)
+    if season == _ARID and lr.random() < 0.6:
+        _pivots(lr, img, size, pal, mid, fine)
+    t_forest = np.float32(np.sort(n_forest, axis=None)[int((1.0 - forest_frac) * (k * k - 1))]
+                          if forest_frac > 0.01 else 99.0)
+    fa = np.clip((_upsample(n_forest, size) - t_forest) * np.float32(4.0)
+                 + np.float32(0.35) * crown + np.float32(0.15) * mid, 0.0, 1.0)
+    fa = np.maximum(fa, np.clip(wood * np.float32(1.6) + np.float32(0.25) * crown - np.float32(0.3), 0.0, 1.0))
+    # trees cast shadows onto whatever lies beside them, away from the sun
+    sl = lr.uniform(0.008, 0.016) * size
+    shade = np.float32(1.0) - np.float32(0.45) * np.clip(_shift(fa, sun[0] * sl, sun[1] * sl) - fa, 0.0, 1.0)
+    ftex = np.float32(1.0) + np.float32(lr.uniform(0.22, 0.35)) * crown + np.float32(0.12) * fine
+    _blend(img, fa, pal["forest"], ftex, shade)
+    np.clip(img, 0.0, 255.0, out=img)
+    u8 = cv2.merge([p.astype(np.uint8) for p in img])
 
     wmask = np.zeros((size, size), np.uint8)
     wcol = _WATER[int(lr.integers(0, len(_WATER)))] + lr.normal(0, 5, 3)
@@ -493,27 +625,27 @@ def synthetic_tile(index: int, size: int = 128, seed: int = 0) -> np.ndarray:
         bank = pal["hedge"] * lr.uniform(0.9, 1.2) if lr.random() < 0.7 else pal["soil"] * 1.05
         _river(lr, u8, wmask, size, wcol, bank)
 
-    suburb = lr.random() < p_suburb
-    nroads = int(lr.integers(rrange[0], rrange[1] + 1))
-    roads = _roads(lr, u8, size, gang, nroads, suburb)
-
-    sun_a = lr.uniform(0, 2 * np.pi)
-    sun_dir = np.array([np.cos(sun_a), np.sin(sun_a)])
-    nvill = int(lr.integers(vrange[0], vrange[1] + 1)) + (2 if suburb else 0)
+    grid = lr.random() < p_grid
+    roads = _roads(lr, u8, size, gang, int(lr.integers(rrange[0], rrange[1] + 1)), grid)
+    nvill = int(lr.integers(vrange[0], vrange[1] + 1)) + (2 if grid else 0)
     nfarm = int(lr.integers(frm_range[0], frm_range[1] + 1))
-    _buildings(lr, u8, wmask, size, roads, gang, nvill, nfarm, suburb, sun_dir)
+    _buildings(lr, u8, wmask, size, roads, gang, nvill, nfarm, grid, sun, pal)
 
-    # optics + sensor: slight blur, per-channel gain/offset, haze, low-amplitude noise
-    sigma = 0.55 * size / 128.0
+    # optics and sensor: slight blur, per-channel gain/offset with haze, low-amplitude noise
+    sigma = 0.55 * (size / 128.0) ** 0.5
     if sigma >= 0.3:
         u8 = cv2.GaussianBlur(u8, (0, 0), sigma)
-    gain = (lr.normal(1.0, 0.04, 3) * (1 - (haze := lr.uniform(0.0, 0.15)))).astype(np.float32)
-    bias = (lr.normal(0, 4, 3) + haze * np.array([200.0, 205.0, 215.0])).astype(np.float32)
-    noise_amp = np.float32(lr.uniform(1.5, 3.5))
-    out = u8.astype(np.float32) * gain + bias
-    out += (fine * noise_amp)[..., None]
-    np.clip(out, 0, 255, out=out)
-    return out.astype(np.uint8)
+    haze = lr.uniform(0.0, 0.15)
+    m = np.zeros((3, 4), np.float32)
+    m[:, :3] = np.diag(lr.normal(1.0, 0.05) * lr.normal(1.0, 0.015, 3) * (1.0 - haze))
+    m[:, 3] = lr.normal(0, 4, 3) + haze * np.array([200.0, 205.0, 215.0])
+    out = cv2.transform(u8, m)  # saturates to uint8
+    amp = lr.uniform(1.5, 3.5)
+    if 3 * size <= _BANK:  # (the last draws of the tile, so the split cannot shift the layout)
+        sensor = noise.window(size, 3 * size).reshape(size, size, 3)
+    else:
+        sensor = cv2.merge([noise.field(size) for _ in range(3)])
+    return cv2.addWeighted(out, 1.0, sensor, amp, 0.0, dtype=cv2.CV_8U)
 
 
 def iter_synthetic(limit: int = 600, size: int = 128, seed: int = 0) -> Iterator[tuple[str, np.ndarray, str]]:
@@ -522,9 +654,9 @@ def iter_synthetic(limit: int = 600, size: int = 128, seed: int = 0) -> Iterator
     limit = _check_int("limit", limit, 1, None, "pass a positive number of tiles (e.g. limit=600)")
     size = _check_size(size)
     seed = _check_seed(seed)
-    return _iter(limit, size, seed)
+    return _iterate(limit, size, seed)
 
 
-def _iter(limit: int, size: int, seed: int) -> Iterator[tuple[str, np.ndarray, str]]:
+def _iterate(limit: int, size: int, seed: int) -> Iterator[tuple[str, np.ndarray, str]]:
     for i in range(limit):
         yield f"synthetic-{i:06d}", synthetic_tile(i, size, seed), f"synthetic:seed={seed}:index={i}"
