@@ -10,7 +10,9 @@ else above ``MAX_PIXELS`` is refused before its pixels are allocated.
 from __future__ import annotations
 
 import io
+import logging
 import os
+import stat
 import warnings
 from pathlib import Path
 
@@ -26,15 +28,23 @@ MAX_BYTES = 200 * 1024 * 1024  # bigger files are refused unread
 MIN_SIDE = 8
 MAX_ASPECT = 10.0
 
+_MAGIC = ((b"\x89PNG", "PNG"), (b"\xff\xd8", "JPEG"), (b"GIF8", "GIF"), (b"II*\x00", "TIFF"),
+          (b"MM\x00*", "TIFF"), (b"II+\x00", "BigTIFF"), (b"MM\x00+", "BigTIFF"), (b"BM", "BMP"))
+
 cv2.setNumThreads(1)  # decoding runs in worker threads/processes; avoid oversubscription
+# PIL logs some refusals (e.g. too many TIFF bands) before raising; we report those as one ImageError line,
+# so keep Python's last-resort handler from printing them too (an app's own logging config still sees them)
+logging.getLogger("PIL").addHandler(logging.NullHandler())
 
 
 def _name(source, name: str | None) -> str:
     if name:
-        return str(name)
-    if isinstance(source, (str, os.PathLike)):
-        return str(source)
-    return "<upload>"
+        s = str(name)
+    elif isinstance(source, (str, os.PathLike)):
+        s = str(source)
+    else:
+        return "<upload>"
+    return s.replace("\n", "\\n").replace("\r", "\\r")  # messages stay one line, whatever the file name
 
 
 def _read_bytes(source, name: str) -> bytes:
@@ -43,13 +53,16 @@ def _read_bytes(source, name: str) -> bytes:
     elif isinstance(source, (str, os.PathLike)):
         path = Path(source)
         try:
-            size = path.stat().st_size
-        except OSError as e:
-            raise ImageError(f"{name}: cannot read file ({e.strerror or e})") from None
-        if size > MAX_BYTES:
-            raise ImageError(f"{name}: file is {size / 1e6:.0f} MB, over the {MAX_BYTES / 1e6:.0f} MB limit")
+            st = path.stat()
+        except (OSError, ValueError) as e:
+            raise ImageError(f"{name}: cannot read file ({getattr(e, 'strerror', None) or e})") from None
+        if not stat.S_ISREG(st.st_mode):  # a FIFO or /dev/zero would block or never end
+            raise ImageError(f"{name}: not a regular file")
+        if st.st_size > MAX_BYTES:
+            raise ImageError(f"{name}: file is {st.st_size / 1e6:.0f} MB, over the {MAX_BYTES / 1e6:.0f} MB limit")
         try:
-            data = path.read_bytes()
+            with open(path, "rb") as f:
+                data = f.read(MAX_BYTES + 1)  # the file may grow after stat
         except OSError as e:
             raise ImageError(f"{name}: cannot read file ({e.strerror or e})") from None
     elif hasattr(source, "read"):
@@ -69,11 +82,14 @@ def _to_uint8_rgb(im: Image.Image, name: str) -> np.ndarray:
         a = np.asarray(im, dtype=np.float64)
         if a.ndim != 2:
             raise ImageError(f"{name}: unsupported {mode} image layout {a.shape}")
-        lo, hi = (0.0, 65535.0) if mode.startswith("I;16") else (float(np.nanmin(a)), float(np.nanmax(a)))
+        finite = np.isfinite(a)
+        if not finite.any():
+            raise ImageError(f"{name}: image contains no finite pixel values")
+        if not finite.all():  # NaN / inf 'no data' pixels become the darkest valid value
+            a = np.where(finite, a, a[finite].min())
+        lo, hi = (0.0, 65535.0) if mode.startswith("I;16") else (float(a.min()), float(a.max()))
         if mode.startswith("I;16") and a.max() <= 4095:
             hi = 4095.0 if a.max() > 255 else 255.0  # 12-bit sensors stored in 16-bit files
-        if not np.isfinite(lo) or not np.isfinite(hi):
-            raise ImageError(f"{name}: image contains no finite pixel values")
         a = np.clip((a - lo) / max(hi - lo, 1e-12) * 255.0, 0, 255).astype(np.uint8)
         return np.repeat(a[:, :, None], 3, axis=2)
     if mode == "RGB":
@@ -97,10 +113,14 @@ def decode_image(source, name: str | None = None, max_side: int | None = None) -
     name = _name(source, name)
     data = _read_bytes(source, name)
     with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limits below decide
         try:
             im = Image.open(io.BytesIO(data))
         except UnidentifiedImageError:
+            fmt = next((f for magic, f in _MAGIC if data.startswith(magic)), None)
+            if fmt:  # the right kind of file, but a layout PIL cannot read (e.g. 5-band or float-RGB TIFF)
+                raise ImageError(f"{name}: a {fmt} file that cannot be read (corrupt, or an unsupported variant "
+                                 f"such as more than 4 bands or floating-point colour); convert it to 8-bit RGB") from None
             raise ImageError(f"{name}: not an image (or an unsupported format); "
                              f"use JPEG, PNG, TIFF, BMP or WebP") from None
         except (Image.DecompressionBombError, Image.DecompressionBombWarning):
@@ -114,6 +134,10 @@ def decode_image(source, name: str | None = None, max_side: int | None = None) -
             if max(w, h) / min(w, h) > MAX_ASPECT:
                 raise ImageError(f"{name}: image is {w}x{h} px, too elongated for a tile "
                                  f"(aspect ratio over {MAX_ASPECT:g}:1); crop it first")
+            if im.format == "JPEG" and im.info.get("progressive") and w * h > MAX_PIXELS:
+                # libjpeg buffers every DCT coefficient of a progressive file: shrinking does not save memory
+                raise ImageError(f"{name}: progressive JPEG of {w}x{h} px ({w * h / 1e6:.0f} MP) is over the "
+                                 f"{MAX_PIXELS / 1e6:.0f} MP limit; downscale it or save it as a baseline JPEG")
             if im.format == "JPEG" and max_side and im.mode in ("RGB", "L", "CMYK", "YCbCr"):
                 im.draft(im.mode, (max_side, max_side))  # decode at 1/2, 1/4 or 1/8 scale
                 w, h = im.size
@@ -123,7 +147,7 @@ def decode_image(source, name: str | None = None, max_side: int | None = None) -
             if getattr(im, "n_frames", 1) > 1:
                 im.seek(0)
             im.load()
-            im = ImageOps.exif_transpose(im)
+            ImageOps.exif_transpose(im, in_place=True)  # no copy when there is nothing to rotate
             return _to_uint8_rgb(im, name)
         except ImageError:
             raise

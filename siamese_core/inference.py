@@ -8,6 +8,7 @@ with Keras ``safe_mode`` on: a file with a ``Lambda`` or an unknown class is ref
 from __future__ import annotations
 
 import csv
+import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,26 +94,39 @@ def explain(score: float, threshold: float) -> str:
 # --- CSV of pairs -------------------------------------------------------------------------------
 
 def read_pairs_csv(path: Path) -> tuple[list[dict], list[str]]:
-    """Rows of a pairs CSV (columns image_a, image_b; others kept). Handles BOM, quotes, blank lines,
-    non-UTF-8 bytes (decoded as Latin-1). Raises SiameseError if the required columns are missing."""
+    """Rows of a pairs CSV (columns image_a, image_b; others kept). Handles BOM (UTF-8 and UTF-16), quotes
+    (also quoted commas and newlines), blank lines, non-UTF-8 bytes (decoded as Windows-1252, else Latin-1).
+    Raises SiameseError if the required columns are missing or the file is not a readable CSV."""
     path = Path(path)
     try:
         raw = path.read_bytes()
     except OSError as e:
         raise SiameseError(f"{path}: cannot read CSV ({e.strerror or e})") from None
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        text = raw.decode("latin-1")
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):  # "Unicode text" exports from spreadsheets
+        text = raw.decode("utf-16", errors="replace")
+    else:
+        try:
+            text = raw.decode("utf-8-sig")
+        except UnicodeDecodeError:
+            try:
+                text = raw.decode("cp1252")
+            except UnicodeDecodeError:
+                text = raw.decode("latin-1")
     text = text.replace("\x00", "")
-    reader = csv.DictReader(line for line in text.splitlines() if line.strip())
-    cols = [c.strip() for c in (reader.fieldnames or [])]
-    missing = [c for c in ("image_a", "image_b") if c not in cols]
-    if missing:
-        raise SiameseError(f"{path}: missing column(s) {missing}; a pairs CSV needs a header with image_a,image_b "
-                           f"(found {cols or 'no header'})")
-    reader.fieldnames = cols
-    rows = [{k: (v if v is not None else "") for k, v in r.items() if k is not None} for r in reader]
+    # newline="" lets the csv module split lines itself: only \r and \n end a row (not U+0085 or U+2028,
+    # which str.splitlines would split on), and quoted fields may hold newlines
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = next((r for r in reader if any(c.strip() for c in r)), [])
+        cols = [c.strip() for c in header]
+        missing = [c for c in ("image_a", "image_b") if c not in cols]
+        if missing:
+            raise SiameseError(f"{path}: missing column(s) {missing}; a pairs CSV needs a header with image_a,image_b "
+                               f"(found {cols or 'no header'})")
+        rows = [{c: (r[i] if i < len(r) else "") for i, c in enumerate(cols)}
+                for r in reader if any(c.strip() for c in r)]  # blank lines are skipped
+    except csv.Error as e:
+        raise SiameseError(f"{path}: not a readable CSV (line {reader.line_num}: {e})") from None
     return rows, cols
 
 

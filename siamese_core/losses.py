@@ -47,3 +47,68 @@ class PairAccuracy(keras.metrics.MeanMetricWrapper):
 
     def get_config(self):
         return {"threshold": self.threshold, "name": self.name, "dtype": self.dtype}
+
+
+def _split_embeddings(y_pred):
+    e = ops.shape(y_pred)[1] // 2
+    return y_pred[:, :e], y_pred[:, e:]
+
+
+def _pair_matrix(y_true, y_pred):
+    """Distances between every a_i and every b_j, and the same-place mask (same group id)."""
+    ea, eb = _split_embeddings(y_pred)
+    sq = (ops.sum(ops.square(ea), axis=1, keepdims=True) + ops.transpose(ops.sum(ops.square(eb), axis=1, keepdims=True))
+          - 2.0 * ops.matmul(ea, ops.transpose(eb)))
+    d = ops.sqrt(ops.maximum(sq, 1e-7))
+    g = ops.reshape(ops.cast(y_true, "int64"), (-1, 1))
+    same = ops.cast(ops.equal(g, ops.transpose(g)), d.dtype)
+    return d, same
+
+
+def batch_contrastive_loss(group_ids, embeddings, margin: float = 1.0):
+    """Contrastive loss over all B×B pairs of a batch of B same-place pairs (in-batch negatives).
+
+    ``embeddings`` is [e(a) | e(b)] of shape (B, 2E); ``group_ids`` (B,) says which place each pair
+    shows, so a_i and b_j are the same place exactly when their group ids match. Same and different
+    pairs are averaged separately, so each counts half.
+    """
+    d, same = _pair_matrix(group_ids, embeddings)
+    diff = 1.0 - same
+    pos = ops.sum(same * ops.square(d)) / ops.maximum(ops.sum(same), 1.0)
+    neg = ops.sum(diff * ops.square(ops.maximum(margin - d, 0.0))) / ops.maximum(ops.sum(diff), 1.0)
+    return pos + neg
+
+
+@keras.saving.register_keras_serializable(package="siamese_core")
+class BatchContrastiveLoss(keras.losses.Loss):
+    """:func:`batch_contrastive_loss` as a Keras loss; y_true = group ids, y_pred = [e(a) | e(b)]."""
+
+    def __init__(self, margin: float = 1.0, name: str = "batch_contrastive", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.margin = float(margin)
+
+    def call(self, y_true, y_pred):
+        return batch_contrastive_loss(y_true, y_pred, self.margin)
+
+    def get_config(self):
+        return {"margin": self.margin, "name": self.name}
+
+
+@keras.saving.register_keras_serializable(package="siamese_core")
+class BatchPairAccuracy(keras.metrics.Mean):
+    """Balanced accuracy over all B×B pairs of a batch at ``threshold``: mean of same-pair and
+    different-pair accuracy (so the many in-batch negatives do not swamp it)."""
+
+    def __init__(self, threshold: float = 0.5, name: str = "accuracy", dtype=None):
+        super().__init__(name=name, dtype=dtype)
+        self.threshold = float(threshold)
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        d, same = _pair_matrix(y_true, y_pred)
+        pred_same = ops.cast(d <= self.threshold, d.dtype)
+        acc_pos = ops.sum(same * pred_same) / ops.maximum(ops.sum(same), 1.0)
+        acc_neg = ops.sum((1.0 - same) * (1.0 - pred_same)) / ops.maximum(ops.sum(1.0 - same), 1.0)
+        return super().update_state(0.5 * (acc_pos + acc_neg))
+
+    def get_config(self):
+        return {"threshold": self.threshold, "name": self.name, "dtype": self.dtype}

@@ -111,25 +111,50 @@ def default_tower(size: int = 128, width: int = 32, embedding: int = 128) -> ker
 
 def build_model(cfg: ModelConfig) -> keras.Model:
     """The Siamese model for ``cfg.preset``: inputs (tile_a, tile_b) as float32 in [0, 1]."""
-    size = cfg.size
-    tower = seed_tower(size) if cfg.preset == "seed" else default_tower(size, cfg.width, cfg.embedding)
+    tower = seed_tower(cfg.size) if cfg.preset == "seed" else default_tower(cfg.size, cfg.width, cfg.embedding)
+    return assemble(tower, cfg.preset)
+
+
+def assemble(tower: keras.Model, preset: str) -> keras.Model:
+    """Twin ``tower`` (shared weights) → distance (→ BN → Dense sigmoid for ``seed``)."""
+    size = tower.input_shape[1]
     a = keras.Input((size, size, 3), name="tile_a")
     b = keras.Input((size, size, 3), name="tile_b")
     d = EuclideanDistance(name="distance")([tower(a), tower(b)])
-    if cfg.preset == "seed":
+    if preset == "seed":
         d = layers.BatchNormalization()(d)
         d = layers.Dense(1, activation="sigmoid")(d)
-    return keras.Model([a, b], d, name=f"siamese_{cfg.preset}")
+    return keras.Model([a, b], d, name=f"siamese_{preset}")
+
+
+def embedding_trainer(tower: keras.Model) -> keras.Model:
+    """The training twin of the ``default`` model: outputs [e(a) | e(b)] so that the loss can compare
+    every a with every b in the batch (in-batch negatives). Shares ``tower``'s weights."""
+    size = tower.input_shape[1]
+    a = keras.Input((size, size, 3), name="tile_a")
+    b = keras.Input((size, size, 3), name="tile_b")
+    return keras.Model([a, b], layers.Concatenate(axis=1, name="embeddings")([tower(a), tower(b)]),
+                       name="siamese_trainer")
 
 
 def tower_of(model: keras.Model) -> keras.Model:
     return model.get_layer("tower")
 
 
-def compile_model(model: keras.Model, preset: str, optimizer: str, learning_rate: float) -> keras.Model:
-    from .losses import ContrastiveLoss, PairAccuracy
+def compile_model(model: keras.Model, preset: str, optimizer: str, learning_rate: float,
+                  decay_steps: int = 0) -> keras.Model:
+    """Compile for training: the pair model with the reference's contrastive loss (``seed``), or the
+    embedding trainer with the in-batch contrastive loss (``default``); margin 1, accuracy at 0.5.
+    ``decay_steps`` > 0 anneals the learning rate to zero along a cosine over that many steps."""
+    from .losses import BatchContrastiveLoss, BatchPairAccuracy, ContrastiveLoss, PairAccuracy
     opt = {"rmsprop": keras.optimizers.RMSprop, "adam": keras.optimizers.Adam,
            "sgd": keras.optimizers.SGD}[optimizer or ("rmsprop" if preset == "seed" else "adam")]
-    model.compile(optimizer=opt(learning_rate=learning_rate or 0.001), loss=ContrastiveLoss(margin=1.0),
-                  metrics=[PairAccuracy(0.5)])
+    if model.name == "siamese_trainer":
+        loss, metric = BatchContrastiveLoss(margin=1.0), BatchPairAccuracy(0.5)
+    else:
+        loss, metric = ContrastiveLoss(margin=1.0), PairAccuracy(0.5)
+    lr = learning_rate or 0.001
+    if decay_steps:
+        lr = keras.optimizers.schedules.CosineDecay(lr, decay_steps=decay_steps, alpha=0.02)
+    model.compile(optimizer=opt(learning_rate=lr), loss=loss, metrics=[metric])
     return model

@@ -140,7 +140,10 @@ def save_threshold(run_dir: Path, threshold: float, source: str = "user") -> Non
 
 def _lock_path(workspace=None) -> Path:
     d = workspace_dir(workspace)
-    d.mkdir(parents=True, exist_ok=True)
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # e.g. a path under a regular file, or a read-only disk
+        raise RunError(f"cannot write to workspace {d}: {e.strerror or e}") from None
     return d / "train.lock"
 
 

@@ -41,6 +41,17 @@ def check_name(name: str, what: str = "dataset") -> str:
     return name
 
 
+def _text(s) -> str:
+    """File names that are not valid UTF-8 (e.g. Latin-1 bytes from an old archive) as printable text:
+    Python keeps their bytes as surrogates, which parquet and CSV writers refuse."""
+    s = str(s)
+    try:
+        s.encode("utf-8")
+        return s
+    except UnicodeEncodeError:
+        return s.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def datasets_dir(workspace=None) -> Path:
     return workspace_dir(workspace) / "datasets"
 
@@ -154,6 +165,7 @@ def build_dataset(cfg: DataConfig, name: str, workspace=None, overwrite: bool = 
     skipped: list[dict] = []
 
     def skip(item, reason):
+        item, reason = _text(item), _text(reason)
         skipped.append({"file": item, "reason": reason})
         if on_skip:
             on_skip(item, reason)
@@ -170,7 +182,7 @@ def build_dataset(cfg: DataConfig, name: str, workspace=None, overwrite: bool = 
                 variants += [make_variant(tile, rng, cfg.distortions) for _ in range(cfg.variants)]
                 for v, (img, params) in enumerate(variants):
                     f.write(np.ascontiguousarray(img, dtype=np.uint8).tobytes())
-                    rows.append({"index": n, "group": t, "tile_id": str(tile_id), "source": provenance,
+                    rows.append({"index": n, "group": t, "tile_id": _text(tile_id), "source": _text(provenance),
                                  "variant": v, "angle": params["angle"],
                                  "transforms": json.dumps({k: p for k, p in params.items() if k != "angle"})})
                     n += 1

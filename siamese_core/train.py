@@ -8,6 +8,7 @@ re-exposed and occluded on the fly, so the model learns the invariances the tool
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
@@ -23,7 +24,7 @@ import keras  # noqa: E402
 from .callbacks import EpochCheckpoint, LiveMetrics, StopOnRequest  # noqa: E402
 from .config import RunConfig  # noqa: E402
 from .errors import RunError  # noqa: E402
-from .model import build_model, compile_model, preprocess  # noqa: E402
+from .model import assemble, build_model, compile_model, embedding_trainer, preprocess, tower_of  # noqa: E402
 from .pairs import Pairs, make_pairs  # noqa: E402
 from .runs import acquire_train_lock, read_config, read_status, write_status, save_threshold  # noqa: E402
 from .store import open_dataset, write_json_atomic  # noqa: E402
@@ -113,6 +114,12 @@ def pair_dataset(images: np.ndarray, pairs: Pairs, batch_size: int, shuffle: boo
     return ds.map(load, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 
+def _positives(pairs: Pairs, groups: np.ndarray) -> Pairs:
+    """The same-place pairs of ``pairs``, labelled with their group id (for the in-batch loss)."""
+    p = pairs.subset((pairs.label == 0) & ~pairs.identical)
+    return Pairs(p.a, p.b, groups[p.a], p.val)
+
+
 def predict_scores(model: keras.Model, images: np.ndarray, pairs: Pairs, batch_size: int = 256) -> np.ndarray:
     """Model output (score, lower = more alike) for every pair, in order."""
     if len(pairs) == 0:
@@ -172,31 +179,38 @@ def run_training(run_dir: Path, resume: bool = False, lock_fd: int | None = None
             pairs.save(pairs_file)
         images = ds.images
         t, bs = cfg.train, cfg.train.batch_size
-        train_pairs = pairs.train
-        steps = t.steps_per_epoch or max(1, math.ceil(len(train_pairs) / bs))
-        train_ds = pair_dataset(images, train_pairs, bs, shuffle=True, augment=t.augment and cfg.model.preset != "seed",
-                                seed=t.seed)
+        in_batch = cfg.model.preset != "seed"  # default: same-place pairs, every other pair in the batch is a negative
+        if in_batch:
+            fit_train = _positives(pairs.train, ds.groups)
+            fit_val = _positives(pairs.validation, ds.groups)
+        else:
+            fit_train, fit_val = pairs.train, pairs.validation
+        steps = t.steps_per_epoch or max(1, math.ceil(len(fit_train) / bs))
+        train_ds = pair_dataset(images, fit_train, bs, shuffle=True, augment=t.augment and in_batch, seed=t.seed)
         if t.steps_per_epoch:
             train_ds = train_ds.repeat()
-        val_ds = pair_dataset(images, pairs.validation, max(bs, 64))
+        val_ds = pair_dataset(images, fit_val, max(bs, 64))
 
         initial_epoch = 0
         ckpt = run_dir / "checkpoint.keras"
         if resume and ckpt.exists():
             from .inference import load_model_safe
-            model = load_model_safe(ckpt, compile=True)
-            import json
+            fit_model = load_model_safe(ckpt, compile=True)
             initial_epoch = int(json.loads((run_dir / "checkpoint.json").read_text())["epoch"])
         else:
-            model = compile_model(build_model(cfg.model), cfg.model.preset, t.optimizer, t.learning_rate)
+            model = build_model(cfg.model)
+            fit_model = embedding_trainer(tower_of(model)) if in_batch else model
+            compile_model(fit_model, cfg.model.preset, t.optimizer, t.learning_rate,
+                          decay_steps=steps * t.epochs if in_batch else 0)
+        model = assemble(tower_of(fit_model), cfg.model.preset) if in_batch else fit_model
 
         stop = StopOnRequest(run_dir)
         callbacks = [LiveMetrics(run_dir, steps, t.epochs), EpochCheckpoint(run_dir), stop]
         write_status(run_dir, "running", epoch=initial_epoch, epochs=t.epochs, step=0, steps=steps,
-                     train_pairs=len(train_pairs), val_pairs=len(pairs.validation))
+                     train_pairs=len(fit_train), val_pairs=len(fit_val))
         if initial_epoch < t.epochs:
-            model.fit(train_ds, validation_data=val_ds, epochs=t.epochs, initial_epoch=initial_epoch,
-                      steps_per_epoch=steps, callbacks=callbacks, verbose=verbose, shuffle=False)
+            fit_model.fit(train_ds, validation_data=val_ds, epochs=t.epochs, initial_epoch=initial_epoch,
+                          steps_per_epoch=steps, callbacks=callbacks, verbose=verbose, shuffle=False)
         status = "stopped" if stop.stopped else "finished"
         _finish(run_dir, model, images, pairs, cfg, status)
         return write_status(run_dir, status, ended=time.strftime("%Y-%m-%dT%H:%M:%S"))

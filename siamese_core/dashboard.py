@@ -1,0 +1,566 @@
+"""Helpers for the Streamlit dashboard that do not need Streamlit: tables, filters, figures, messages.
+
+The pages (``pages/*.py``) only lay out widgets; what they show is shaped here, so it can be tested
+without a browser and reused elsewhere. This module never imports Streamlit or TensorFlow; Plotly and
+pandas are imported inside the functions that need them.
+
+Score direction everywhere: **lower score = more alike**. A pair is judged "same place" when
+``score <= threshold`` (see :mod:`siamese_core.evaluate`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .config import DataConfig, workspace_dir
+from .errors import SiameseError
+
+SAME_COLOR = "#2a9d8f"
+DIFF_COLOR = "#e76f51"
+ACCENT = "#1f5f8b"
+DEMO_DATASET = "demo"
+DEMO_TILES = 200
+MAX_CURVE_POINTS = 2000
+
+
+# --- messages --------------------------------------------------------------------------------------
+
+_ABS_PATH = re.compile(r"(?<![\w:/.~-])(/[^\s'\"`,;:()\[\]{}<>]+)")
+
+
+def scrub_paths(text: str, workspace=None, keep: tuple[str, ...] = ()) -> str:
+    """``text`` without absolute server paths: the workspace becomes ``workspace``, other absolute
+    paths are cut to their last two components (``…/datasets/demo``). Strings in ``keep`` (e.g. a
+    path the user typed) are left as they are."""
+    text = str(text)
+    saved = {}
+    for i, k in enumerate(sorted({k for k in keep if k}, key=len, reverse=True)):
+        token = f"\x00{i}\x00"
+        saved[token] = k
+        text = text.replace(k, token)
+    try:
+        ws = str(workspace_dir(workspace))
+        text = text.replace(ws + os.sep, "workspace/").replace(ws, "workspace")
+    except Exception:  # pragma: no cover - an unusable workspace path
+        pass
+
+    def cut(m: re.Match) -> str:
+        parts = [p for p in m.group(1).split("/") if p]
+        return "…/" + "/".join(parts[-2:]) if len(parts) > 2 else m.group(1)
+
+    text = _ABS_PATH.sub(cut, text)
+    for token, k in saved.items():
+        text = text.replace(token, k)
+    return text
+
+
+def user_message(err: BaseException, workspace=None, keep: tuple[str, ...] = ()) -> str:
+    """One line for the user: a SiameseError's message, or a generic line for anything else."""
+    if isinstance(err, SiameseError):
+        msg = str(err)
+    else:
+        msg = f"unexpected problem ({type(err).__name__}); see the server log for details"
+    return scrub_paths(msg.splitlines()[0] if msg else type(err).__name__, workspace, keep)
+
+
+def score_direction(preset: str | None, threshold: float | None = None) -> str:
+    """The sentence every page that shows scores carries."""
+    t = f" (threshold {threshold:.4f})" if threshold is not None else ""
+    if preset == "seed":
+        what = f"this run uses the **seed** preset: its score is a sigmoid in [0, 1]{t}, 0.2 by default"
+    elif preset == "default":
+        what = f"this run uses the **default** preset: its score is an embedding distance in [0, 2]{t}, calibrated on validation pairs"
+    else:
+        what = "the seed preset scores in [0, 1] (threshold 0.2), the default preset scores a distance in [0, 2] (calibrated threshold)"
+    return f"**Lower score = more alike.** A pair is judged the same place when score ≤ threshold; {what}."
+
+
+def format_eta(seconds) -> str:
+    if seconds is None or not np.isfinite(seconds):
+        return "–"
+    s = int(round(float(seconds)))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {(s % 3600) // 60:02d} min"
+
+
+def mtime(path) -> float:
+    """Modification time of ``path`` (0.0 when it does not exist): the cache key of an artifact."""
+    try:
+        return Path(path).stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+# --- workspace overview ------------------------------------------------------------------------------
+
+def dataset_rows(workspace=None) -> list[dict]:
+    """One row per dataset, newest first: name, images, tiles, size, source, skipped, created."""
+    from .store import datasets_dir, list_datasets
+    rows = []
+    for name in list_datasets(workspace):
+        p = datasets_dir(workspace) / name / "dataset.json"
+        try:
+            info = json.loads(p.read_text())
+        except (OSError, ValueError):
+            continue
+        cfg = info.get("config", {})
+        src = cfg.get("source", "?")
+        if cfg.get("path") and str(cfg["path"]).startswith("upload:"):
+            src = f"zip ({str(cfg['path'])[7:]})"
+        rows.append({"dataset": name, "images": info.get("images"), "tiles": info.get("groups"),
+                     "size": cfg.get("size"), "variants": cfg.get("variants"), "source": src,
+                     "skipped": info.get("skipped", 0), "created": info.get("created", ""),
+                     "_mtime": mtime(p)})
+    rows.sort(key=lambda r: r["_mtime"], reverse=True)
+    return rows
+
+
+def run_rows(workspace=None) -> list[dict]:
+    """One row per run, newest first: id, status, preset, dataset, progress, threshold, error."""
+    from .runs import list_runs, read_config, read_status, run_path
+    rows = []
+    for rid in list_runs(workspace):
+        d = run_path(rid, workspace)
+        try:
+            cfg = read_config(d)
+        except (OSError, ValueError, SiameseError):
+            continue
+        st = read_status(d)
+        thr = None
+        try:
+            thr_info = json.loads((d / "threshold.json").read_text())
+            thr = float(thr_info["threshold"])
+            thr_src = thr_info.get("source", "")
+        except (OSError, ValueError, KeyError, TypeError):
+            thr_src = ""
+        epochs = st.get("epochs") or cfg.train.epochs
+        rows.append({"run": rid, "status": st.get("status", "unknown"), "preset": cfg.model.preset,
+                     "dataset": cfg.dataset, "epoch": f"{st.get('epoch') or 0}/{epochs}",
+                     "threshold": thr, "threshold_source": thr_src, "device": st.get("device") or "",
+                     "started": st.get("started") or "", "ended": st.get("ended") or "",
+                     "error": st.get("error") or "", "has_model": (d / "model.keras").exists(),
+                     "_mtime": mtime(d / "config.json")})
+    rows.sort(key=lambda r: (r["_mtime"], r["run"]), reverse=True)
+    return rows
+
+
+def default_run(rows: list[dict], dataset: str | None = None) -> str | None:
+    """The newest finished run (on ``dataset`` if there is one), else the newest run."""
+    done = [r for r in rows if r["has_model"]]
+    for pool in ([r for r in done if r["dataset"] == dataset], done, rows):
+        if pool:
+            return pool[0]["run"]
+    return None
+
+
+def unique_name(base: str, taken) -> str:
+    taken = set(taken)
+    if base not in taken:
+        return base
+    k = 2
+    while f"{base}-{k}" in taken:
+        k += 1
+    return f"{base}-{k}"
+
+
+def ensure_demo_dataset(workspace=None, tiles: int = DEMO_TILES, progress=None) -> str | None:
+    """On a fresh workspace (no ``datasets`` folder yet) build a small synthetic dataset.
+
+    Returns its name, or None when the workspace already has a datasets folder (even an empty one:
+    then the user removed their datasets on purpose) or ``$SIAMESE_AUTO_DATASET`` is ``0``.
+    """
+    from .errors import DatasetError
+    from .store import build_dataset, datasets_dir, list_datasets
+    if os.environ.get("SIAMESE_AUTO_DATASET", "1") == "0" or datasets_dir(workspace).exists():
+        return None
+    try:
+        build_dataset(DataConfig(limit=tiles), DEMO_DATASET, workspace, progress=progress)
+    except DatasetError:
+        if DEMO_DATASET not in list_datasets(workspace):  # not a lost race with another session
+            raise
+    return DEMO_DATASET
+
+
+class Throttle:
+    """Call ``fn(done, total)`` at most every ``every_s`` seconds (and always at the end)."""
+
+    def __init__(self, fn, every_s: float = 0.25):
+        self.fn, self.every_s, self._last = fn, every_s, 0.0
+
+    def __call__(self, done, total):
+        now = time.monotonic()
+        if now - self._last >= self.every_s or (total and done >= total):
+            self._last = now
+            self.fn(done, total)
+
+
+def hub_download(repo_id: str, cache_dir: str | None = None, progress=None) -> Path:
+    """Download a hub dataset's parquet files, calling ``progress(done_files, total_files)``.
+
+    Same behaviour and messages as :func:`siamese_core.sources.hf.download_hub` (which a later
+    ``build_dataset(source="hf-hub")`` calls again and finds cached).
+    """
+    try:
+        from huggingface_hub import snapshot_download
+        from tqdm.auto import tqdm
+    except ImportError:  # pragma: no cover
+        raise SiameseError("huggingface_hub is not installed; run: pip install -r requirements.txt") from None
+
+    class _Bar(tqdm):
+        def __init__(self, *a, **k):
+            k["disable"] = False
+            super().__init__(*a, **k)
+
+        def update(self, n=1):
+            out = super().update(n)
+            if progress:
+                progress(int(self.n), int(self.total or 0))
+            return out
+
+    try:
+        local = snapshot_download(repo_id=repo_id, repo_type="dataset", allow_patterns=["*.parquet"],
+                                  cache_dir=cache_dir, tqdm_class=_Bar if progress else None)
+    except Exception as e:
+        raise SiameseError(f"could not download {repo_id} from the Hugging Face hub ({type(e).__name__}); "
+                           f"check the network, or download its parquet files elsewhere and use the "
+                           f"parquet source with their folder") from None
+    return Path(local)
+
+
+# --- triplets (groups of a source tile and its variants) ------------------------------------------
+
+def source_kind(source: str) -> str:
+    """``synthetic:seed=0:index=3`` → ``synthetic``; ``folder:a/b.png`` → ``folder``."""
+    return str(source).split(":", 1)[0]
+
+
+def group_table(manifest):
+    """One row per group: group, tile_id, source, kind, first image index, number of images."""
+    g = manifest.groupby("group", sort=True)
+    out = g.agg(tile_id=("tile_id", "first"), source=("source", "first"), first=("index", "min"),
+                images=("index", "size")).reset_index()
+    out["kind"] = out["source"].map(source_kind)
+    return out
+
+
+def filter_groups(groups_df, kinds=None, query: str = "") -> np.ndarray:
+    """Group ids matching the source kinds and a query (a group number, or text in tile id / source)."""
+    m = np.ones(len(groups_df), bool)
+    if kinds:
+        m &= groups_df["kind"].isin(list(kinds)).to_numpy()
+    q = (query or "").strip()
+    if q:
+        text = (groups_df["tile_id"].astype(str) + " " + groups_df["source"].astype(str)).str.lower()
+        hit = text.str.contains(q.lower(), regex=False).to_numpy()
+        if q.isdigit():
+            hit = hit | (groups_df["group"] == int(q)).to_numpy()
+        m &= hit
+    return groups_df["group"].to_numpy()[m]
+
+
+def n_pages(n: int, per_page: int) -> int:
+    return max(1, math.ceil(n / max(1, per_page)))
+
+
+def page_for_group(group_ids: np.ndarray, group: int, per_page: int) -> int | None:
+    """1-based page holding ``group`` in the filtered list, or None when it is filtered out."""
+    pos = np.flatnonzero(np.asarray(group_ids) == group)
+    return int(pos[0] // per_page) + 1 if len(pos) else None
+
+
+def variant_caption(row) -> str:
+    """``original`` or ``variant 2 · 97.1° · blur σ=1.2`` from a manifest row."""
+    if int(row["variant"]) == 0:
+        head = "original"
+    else:
+        head = f"variant {int(row['variant'])} · {float(row['angle']):.1f}°"
+    try:
+        tr = json.loads(row["transforms"] or "{}")
+    except (TypeError, ValueError):
+        tr = {}
+    bits = []
+    for kind, p in tr.items():
+        if kind == "flip":
+            bits.append("mirror ↔" if p.get("axis") == 1 else "mirror ↕")
+        elif kind == "scale":
+            bits.append(f"zoom ×{p.get('scale', 1):.2f}")
+        elif kind == "affine":
+            bits.append(f"shear {p.get('shear', 0):+.2f}")
+        elif kind == "blur":
+            bits.append(f"blur σ={p.get('sigma', 0):.1f}")
+        elif kind == "occlude":
+            bits.append(f"occluded {100 * p.get('frac', 0):.0f}%")
+        elif kind == "brightness":
+            bits.append(f"exposure {p.get('brightness', 0):+.2f}/×{p.get('contrast', 1):.2f}")
+        else:
+            bits.append(str(kind))
+    return " · ".join([head] + bits)
+
+
+def read_rows(images: np.ndarray, indices) -> dict[int, np.ndarray]:
+    """``{index: tile}`` for just these rows of a (memory-mapped) image array."""
+    idx = np.unique(np.asarray(list(indices), dtype=np.int64))
+    idx = idx[(idx >= 0) & (idx < len(images))]
+    if len(idx) == 0:
+        return {}
+    block = np.asarray(images[idx])
+    return {int(i): block[k] for k, i in enumerate(idx)}
+
+
+# --- pairs ------------------------------------------------------------------------------------------
+
+def pairs_counts_rows(counts: dict) -> list[dict]:
+    """Pairs.counts() → long rows (split, label, pairs) for a bar chart, identical shown apart."""
+    rows = []
+    for split, c in counts.items():
+        rows.append({"split": split, "label": "same (distinct images)", "pairs": c["same"] - c.get("identical", 0)})
+        rows.append({"split": split, "label": "same (identical image)", "pairs": c.get("identical", 0)})
+        rows.append({"split": split, "label": "different", "pairs": c["different"]})
+    return rows
+
+
+def pairs_counts_figure(counts: dict):
+    import plotly.graph_objects as go
+    rows = pairs_counts_rows(counts)
+    colors = {"same (distinct images)": SAME_COLOR, "same (identical image)": "#8ecdc4", "different": DIFF_COLOR}
+    fig = go.Figure()
+    for label in colors:
+        r = [x for x in rows if x["label"] == label]
+        fig.add_bar(x=[x["split"] for x in r], y=[x["pairs"] for x in r], name=label,
+                    marker_color=colors[label], text=[x["pairs"] for x in r], textposition="auto")
+    fig.update_layout(barmode="stack", height=300, margin=dict(l=10, r=10, t=30, b=10),
+                      title="Pairs per split and label", legend=dict(orientation="h", y=-0.2),
+                      yaxis_title="pairs")
+    return fig
+
+
+def filter_pairs(label: np.ndarray, val: np.ndarray, identical: np.ndarray,
+                 want_label: str = "all", want_split: str = "all", hide_identical: bool = False) -> np.ndarray:
+    """Positions of the pairs matching label (all|same|different), split (all|train|validation)."""
+    m = np.ones(len(label), bool)
+    if want_label == "same":
+        m &= label == 0
+    elif want_label == "different":
+        m &= label == 1
+    if want_split == "train":
+        m &= ~val
+    elif want_split == "validation":
+        m &= val
+    if hide_identical:
+        m &= ~identical
+    return np.flatnonzero(m)
+
+
+# --- training ---------------------------------------------------------------------------------------
+
+def split_metrics(records: list[dict], steps: int | None = None):
+    """metrics.jsonl records → (batch DataFrame with a global ``step``, epoch DataFrame)."""
+    import pandas as pd
+    b = [r for r in records if r.get("kind") == "batch"]
+    e = [r for r in records if r.get("kind") == "epoch"]
+    bdf = pd.DataFrame(b)
+    edf = pd.DataFrame(e)
+    if len(bdf):
+        per = steps or int(bdf.get("steps", pd.Series([0])).max() or bdf["step"].max())
+        bdf["global_step"] = (bdf["epoch"] - 1) * per + bdf["step"]
+        # a resumed run appends again: keep the last record of each global step
+        bdf = bdf.drop_duplicates("global_step", keep="last").sort_values("global_step")
+    if len(edf):
+        per = steps or (int(bdf["steps"].max()) if len(bdf) and "steps" in bdf else 1)
+        edf = edf.drop_duplicates("epoch", keep="last").sort_values("epoch")
+        edf["global_step"] = edf["epoch"] * per
+    return bdf, edf
+
+
+def _thin(df, n: int = MAX_CURVE_POINTS):
+    if len(df) <= n:
+        return df
+    idx = np.unique(np.linspace(0, len(df) - 1, n).round().astype(int))
+    return df.iloc[idx]
+
+
+def training_figure(records: list[dict], steps: int | None = None):
+    """Loss and accuracy, per batch (thin lines) and per epoch (train and validation markers)."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+    bdf, edf = split_metrics(records, steps)
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("Loss", "Accuracy"), horizontal_spacing=0.08)
+    for col, key in ((1, "loss"), (2, "accuracy")):
+        show = col == 1
+        if len(bdf) and key in bdf:
+            t = _thin(bdf)
+            fig.add_scatter(x=t["global_step"], y=t[key], mode="lines+markers" if len(t) < 60 else "lines",
+                            name="train (per batch)", line=dict(color="#9bb7cf", width=1), marker=dict(size=4),
+                            legendgroup="b", showlegend=show, row=1, col=col)
+        if len(edf) and key in edf:
+            fig.add_scatter(x=edf["global_step"], y=edf[key], mode="lines+markers", name="train (per epoch)",
+                            line=dict(color=ACCENT, width=2), legendgroup="e", showlegend=show, row=1, col=col)
+        if len(edf) and f"val_{key}" in edf:
+            fig.add_scatter(x=edf["global_step"], y=edf[f"val_{key}"], mode="lines+markers",
+                            name="validation (per epoch)", line=dict(color=DIFF_COLOR, width=2, dash="dot"),
+                            legendgroup="v", showlegend=show, row=1, col=col)
+        fig.update_xaxes(title_text="batch", row=1, col=col)
+    fig.update_yaxes(range=[0, 1.02], row=1, col=2)
+    fig.update_layout(height=340, margin=dict(l=10, r=10, t=40, b=10), legend=dict(orientation="h", y=-0.25))
+    return fig
+
+
+def progress_info(status: dict) -> tuple[float, str]:
+    """(fraction done, 'epoch 2/10 · batch 17/40 · ETA 1 min 05 s') from a run's status."""
+    epochs = int(status.get("epochs") or 0)
+    steps = int(status.get("steps") or 0)
+    epoch = int(status.get("epoch") or 0)
+    step = int(status.get("step") or 0)
+    if status.get("status") == "finished":
+        return 1.0, f"finished · {epochs} epoch(s)"
+    if not epochs or not steps:
+        return 0.0, "starting… (loading TensorFlow and the dataset)"
+    done = max(0, epoch - 1) * steps + min(step, steps)
+    frac = min(1.0, done / max(1, epochs * steps))
+    return frac, f"epoch {epoch}/{epochs} · batch {step}/{steps} · ETA {format_eta(status.get('eta_s'))}"
+
+
+# --- threshold --------------------------------------------------------------------------------------
+
+def load_val_scores(run_dir) -> dict:
+    """A finished run's validation scores: score, label, a, b, identical (numpy arrays)."""
+    p = Path(run_dir) / "val_scores.npz"
+    if not p.exists():
+        raise SiameseError(f"run {Path(run_dir).name!r} has no validation scores yet; wait for it to finish")
+    try:
+        with np.load(p) as z:
+            out = {k: np.asarray(z[k]) for k in ("score", "label", "a", "b")}
+    except (OSError, ValueError, KeyError) as e:
+        raise SiameseError(f"run {Path(run_dir).name!r}: validation scores are unreadable ({type(e).__name__})") from None
+    out["score"] = out["score"].astype(np.float64)
+    out["identical"] = out["a"] == out["b"]
+    return out
+
+
+def _nice_step(span: float, n: int = 400) -> float:
+    raw = max(span, 1e-9) / n
+    mag = 10 ** math.floor(math.log10(raw))
+    for m in (1, 2, 5, 10):
+        if raw <= m * mag:
+            return m * mag
+    return 10 * mag  # pragma: no cover
+
+
+def slider_spec(scores: np.ndarray, extra=()) -> tuple[float, float, float]:
+    """(min, max, step) for a threshold slider covering the scores and any extra thresholds."""
+    vals = [float(np.min(scores)), float(np.max(scores))] + [float(x) for x in extra if x is not None and np.isfinite(x)]
+    lo, hi = min(vals), max(vals)
+    span = hi - lo if hi > lo else max(abs(hi), 1.0) * 0.1
+    step = _nice_step(span)
+    lo = math.floor((lo - 0.02 * span) / step) * step
+    hi = math.ceil((hi + 0.02 * span) / step) * step
+    digits = max(0, -math.floor(math.log10(step)))
+    return round(lo, digits), round(hi, digits), step
+
+
+def _thin_xy(*arrays):
+    n = len(arrays[0])
+    if n <= MAX_CURVE_POINTS:
+        return arrays
+    idx = np.unique(np.linspace(0, n - 1, MAX_CURVE_POINTS).round().astype(int))
+    return tuple(np.asarray(a)[idx] for a in arrays)
+
+
+def confusion_figure(m):
+    """Heatmap of ``Metrics.matrix`` (rows true, cols predicted) with counts and row rates."""
+    import plotly.graph_objects as go
+    mat = np.asarray(m.matrix, dtype=float)
+    rows = mat.sum(axis=1, keepdims=True)
+    rates = np.divide(mat, rows, out=np.zeros_like(mat), where=rows > 0)
+    names = [["TP", "FN"], ["FP", "TN"]]
+    text = [[f"<b>{int(mat[i, j])}</b><br>{names[i][j]} · {100 * rates[i, j]:.1f}% of row" for j in range(2)]
+            for i in range(2)]
+    fig = go.Figure(go.Heatmap(z=rates, x=["predicted same", "predicted different"],
+                               y=["truly same", "truly different"], text=text, texttemplate="%{text}",
+                               textfont=dict(size=15), colorscale=[[0, "#f4f7fb"], [1, ACCENT]], zmin=0, zmax=1,
+                               showscale=False, hovertemplate="%{y}, %{x}: %{text}<extra></extra>"))
+    fig.update_yaxes(autorange="reversed")
+    fig.update_layout(height=300, margin=dict(l=10, r=10, t=30, b=10),
+                      title=f"Confusion matrix at threshold {m.threshold:.4f}")
+    return fig
+
+
+def roc_figure(fpr, tpr, point=None):
+    import plotly.graph_objects as go
+    fpr, tpr = _thin_xy(np.asarray(fpr), np.asarray(tpr))
+    fig = go.Figure()
+    fig.add_scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(color="#bbb", dash="dash"), name="chance",
+                    hoverinfo="skip")
+    fig.add_scatter(x=fpr, y=tpr, mode="lines", line=dict(color=ACCENT, width=2), name="ROC")
+    if point is not None:
+        fig.add_scatter(x=[point[0]], y=[point[1]], mode="markers", marker=dict(size=13, color=DIFF_COLOR,
+                        line=dict(color="white", width=2)), name="current threshold")
+    fig.update_layout(height=320, margin=dict(l=10, r=10, t=30, b=10), title="ROC (positive = same place)",
+                      xaxis_title="different pairs judged same (FPR)", yaxis_title="same pairs found (TPR)",
+                      xaxis=dict(range=[-0.02, 1.02]), yaxis=dict(range=[-0.02, 1.02]), showlegend=False)
+    return fig
+
+
+def pr_figure(precision, recall, point=None):
+    import plotly.graph_objects as go
+    precision, recall = _thin_xy(np.asarray(precision), np.asarray(recall))
+    fig = go.Figure()
+    fig.add_scatter(x=recall, y=precision, mode="lines", line=dict(color=ACCENT, width=2, shape="hv"), name="PR")
+    if point is not None:
+        fig.add_scatter(x=[point[0]], y=[point[1]], mode="markers", marker=dict(size=13, color=DIFF_COLOR,
+                        line=dict(color="white", width=2)), name="current threshold")
+    fig.update_layout(height=320, margin=dict(l=10, r=10, t=30, b=10), title="Precision / recall (same place)",
+                      xaxis_title="recall", yaxis_title="precision", showlegend=False,
+                      xaxis=dict(range=[-0.02, 1.02]), yaxis=dict(range=[-0.02, 1.02]))
+    return fig
+
+
+def histogram_data(scores: np.ndarray, labels: np.ndarray, lo: float, hi: float, bins: int = 40) -> dict:
+    """Bin counts per label on shared edges (so the figure never ships every score)."""
+    edges = np.linspace(lo, hi, bins + 1)
+    same, _ = np.histogram(scores[labels == 0], bins=edges)
+    diff, _ = np.histogram(scores[labels == 1], bins=edges)
+    return {"edges": edges, "same": same, "different": diff}
+
+
+def histogram_figure(hist: dict, threshold: float):
+    import plotly.graph_objects as go
+    e = hist["edges"]
+    centers, width = (e[:-1] + e[1:]) / 2, float(e[1] - e[0])
+    fig = go.Figure()
+    fig.add_bar(x=centers, y=hist["same"], width=width, name="truly same", marker_color=SAME_COLOR, opacity=0.7)
+    fig.add_bar(x=centers, y=hist["different"], width=width, name="truly different", marker_color=DIFF_COLOR,
+                opacity=0.7)
+    fig.add_vline(x=threshold, line=dict(color="#222", width=2, dash="dash"),
+                  annotation_text=f"threshold {threshold:.4f}", annotation_position="top")
+    fig.update_layout(barmode="overlay", height=320, margin=dict(l=10, r=10, t=40, b=10),
+                      title="Validation scores by true label (lower = more alike)",
+                      xaxis_title="score", yaxis_title="pairs", legend=dict(orientation="h", y=-0.25))
+    return fig
+
+
+def misclassified(scores, labels, threshold: float, limit: int = 12, mask=None) -> dict:
+    """Positions of the worst mistakes at ``threshold``: ``{"fn": [...], "fp": [...]}``, most wrong first.
+
+    ``fn``: truly same pairs judged different (score > threshold); ``fp``: truly different pairs
+    judged same (score <= threshold). ``mask`` limits the pairs considered.
+    """
+    scores, labels = np.asarray(scores, dtype=float), np.asarray(labels)
+    keep = np.ones(len(scores), bool) if mask is None else np.asarray(mask, bool)
+    out = {}
+    for key, sel in (("fn", (labels == 0) & (scores > threshold)), ("fp", (labels == 1) & (scores <= threshold))):
+        pos = np.flatnonzero(sel & keep)
+        order = np.argsort(-np.abs(scores[pos] - threshold), kind="stable")
+        out[key] = pos[order][:limit].tolist()
+        out[f"n_{key}"] = int(len(pos))
+    return out
