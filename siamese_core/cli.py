@@ -70,6 +70,7 @@ def cmd_train(args) -> int:
         run_dir = open_run(args.resume, ws)
         from .train import resume_check, run_training
         resume_check(run_dir)
+        (run_dir / "stop").unlink(missing_ok=True)
         st = run_training(run_dir, resume=True, verbose=args.verbose)
     else:
         cfg = _run_config(args)
@@ -246,10 +247,41 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _import_tensorflow_quietly() -> None:
+    """Import TensorFlow with file descriptor 2 pointed at /dev/null.
+
+    Its C++ start-up lines (oneDNN, CUDA drivers, CPU features) ignore TF_CPP_MIN_LOG_LEVEL and go
+    straight to fd 2, which would break the contract that stderr carries only this tool's own lines
+    (progress bars, one ``error:`` line). Level 3 also hides C++ errors such as "failed call to cuInit"
+    on machines without a GPU; ``TF_CPP_MIN_LOG_LEVEL=0`` or ``1`` shows all of TensorFlow's messages.
+    """
+    if "tensorflow" in sys.modules or os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3") in ("0", "1"):
+        return
+    try:
+        sys.stderr.flush()
+        null = os.open(os.devnull, os.O_WRONLY)
+    except (OSError, ValueError):
+        return
+    try:
+        saved = os.dup(2)
+    except OSError:  # no fd 2: nothing to protect
+        os.close(null)
+        return
+    try:
+        os.dup2(null, 2)
+        import tensorflow  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
+
+
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
     if args.command == "train" and not args.resume and not args.dataset:
         parser().error("train needs --dataset NAME (or --resume RUN_ID)")
+    if args.command in ("train", "score", "_job"):
+        _import_tensorflow_quietly()
     try:
         return args.func(args)
     except SiameseError as e:

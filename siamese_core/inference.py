@@ -41,8 +41,12 @@ class Scorer:
     run_dir: Path
     model: object
     size: int
-    threshold: float
     preset: str
+
+    @property
+    def threshold(self) -> float:
+        """The run's saved decision threshold, read fresh (the Threshold page may have changed it)."""
+        return read_threshold(self.run_dir)
 
     @classmethod
     def from_run(cls, run_id: str, workspace=None) -> "Scorer":
@@ -51,7 +55,7 @@ class Scorer:
         if not path.exists():
             raise RunError(f"run {run_id!r} has no trained model yet (status: see `list`); wait for it to finish")
         cfg = read_config(run_dir)
-        return cls(run_dir, load_model_safe(path), cfg.model.size, read_threshold(run_dir), cfg.model.preset)
+        return cls(run_dir, load_model_safe(path), cfg.model.size, cfg.model.preset)
 
     def _call(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         from .model import preprocess

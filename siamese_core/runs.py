@@ -3,7 +3,7 @@
 ``<workspace>/runs/<run_id>/`` holds ``config.json``, ``status.json``, ``metrics.jsonl`` (appended
 live by the training callback), ``checkpoint.keras`` (last completed epoch), ``model.keras``,
 ``pairs.npz``, ``val_scores.npz``, ``threshold.json`` and ``train.log``. Status moves
-queued → running → finished | failed | stopped; a run whose process died without saying so is
+queued → running → finishing (saving the model, scoring validation) → finished | failed | stopped; a run whose process died without saying so is
 reported as ``interrupted``. Only one training job runs per workspace: the job holds an ``flock`` on
 ``<workspace>/train.lock`` for its lifetime, which the kernel releases when the process dies, so a
 stale lock never blocks anyone.
@@ -21,7 +21,7 @@ from .config import RunConfig, workspace_dir
 from .errors import RunError
 from .store import check_name, write_json_atomic
 
-STATUSES = ("queued", "running", "finished", "failed", "stopped", "interrupted")
+STATUSES = ("queued", "running", "finishing", "finished", "failed", "stopped", "interrupted")
 
 
 def runs_dir(workspace=None) -> Path:
@@ -85,7 +85,7 @@ def read_status(run_dir: Path) -> dict:
         st = json.loads(p.read_text())
     except (OSError, ValueError):
         return {"status": "unknown"}
-    if st.get("status") in ("running", "queued") and not _pid_alive(st.get("pid")):
+    if st.get("status") in ("running", "queued", "finishing") and not _pid_alive(st.get("pid")):
         if st.get("status") == "queued" and time.time() - st.get("updated", 0) < 30:
             return st  # just launched, child not yet reporting
         st = {**st, "status": "interrupted",
@@ -214,6 +214,7 @@ def launch_background(cfg: RunConfig, workspace=None, run_id: str | None = None,
     fd = acquire_train_lock(rid, ws)
     try:
         path = open_run(rid, ws) if resume else create_run(cfg, ws, rid)
+        (path / "stop").unlink(missing_ok=True)
         write_status(path, "queued", pid=None, error=None)
         log = open(path / "train.log", "ab")
         cmd = [sys.executable, "-m", "siamese_core", "--workspace", str(ws), "_job", rid] + (["--resume"] if resume else [])
@@ -228,12 +229,14 @@ def launch_background(cfg: RunConfig, workspace=None, run_id: str | None = None,
 
 
 def stop_run(run_dir: Path, wait_s: float = 0.0) -> dict:
-    """Request a stop; if the process is still alive after ``wait_s`` seconds, terminate it."""
+    """Request a stop; if the process is still training after ``wait_s`` seconds, terminate it.
+
+    A job that is already saving its model ('finishing') is left to finish."""
     import signal
     request_stop(run_dir)
     deadline = time.time() + wait_s
     st = read_status(run_dir)
-    while wait_s and time.time() < deadline and st.get("status") in ("running", "queued"):
+    while wait_s and time.time() < deadline and st.get("status") in ("running", "queued", "finishing"):
         time.sleep(0.2)
         st = read_status(run_dir)
     if wait_s and st.get("status") in ("running", "queued") and _pid_alive(st.get("pid")):

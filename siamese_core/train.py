@@ -151,6 +151,19 @@ def _finish(run_dir: Path, model: keras.Model, images, pairs: Pairs, cfg: RunCon
                       report(scores, val.label, threshold, identical=val.identical))
 
 
+def _end_partial_line(path: Path) -> None:
+    """A job killed while appending leaves half a JSON line; end it, so the next record starts a line."""
+    try:
+        with open(path, "rb+") as f:
+            if f.seek(0, os.SEEK_END) == 0:
+                return
+            f.seek(-1, os.SEEK_END)
+            if f.read(1) != b"\n":
+                f.write(b"\n")
+    except FileNotFoundError:
+        pass
+
+
 def run_training(run_dir: Path, resume: bool = False, lock_fd: int | None = None, verbose: int = 1) -> dict:
     """Train the run in ``run_dir`` (its config.json must exist); returns the final status.
 
@@ -163,7 +176,6 @@ def run_training(run_dir: Path, resume: bool = False, lock_fd: int | None = None
     if lock_fd is None:
         lock_fd = acquire_train_lock(run_dir.name, workspace)
     try:
-        (run_dir / "stop").unlink(missing_ok=True)
         write_status(run_dir, "running", pid=os.getpid(), device=device_name(), error=None,
                      started=time.strftime("%Y-%m-%dT%H:%M:%S"))
         keras.utils.set_random_seed(cfg.train.seed)
@@ -204,6 +216,7 @@ def run_training(run_dir: Path, resume: bool = False, lock_fd: int | None = None
                           decay_steps=steps * t.epochs if in_batch else 0)
         model = assemble(tower_of(fit_model), cfg.model.preset) if in_batch else fit_model
 
+        _end_partial_line(run_dir / "metrics.jsonl")
         stop = StopOnRequest(run_dir)
         callbacks = [LiveMetrics(run_dir, steps, t.epochs), EpochCheckpoint(run_dir), stop]
         write_status(run_dir, "running", epoch=initial_epoch, epochs=t.epochs, step=0, steps=steps,
@@ -212,6 +225,7 @@ def run_training(run_dir: Path, resume: bool = False, lock_fd: int | None = None
             fit_model.fit(train_ds, validation_data=val_ds, epochs=t.epochs, initial_epoch=initial_epoch,
                           steps_per_epoch=steps, callbacks=callbacks, verbose=verbose, shuffle=False)
         status = "stopped" if stop.stopped else "finished"
+        write_status(run_dir, "finishing", final=status)
         _finish(run_dir, model, images, pairs, cfg, status)
         return write_status(run_dir, status, ended=time.strftime("%Y-%m-%dT%H:%M:%S"))
     except BaseException as e:
@@ -227,7 +241,7 @@ def run_training(run_dir: Path, resume: bool = False, lock_fd: int | None = None
 
 def resume_check(run_dir: Path) -> None:
     st = read_status(run_dir)
-    if st.get("status") in ("running", "queued"):
+    if st.get("status") in ("running", "queued", "finishing"):
         raise RunError(f"run {run_dir.name} is still {st['status']}; stop it before resuming")
     if st.get("status") == "finished":
         raise RunError(f"run {run_dir.name} already finished; start a new run to train more")

@@ -14,7 +14,7 @@ import pytest
 
 from siamese_core.images import encode_png
 
-from .conftest import cli
+from conftest import cli
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,0 +1,276 @@
+"""Streamlit glue shared by the pages: workspace, active dataset/run, caches, messages.
+
+Everything that is not about Streamlit lives in :mod:`siamese_core.dashboard`. Caches are keyed by
+the workspace, the artifact's name and its file's modification time, so a rebuilt dataset, a new
+model or a re-saved threshold is picked up without restarting the app. Nothing here imports
+TensorFlow; the model is only loaded inside :func:`scorer` (a ``st.cache_resource``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import streamlit as st
+
+from siamese_core import dashboard as dash
+from siamese_core.config import workspace_dir
+from siamese_core.errors import SiameseError
+
+POLL_S = 1.5  # live refresh period of the Train page while a job runs
+
+PAGES = {
+    "home": "app_pages/home.py",
+    "triplets": "app_pages/triplets.py",
+    "pairs": "app_pages/pairs.py",
+    "train": "app_pages/train.py",
+    "compare": "app_pages/compare.py",
+    "threshold": "app_pages/threshold.py",
+}
+
+
+def workspace() -> Path:
+    return workspace_dir(None)
+
+
+# --- messages -----------------------------------------------------------------------------------
+
+def error(err: BaseException, keep: tuple[str, ...] = ()) -> None:
+    """Show an exception as one line (no traceback, no server paths)."""
+    st.error(dash.user_message(err, workspace(), keep), icon=":material/error:")
+
+
+def flash(kind: str, text: str) -> None:
+    """A message to show at the top of the next run (survives st.rerun)."""
+    st.session_state.setdefault("_flash", []).append((kind, text))
+
+
+def show_flash() -> None:
+    for kind, text in st.session_state.pop("_flash", []):
+        getattr(st, kind, st.info)(text)
+
+
+def goto(page: str, label: str, icon: str | None = None) -> None:
+    st.page_link(PAGES[page], label=label, icon=icon)
+
+
+# --- active dataset and run (session state + ?dataset=..&run=..) ------------------------------------
+
+def _pick(options: list[str], *candidates) -> str | None:
+    for c in candidates:
+        if c and c in options:
+            return c
+    return options[0] if options else None
+
+
+def select_dataset(name: str) -> None:
+    """Make ``name`` the active dataset from inside a page (applied at the top of the next run)."""
+    st.session_state["_pending_dataset"] = name
+
+
+def select_run(run_id: str) -> None:
+    st.session_state["_pending_run"] = run_id
+
+
+def bootstrap() -> None:
+    """Run at the top of every page (from streamlit_app.py): demo data, the selectors, the URL."""
+    ws = workspace()
+    if not st.session_state.get("_demo_checked"):
+        st.session_state["_demo_checked"] = True
+        try:
+            with st.spinner("First launch: creating a small synthetic dataset…"):
+                made = dash.ensure_demo_dataset(ws)
+            if made:
+                flash("success", f"Created the synthetic dataset **{made}** ({dash.DEMO_TILES} tiles) so every "
+                                 f"page has something to show. Import your own tiles on **Home / data**.")
+        except (SiameseError, OSError) as e:
+            error(e)
+
+    datasets = [r["dataset"] for r in dash.dataset_rows(ws)]
+    runs = dash.run_rows(ws)
+    run_ids = [r["run"] for r in runs]
+    qp = st.query_params
+    first = "_selection_ready" not in st.session_state
+    st.session_state["_selection_ready"] = True
+
+    ds = _pick(datasets, st.session_state.pop("_pending_dataset", None), st.session_state.get("app_dataset"),
+               qp.get("dataset") if first else None, st.session_state.get("active_dataset"))
+    if ds is not None:
+        st.session_state["app_dataset"] = ds
+    rid = _pick(run_ids, st.session_state.pop("_pending_run", None), st.session_state.get("app_run"),
+                qp.get("run") if first else None, st.session_state.get("active_run"), dash.default_run(runs, ds))
+    if rid is not None:
+        st.session_state["app_run"] = rid
+
+    by_id = {r["run"]: r for r in runs}
+    with st.sidebar:
+        st.markdown("### Active selection")
+        if datasets:
+            st.selectbox("Dataset", datasets, key="app_dataset",
+                         help="Used by Triplets, Pairs and Train. Kept in the URL (?dataset=…).")
+        else:
+            st.caption("No dataset yet — create one on **Home / data**.")
+        if run_ids:
+            st.selectbox("Run", run_ids, key="app_run",
+                         format_func=lambda r: f"{r} · {by_id[r]['status']} · {by_id[r]['preset']}",
+                         help="Used by Compare and Threshold. Kept in the URL (?run=…).")
+        else:
+            st.caption("No run yet — train one on **Train**.")
+        job = _active_job(ws)
+        if job:
+            st.info(f"Training **{job}**…", icon=":material/model_training:")
+        st.caption(f"Workspace: `{ws.name}` · lower score = more alike")
+
+    st.session_state["active_dataset"] = st.session_state.get("app_dataset") if datasets else None
+    st.session_state["active_run"] = st.session_state.get("app_run") if run_ids else None
+    want = {"dataset": st.session_state["active_dataset"], "run": st.session_state["active_run"]}
+    for k, v in want.items():
+        if v and qp.get(k) != v:
+            qp[k] = v
+        elif not v and k in qp:
+            del qp[k]
+
+
+def _active_job(ws) -> str | None:
+    from siamese_core.runs import active_job
+    try:
+        return active_job(ws)
+    except OSError:
+        return None
+
+
+def active_dataset() -> str | None:
+    name = st.session_state.get("active_dataset")
+    from siamese_core.store import list_datasets
+    have = list_datasets(workspace())
+    return name if name in have else (have[0] if have else None)
+
+
+def active_run() -> str | None:
+    rid = st.session_state.get("active_run")
+    from siamese_core.runs import list_runs
+    have = list_runs(workspace())
+    return rid if rid in have else (have[-1] if have else None)
+
+
+def require_dataset():
+    """The active Dataset, or a helpful message and st.stop()."""
+    name = active_dataset()
+    if name is None:
+        st.info("There is no dataset yet. Create one on **Home / data** (synthetic tiles take one click).",
+                icon=":material/info:")
+        goto("home", "Go to Home / data", ":material/home:")
+        st.stop()
+    try:
+        return dataset(name)
+    except (SiameseError, OSError, ValueError) as e:
+        error(e)
+        st.stop()
+
+
+def require_finished_run():
+    """(run_id, run_dir, RunConfig) of the active run if it has a model, else a message and st.stop()."""
+    from siamese_core.runs import read_config, read_status, run_path
+    rid = active_run()
+    if rid is None:
+        st.info("There is no trained run yet. Train one on **Train** (for a first try on a CPU, set a few epochs "
+                "and a small number of steps per epoch).", icon=":material/info:")
+        goto("train", "Go to Train", ":material/model_training:")
+        st.stop()
+    d = run_path(rid, workspace())
+    try:
+        cfg = read_config(d)
+    except (SiameseError, OSError, ValueError) as e:
+        error(e)
+        st.stop()
+    if not (d / "model.keras").exists() or not (d / "val_scores.npz").exists():
+        status = read_status(d).get("status", "unknown")
+        st.info(f"Run **{rid}** has no trained model yet (status: {status}). Wait for it to finish on **Train**, "
+                f"or pick a finished run in the sidebar.", icon=":material/hourglass_top:")
+        goto("train", "Go to Train", ":material/model_training:")
+        st.stop()
+    return rid, d, cfg
+
+
+# --- caches -------------------------------------------------------------------------------------------
+
+@st.cache_resource(max_entries=8, show_spinner=False)
+def _dataset(ws: str, name: str, stamp: float):
+    from siamese_core.store import open_dataset
+    ds = open_dataset(name, ws)
+    ds.manifest  # read once, kept with the memmap
+    return ds
+
+
+def dataset(name: str):
+    from siamese_core.store import datasets_dir
+    ws = workspace()
+    return _dataset(str(ws), name, dash.mtime(datasets_dir(ws) / name / "dataset.json"))
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def _group_table(ws: str, name: str, stamp: float):
+    return dash.group_table(_dataset(ws, name, stamp).manifest)
+
+
+def group_table(name: str):
+    from siamese_core.store import datasets_dir
+    ws = workspace()
+    return _group_table(str(ws), name, dash.mtime(datasets_dir(ws) / name / "dataset.json"))
+
+
+def tiles(ds, indices) -> dict[int, np.ndarray]:
+    """Only the requested rows of the memmap (a page), never the whole array."""
+    return dash.read_rows(ds.images, indices)
+
+
+@st.cache_data(max_entries=16, show_spinner="Drawing pairs…")
+def _pairs(ws: str, name: str, stamp: float, cfg: dict):
+    from siamese_core.config import PairsConfig
+    from siamese_core.pairs import make_pairs
+    p = make_pairs(_dataset(ws, name, stamp).groups, PairsConfig.from_dict(cfg))
+    return {"a": p.a, "b": p.b, "label": p.label, "val": p.val, "counts": p.counts()}
+
+
+def pairs(name: str, cfg) -> dict:
+    from siamese_core.store import datasets_dir
+    ws = workspace()
+    return _pairs(str(ws), name, dash.mtime(datasets_dir(ws) / name / "dataset.json"), cfg.to_dict())
+
+
+@st.cache_resource(max_entries=2, show_spinner="Loading the model (TensorFlow)…")
+def _scorer(ws: str, run_id: str, stamp: float):
+    from siamese_core.inference import Scorer
+    return Scorer.from_run(run_id, ws)
+
+
+def scorer(run_id: str):
+    """The run's Scorer, loaded once per model file (key: workspace, run id, model.keras mtime)."""
+    from siamese_core.runs import run_path
+    ws = workspace()
+    return _scorer(str(ws), run_id, dash.mtime(run_path(run_id, ws) / "model.keras"))
+
+
+@st.cache_data(max_entries=8, show_spinner="Reading validation scores…")
+def _evaluation(ws: str, run_id: str, stamp: float, exclude_identical: bool):
+    from siamese_core.evaluate import ThresholdSweep, pr_curve, roc_auc, roc_curve, suggest_thresholds
+    from siamese_core.runs import run_path
+    v = dash.load_val_scores(run_path(run_id, ws))
+    keep = ~v["identical"] if exclude_identical and (~v["identical"]).any() else np.ones(len(v["score"]), bool)
+    s, y = v["score"][keep], v["label"][keep]
+    fpr, tpr, _ = roc_curve(s, y)
+    prec, rec, _ = pr_curve(s, y)
+    return {"scores": s, "labels": y, "a": v["a"][keep], "b": v["b"][keep], "n_identical": int(v["identical"].sum()),
+            "sweep": ThresholdSweep(s, y), "roc": (fpr, tpr), "pr": (prec, rec), "auc": roc_auc(s, y),
+            "suggest": suggest_thresholds(s, y)}
+
+
+def evaluation(run_id: str, exclude_identical: bool) -> dict:
+    """Validation scores, ThresholdSweep, curves and suggestions: computed once per val_scores.npz."""
+    from siamese_core.runs import run_path
+    ws = workspace()
+    return _evaluation(str(ws), run_id, dash.mtime(run_path(run_id, ws) / "val_scores.npz"), exclude_identical)
+
+
+def score_note(preset: str | None, threshold: float | None = None) -> None:
+    st.caption(dash.score_direction(preset, threshold))

@@ -1,0 +1,33 @@
+"""The dashboard: ``streamlit run streamlit_app.py``.
+
+A multipage app (``st.navigation`` over the files in ``app_pages/``) on top of :mod:`siamese_core`.
+The page files deliberately do not live in ``pages/``: Streamlit treats a ``pages/`` folder next to
+the entry script as an old-style (v1) multipage app until ``st.navigation`` first runs, so the first
+request after a server start to a deep link (``/triplets``) would run the page without this entry.
+This entry runs on every page: it sets up the page, makes a small synthetic dataset on a fresh
+workspace, and keeps the active dataset and run in the sidebar, in session state and in the URL
+(``?dataset=…&run=…``).
+"""
+
+import streamlit as st
+
+st.set_page_config(page_title="Same place? · Siamese tiles", page_icon=":material/satellite_alt:",
+                   layout="wide", initial_sidebar_state="expanded")
+
+from app_pages import _ui  # noqa: E402  (after set_page_config)
+
+nav = st.navigation({
+    "Data": [
+        st.Page(_ui.PAGES["home"], title="Home / data", icon=":material/home:", url_path="home", default=True),
+        st.Page(_ui.PAGES["triplets"], title="Triplets", icon=":material/grid_view:", url_path="triplets"),
+        st.Page(_ui.PAGES["pairs"], title="Pairs", icon=":material/compare_arrows:", url_path="pairs"),
+    ],
+    "Model": [
+        st.Page(_ui.PAGES["train"], title="Train", icon=":material/model_training:", url_path="train"),
+        st.Page(_ui.PAGES["compare"], title="Compare", icon=":material/image_search:", url_path="compare"),
+        st.Page(_ui.PAGES["threshold"], title="Threshold", icon=":material/tune:", url_path="threshold"),
+    ],
+}, expanded=True)
+_ui.bootstrap()
+_ui.show_flash()
+nav.run()

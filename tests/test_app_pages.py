@@ -1,0 +1,485 @@
+"""The dashboard, page by page, with Streamlit's AppTest (no browser): every page renders without an
+exception on a real workspace and on an empty one, the key widgets are there, the threshold slider
+moves the confusion matrix, uploads are scored or refused with a one-line message, and a tiny
+training run launched from the Train page finishes and shows its curves.
+
+The workspace is a copy of the shared ``tiny_ws`` fixture (24 synthetic 48 px tiles, a finished
+``seed`` run and a finished ``default`` run), so nothing here changes what other tests see.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from streamlit.testing.v1 import AppTest  # noqa: E402
+
+from siamese_core.images import encode_png  # noqa: E402
+
+APP = str(ROOT / "streamlit_app.py")
+PAGES = ("home", "triplets", "pairs", "train", "compare", "threshold")
+TIMEOUT = 120
+
+
+# --- fixtures and helpers -------------------------------------------------------------------------
+
+def _runs_by_preset(ws: Path) -> dict:
+    from siamese_core.runs import list_runs, read_config, run_path
+    out = {}
+    for rid in list_runs(ws):
+        d = run_path(rid, ws)
+        if (d / "model.keras").exists() and (d / "val_scores.npz").exists():
+            out.setdefault(read_config(d).model.preset, rid)
+    return out
+
+
+@pytest.fixture(scope="module")
+def app_base(tiny_ws, tmp_path_factory) -> Path:
+    base = tmp_path_factory.mktemp("appws") / "ws"
+    shutil.copytree(tiny_ws, base, ignore=shutil.ignore_patterns("train.lock"))
+    return base
+
+
+@pytest.fixture
+def app_ws(app_base, tmp_path, monkeypatch) -> Path:
+    """A private copy of the tiny workspace, set as $SIAMESE_WORKSPACE (tests may change it)."""
+    ws = tmp_path / "ws"
+    shutil.copytree(app_base, ws)
+    monkeypatch.setenv("SIAMESE_WORKSPACE", str(ws))
+    monkeypatch.chdir(ROOT)
+    return ws
+
+
+@pytest.fixture
+def empty_ws(tmp_path, monkeypatch) -> Path:
+    """A workspace with an (empty) datasets folder: no demo dataset is made, nothing to show."""
+    ws = tmp_path / "empty"
+    (ws / "datasets").mkdir(parents=True)
+    monkeypatch.setenv("SIAMESE_WORKSPACE", str(ws))
+    monkeypatch.chdir(ROOT)
+    return ws
+
+
+def open_app(page: str | None = None, query: dict | None = None) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    if query:
+        at.query_params.update(query)
+    at.run()
+    ok(at)
+    if page and page != "home":
+        at.switch_page(f"app_pages/{page}.py").run()
+        ok(at)
+    return at
+
+
+def ok(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+
+
+def widget(at: AppTest, kind: str, key: str):
+    items = [w for w in getattr(at, kind) if w.key == key]
+    assert items, f"no {kind} with key {key!r}; have {[w.key for w in getattr(at, kind)]}"
+    return items[0]
+
+
+def texts(at: AppTest) -> str:
+    parts = []
+    for kind in ("markdown", "caption", "info", "success", "warning", "error", "title", "subheader", "header"):
+        parts += [str(e.value) for e in getattr(at, kind)]
+    return "\n".join(parts)
+
+
+def counts_line(at: AppTest) -> str:
+    lines = [m.value for m in at.markdown if "thr-counts" in m.value]
+    assert lines, "the confusion counts line is missing"
+    return lines[0]
+
+
+def png_of(ws: Path, index: int) -> bytes:
+    from siamese_core.store import list_datasets, open_dataset
+    ds = open_dataset(list_datasets(ws)[0], ws)
+    return encode_png(np.asarray(ds.images[index]))
+
+
+# --- every page ------------------------------------------------------------------------------------
+
+KEY_WIDGETS = {
+    "home": [("button", "home_syn_go"), ("text_input", "home_folder_path"), ("text_input", "home_p2p_path"),
+             ("text_input", "home_pq_path"), ("text_input", "home_hub_repo"), ("file_uploader", "home_zip_upload"),
+             ("selectbox", "app_dataset"), ("selectbox", "app_run")],
+    "triplets": [("multiselect", "tri_source"), ("text_input", "tri_query"), ("number_input", "tri_page"),
+                 ("number_input", "tri_jump"), ("button", "tri_jump_go")],
+    "pairs": [("toggle", "pairs_identical"), ("slider", "pairs_val"), ("number_input", "pairs_negatives"),
+              ("number_input", "pairs_seed"), ("segmented_control", "pairs_label"),
+              ("segmented_control", "pairs_split")],
+    "train": [("segmented_control", "train_preset"), ("number_input", "train_epochs"),
+              ("number_input", "train_batch"), ("number_input", "train_steps"), ("button", "train_launch")],
+    "compare": [("file_uploader", "cmp_upload_a"), ("file_uploader", "cmp_upload_b")],
+    "threshold": [("slider", "thr_slider"), ("button", "thr_save"), ("button", "thr_snap_f1"),
+                  ("button", "thr_snap_acc"), ("button", "thr_snap_saved")],
+}
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_page_renders_with_its_widgets(app_ws, page):
+    at = open_app(page)
+    for kind, key in KEY_WIDGETS[page]:
+        widget(at, kind, key)
+    assert not at.error, [e.value for e in at.error]
+    if page in ("triplets", "pairs"):
+        assert at.image, "the page shows tiles from the dataset"
+    if page == "threshold":
+        assert len(at.get("plotly_chart")) == 4 and len(at.tabs) == 2  # matrix, histogram, ROC, PR; mistakes
+    if page in ("compare", "threshold"):
+        assert "Lower score = more alike" in texts(at)
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_page_explains_what_is_missing_on_an_empty_workspace(empty_ws, page):
+    at = open_app(page)
+    assert not at.error
+    body = texts(at)
+    if page in ("triplets", "pairs", "train"):
+        assert "Home / data" in body
+    if page in ("compare", "threshold"):
+        assert "no trained run" in body.lower()
+    assert list((empty_ws / "datasets").iterdir()) == []  # no dataset was made behind the user's back
+
+
+def test_first_launch_on_a_fresh_workspace_makes_a_demo_dataset(tmp_path, monkeypatch):
+    ws = tmp_path / "fresh"
+    monkeypatch.setenv("SIAMESE_WORKSPACE", str(ws))
+    monkeypatch.chdir(ROOT)
+    at = open_app()
+    from siamese_core.store import list_datasets
+    assert list_datasets(ws) == ["demo"]
+    assert widget(at, "selectbox", "app_dataset").value == "demo"
+    assert at.query_params.get("dataset") == ["demo"] or at.query_params.get("dataset") == "demo"
+    at.switch_page("app_pages/triplets.py").run()
+    ok(at)
+    assert at.image
+
+
+def test_selection_follows_the_url_and_is_written_back(app_ws):
+    runs = _runs_by_preset(app_ws)
+    rid = runs["seed"]
+    at = open_app(query={"run": rid})
+    assert widget(at, "selectbox", "app_run").value == rid
+    qp = {k: (v[0] if isinstance(v, list) else v) for k, v in at.query_params.items()}
+    assert qp["run"] == rid and qp["dataset"]
+    other = runs["default"]
+    widget(at, "selectbox", "app_run").set_value(other).run()
+    qp = {k: (v[0] if isinstance(v, list) else v) for k, v in at.query_params.items()}
+    assert qp["run"] == other
+    at.switch_page("app_pages/threshold.py").run()
+    ok(at)
+    assert other in texts(at)
+
+
+# --- triplets and pairs ---------------------------------------------------------------------------------
+
+def test_triplets_pages_filters_and_jump(app_ws):
+    at = open_app("triplets")
+    widget(at, "selectbox", "tri_per_page").set_value(4).run()
+    captions = [c for im in at.image for c in im.captions]
+    assert len(captions) == 4 * 3 and any("original" in c for c in captions) and any("°" in c for c in captions)
+    widget(at, "number_input", "tri_jump").set_value(40).run()
+    widget(at, "button", "tri_jump_go").click().run()
+    ok(at)
+    captions = [c for im in at.image for c in im.captions]
+    assert any(c.startswith("▶ #40") for c in captions), captions
+    widget(at, "text_input", "tri_query").set_value("5").run()
+    ok(at)
+    assert widget(at, "number_input", "tri_page").value == 1
+    widget(at, "multiselect", "tri_source").set_value(["synthetic"]).run()
+    ok(at)
+    assert at.image
+
+
+def test_pairs_options_filters_and_counts(app_ws):
+    at = open_app("pairs")
+    assert at.get("plotly_chart"), "the counts chart is shown"
+    widget(at, "segmented_control", "pairs_label").set_value("different").run()
+    ok(at)
+    badges = [m.value for m in at.markdown if "badge[" in m.value]
+    assert badges and all("different places" in b for b in badges), badges
+    widget(at, "segmented_control", "pairs_split").set_value("validation").run()
+    ok(at)
+    assert "pair" in texts(at)
+    widget(at, "segmented_control", "pairs_label").set_value("same").run()
+    widget(at, "checkbox", "pairs_hide_identical").set_value(False).run()
+    same_before = [m.value for m in at.markdown if "badge[" in m.value]
+    widget(at, "toggle", "pairs_identical").set_value(False)
+    widget(at, "button", "pairs_go").click().run()
+    ok(at)
+    same_after = [m.value for m in at.markdown if "badge[" in m.value]
+    assert same_after and not any("identical" in b for b in same_after), same_after
+    assert same_before != same_after or not any("identical" in b for b in same_before)
+
+
+# --- threshold ------------------------------------------------------------------------------------------
+
+def test_threshold_slider_moves_the_matrix_and_saves(app_ws):
+    from siamese_core.runs import read_threshold, run_path
+    rid = _runs_by_preset(app_ws)["default"]
+    at = open_app("threshold", query={"run": rid})
+    slider = widget(at, "slider", "thr_slider")
+    lo, hi = slider.min, slider.max
+    start = counts_line(at)
+    slider.set_value(lo).run()
+    ok(at)
+    at_low = counts_line(at)
+    assert "TP 0" in at_low and "FP 0" in at_low  # nothing judged same below every score
+    widget(at, "slider", "thr_slider").set_value(hi).run()
+    ok(at)
+    at_high = counts_line(at)
+    assert "FN 0" in at_high and "TN 0" in at_high  # everything judged same above every score
+    assert len({start, at_low, at_high}) >= 2
+    spec = json.loads(at.get("plotly_chart")[0].proto.spec)
+    assert "Heatmap" in json.dumps(spec) or spec["data"][0]["type"] == "heatmap"
+
+    widget(at, "button", "thr_snap_f1").click().run()
+    ok(at)
+    snapped = widget(at, "slider", "thr_slider").value
+    assert lo <= snapped <= hi
+    widget(at, "button", "thr_save").click().run()
+    ok(at)
+    d = run_path(rid, app_ws)
+    assert read_threshold(d) == pytest.approx(snapped)
+    assert json.loads((d / "threshold.json").read_text())["source"] == "user"
+    at.switch_page("app_pages/compare.py").run()
+    ok(at)
+    assert f"{snapped:.4f}" in texts(at)
+
+
+def test_threshold_page_of_the_seed_preset_states_its_score_range(app_ws):
+    rid = _runs_by_preset(app_ws)["seed"]
+    at = open_app("threshold", query={"run": rid})
+    assert "sigmoid in [0, 1]" in texts(at)
+    assert widget(at, "slider", "thr_slider").value == pytest.approx(0.2)
+
+
+# --- compare --------------------------------------------------------------------------------------------
+
+def test_compare_scores_two_uploaded_tiles(app_ws):
+    rid = _runs_by_preset(app_ws)["default"]
+    at = open_app("compare", query={"run": rid})
+    widget(at, "file_uploader", "cmp_upload_a").set_value(("a.png", png_of(app_ws, 0), "image/png"))
+    widget(at, "file_uploader", "cmp_upload_b").set_value(("b.png", png_of(app_ws, 1), "image/png"))
+    at.run()
+    ok(at)
+    assert not at.error, [e.value for e in at.error]
+    score = [m for m in at.metric if m.label == "Score"]
+    assert score and float(score[0].value) >= 0
+    assert len(at.image) >= 2
+    body = texts(at)
+    assert "the model judges these tiles to show" in body
+    assert ("Same place" in body) or ("Different places" in body)
+
+
+@pytest.mark.parametrize("name,data,expect", [
+    ("notes.png", b"this is not an image at all", "not an image"),
+    ("empty.png", b"", "empty"),
+    ("cut.png", None, "truncated"),
+])
+def test_compare_refuses_bad_uploads_with_one_line(app_ws, name, data, expect):
+    if data is None:  # a real PNG cut in half
+        data = png_of(app_ws, 0)[:120]
+    at = open_app("compare")
+    widget(at, "file_uploader", "cmp_upload_a").set_value((name, data, "image/png"))
+    widget(at, "file_uploader", "cmp_upload_b").set_value(("ok.png", png_of(app_ws, 3), "image/png"))
+    at.run()
+    ok(at)
+    errors = [e.value for e in at.error]
+    assert errors and any(expect in e.lower() for e in errors), errors
+    assert all("\n" not in e and "Traceback" not in e and str(app_ws) not in e for e in errors)
+    assert not [m for m in at.metric if m.label == "Score"]
+
+
+def test_compare_refuses_an_oversized_upload(app_ws):
+    at = open_app("compare")
+    big = b"\x89PNG\r\n\x1a\n" + b"\0" * (51 * 1024 * 1024)
+    widget(at, "file_uploader", "cmp_upload_a").set_value(("huge.png", big, "image/png"))
+    at.run()
+    ok(at)
+    assert any("50 MB" in e.value for e in at.error), [e.value for e in at.error]
+
+
+# --- train ----------------------------------------------------------------------------------------------
+
+def _wait(cond, timeout: float = 180, every: float = 0.5):
+    end = time.time() + timeout
+    while time.time() < end:
+        if cond():
+            return True
+        time.sleep(every)
+    return False
+
+
+def test_train_page_launches_refuses_a_second_job_and_shows_curves(tiny_ws, tmp_path, monkeypatch):
+    from siamese_core.runs import active_job, list_runs, read_status, run_path
+    from siamese_core.store import list_datasets
+    ws = tmp_path / "trainws"
+    (ws / "datasets").mkdir(parents=True)
+    name = list_datasets(tiny_ws)[0]
+    shutil.copytree(tiny_ws / "datasets" / name, ws / "datasets" / name)
+    monkeypatch.setenv("SIAMESE_WORKSPACE", str(ws))
+    monkeypatch.chdir(ROOT)
+
+    at = open_app("train")
+    assert "No runs yet" in texts(at)
+    widget(at, "number_input", "train_epochs").set_value(1)
+    widget(at, "number_input", "train_steps").set_value(3)
+    widget(at, "number_input", "train_batch").set_value(16)
+    widget(at, "text_input", "train_run_id").set_value("ui1")
+    widget(at, "button", "train_launch").click().run()
+    ok(at)
+    assert list_runs(ws) == ["ui1"]
+    try:
+        # a second launch while the first job holds the lock: the RunError's one line, no exception
+        widget(at, "text_input", "train_run_id").set_value("ui2")
+        widget(at, "button", "train_launch").click().run()
+        ok(at)
+        if active_job(ws):  # (the tiny job may already be over on a fast machine)
+            assert any("already running" in e.value for e in at.error), [e.value for e in at.error]
+        assert _wait(lambda: read_status(run_path("ui1", ws)).get("status") in ("finished", "failed")), \
+            read_status(run_path("ui1", ws))
+        assert _wait(lambda: active_job(ws) is None, 30)
+    finally:
+        if active_job(ws):
+            from siamese_core.runs import stop_run
+            stop_run(run_path("ui1", ws), wait_s=20)
+    st = read_status(run_path("ui1", ws))
+    assert st["status"] == "finished", st
+    at.run()
+    ok(at)
+    at.run()  # the live view's rerun after the job ended
+    ok(at)
+    charts = at.get("plotly_chart")
+    assert charts, "the loss/accuracy curves are shown"
+    spec = json.dumps(json.loads(charts[0].proto.spec))
+    assert "train (per batch)" in spec and "validation (per epoch)" in spec
+    assert "finished" in json.dumps([m.value for m in at.markdown]) + texts(at)
+    assert widget(at, "selectbox", "app_run").value == "ui1"
+
+
+# --- home: creating datasets ------------------------------------------------------------------------------
+
+def _zip_of_tiles(ws: Path, n: int = 6) -> bytes:
+    import io
+    import zipfile
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for i in range(n):
+            z.writestr(f"tiles/t{i}.png", png_of(ws, 3 * i))
+        z.writestr("tiles/notes.png", b"not an image")
+    return buf.getvalue()
+
+
+def test_home_creates_datasets_from_synthetic_and_zip_and_reports_errors(app_ws, monkeypatch):
+    from siamese_core.store import list_datasets, open_dataset
+    zipped = _zip_of_tiles(app_ws)
+    at = open_app()
+    # synthetic, in one click (options shrunk to keep the test fast)
+    widget(at, "text_input", "home_syn_name").set_value("syn2")
+    widget(at, "number_input", "home_syn_limit").set_value(5)
+    widget(at, "number_input", "home_syn_size").set_value(32)
+    widget(at, "button", "home_syn_go").click().run()
+    ok(at)
+    assert "syn2" in list_datasets(app_ws)
+    assert widget(at, "selectbox", "app_dataset").value == "syn2"
+    assert "syn2" in texts(at)  # the success message after the rerun
+
+    # a folder that does not exist: the one-line message, with the path the user typed
+    widget(at, "text_input", "home_folder_path").set_value("/no/such/folder")
+    widget(at, "button", "home_folder_go").click().run()
+    ok(at)
+    assert any("/no/such/folder" in e.value and "does not exist" in e.value for e in at.error)
+
+    # an uploaded zip: imported through a temporary folder that is removed afterwards
+    widget(at, "file_uploader", "home_zip_upload").set_value(("tiles.zip", zipped, "application/zip"))
+    widget(at, "text_input", "home_zip_name").set_value("zipped")
+    widget(at, "number_input", "home_zip_size").set_value(32)
+    widget(at, "button", "home_zip_go").click().run()
+    ok(at)
+    assert not at.error, [e.value for e in at.error]
+    ds = open_dataset("zipped", app_ws)
+    assert ds.info["groups"] == 6 and ds.config.path == "upload:tiles.zip"
+    assert "tiles.zip:tiles/notes.png" in texts(at)  # the skipped file, named inside the zip
+    assert not any((app_ws / ".uploads").iterdir())
+
+    # the hub, offline: the library's one-line message, no traceback
+    import huggingface_hub
+
+    def offline(*a, **k):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
+    widget(at, "button", "home_hub_go").click().run()
+    ok(at)
+    assert any("could not download huggan/maps" in e.value for e in at.error), [e.value for e in at.error]
+
+
+def test_train_page_stop_button_stops_a_running_job(tiny_ws, tmp_path, monkeypatch):
+    from siamese_core.runs import active_job, read_metrics, read_status, run_path, stop_run
+    from siamese_core.store import list_datasets
+    ws = tmp_path / "stopws"
+    (ws / "datasets").mkdir(parents=True)
+    name = list_datasets(tiny_ws)[0]
+    shutil.copytree(tiny_ws / "datasets" / name, ws / "datasets" / name)
+    monkeypatch.setenv("SIAMESE_WORKSPACE", str(ws))
+    monkeypatch.chdir(ROOT)
+
+    at = open_app("train")
+    widget(at, "segmented_control", "train_preset").set_value("seed").run()
+    assert widget(at, "number_input", "train_batch").value == 8  # the preset's defaults fill the form
+    widget(at, "number_input", "train_epochs").set_value(50)
+    widget(at, "number_input", "train_steps").set_value(1000)
+    widget(at, "text_input", "train_run_id").set_value("long")
+    widget(at, "button", "train_launch").click().run()
+    ok(at)
+    d = run_path("long", ws)
+    try:
+        assert _wait(lambda: len(read_metrics(d)) >= 2, 120), read_status(d)
+        at.run()
+        ok(at)
+        assert "running" in texts(at) + json.dumps([m.value for m in at.markdown])
+        widget(at, "button", "train_stop").click().run(timeout=TIMEOUT)
+        ok(at)
+        assert _wait(lambda: active_job(ws) is None, 60)
+    finally:
+        if active_job(ws):
+            stop_run(d, wait_s=20)
+    assert read_status(d)["status"] == "stopped"
+
+
+def test_pages_render_without_importing_tensorflow(app_ws):
+    """TensorFlow is only loaded by Compare's cached scorer, when tiles are scored; no page imports it."""
+    import subprocess
+    for f in (ROOT / "app_pages").glob("*.py"):
+        src = f.read_text()
+        assert "import tensorflow" not in src and "import keras" not in src, f.name
+    code = (
+        "import sys\n"
+        f"sys.path.insert(0, {str(ROOT)!r})\n"
+        "from streamlit.testing.v1 import AppTest\n"
+        f"at = AppTest.from_file({APP!r}, default_timeout=60).run()\n"
+        f"for p in {list(PAGES[1:])!r}:\n"
+        "    at.switch_page(f'app_pages/{p}.py').run()\n"
+        "    assert not at.exception, (p, [e.value for e in at.exception])\n"
+        "print('TF' if any(m.split('.')[0] in ('tensorflow', 'keras') for m in sys.modules) else 'NO-TF')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120,
+                         env={**os.environ, "SIAMESE_WORKSPACE": str(app_ws)})
+    assert out.stdout.strip().splitlines()[-1:] == ["NO-TF"], out.stdout + out.stderr[-2000:]

@@ -1,0 +1,156 @@
+"""The dashboard in a real browser: ``streamlit run`` as a subprocess, driven by the OS's Chromium via
+Playwright (no browser is downloaded). Upload two tiles on Compare and read the score; move the
+Threshold slider with the keyboard and watch the confusion matrix change.
+
+Skipped only when /usr/bin/chromium is missing (CI installs it).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", "--no-first-run"]
+
+pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs /usr/bin/chromium")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tiny_ws, tmp_path_factory):
+    """``streamlit run streamlit_app.py`` on a loopback port over a copy of the tiny workspace."""
+    tmp = tmp_path_factory.mktemp("browser")
+    ws = tmp / "ws"
+    shutil.copytree(tiny_ws, ws, ignore=shutil.ignore_patterns("train.lock"))
+    port = _free_port()
+    env = {**os.environ, "SIAMESE_WORKSPACE": str(ws), "TF_CPP_MIN_LOG_LEVEL": "3",
+           "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false"}
+    log = open(tmp / "server.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.port", str(port),
+                             "--server.address", "127.0.0.1", "--server.headless", "true",
+                             "--server.fileWatcherType", "none"],
+                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.time() > deadline:
+                raise RuntimeError("streamlit did not start:\n" + (tmp / "server.log").read_text()[-3000:])
+            time.sleep(0.3)
+        yield {"url": url, "ws": ws, "tmp": tmp}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+def _default_run(ws: Path) -> str:
+    from siamese_core.runs import list_runs, read_config, run_path
+    finished = [r for r in list_runs(ws) if (run_path(r, ws) / "val_scores.npz").exists()]
+    pref = [r for r in finished if read_config(run_path(r, ws)).model.preset == "default"]
+    return (pref or finished)[0]
+
+
+def _counts(page) -> str:
+    return page.locator("#thr-counts").inner_text(timeout=60_000)
+
+
+def test_compare_then_threshold_in_chromium(server, browser):
+    from siamese_core.images import encode_png
+    from siamese_core.store import list_datasets, open_dataset
+    ws = server["ws"]
+    ds = open_dataset(list_datasets(ws)[0], ws)
+    files = []
+    for i in (0, 1):
+        p = server["tmp"] / f"tile{i}.png"
+        p.write_bytes(encode_png(np.asarray(ds.images[i])))
+        files.append(str(p))
+    rid = _default_run(ws)
+
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.set_default_timeout(60_000)
+    page.goto(f"{server['url']}/compare?run={rid}")
+    page.get_by_text("Compare two tiles").first.wait_for()
+    inputs = page.locator("input[type=file]")
+    inputs.first.wait_for(state="attached")
+    assert inputs.count() == 2
+    inputs.nth(0).set_input_files(files[0])
+    page.get_by_text("as the model sees it").first.wait_for(timeout=120_000)  # the model loads on first use
+    inputs.nth(1).set_input_files(files[1])
+    value = page.locator('[data-testid="stMetricValue"]').first
+    value.wait_for(timeout=120_000)
+    score = float(value.inner_text().strip())
+    assert 0.0 <= score <= 2.0
+    body = page.locator("body").inner_text()
+    assert "the model judges these tiles to show" in body
+    assert "Traceback" not in body and str(ws) not in body
+    assert "run=" in page.url
+
+    # same session: follow the sidebar link to Threshold
+    page.get_by_role("link", name="Threshold").click()
+    before = _counts(page)
+    assert re.search(r"TP \d+ · FN \d+ · FP \d+ · TN \d+", before), before
+    matrix = page.locator('[data-testid="stPlotlyChart"]').first
+    matrix_before = matrix.inner_text()
+    handle = page.get_by_role("slider").first
+    handle.focus()
+    after = before
+    # arrow keys, a chunk at a time, until the threshold crosses a score (left first, then right)
+    for key in ["ArrowLeft"] * 20 + ["ArrowRight"] * 45:
+        for _ in range(20):
+            handle.press(key)
+        page.wait_for_timeout(700)
+        try:
+            page.wait_for_function("(b) => { const e = document.querySelector('#thr-counts');"
+                                   " return e && e.innerText !== b; }", arg=before, timeout=1500)
+        except Exception:
+            continue
+        after = _counts(page)
+        break
+    assert after != before, f"the counts did not change from {before!r}"
+    page.wait_for_timeout(500)
+    assert matrix.inner_text() != matrix_before  # the heatmap's numbers follow the slider
+    assert "Traceback" not in page.locator("body").inner_text()
+    page.close()
