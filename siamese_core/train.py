@@ -111,7 +111,8 @@ def pair_dataset(images: np.ndarray, pairs: Pairs, batch_size: int, shuffle: boo
             ta, tb = augment_batch(ta), augment_batch(tb)
         return ((ta, tb), y) if with_labels else (ta, tb)
 
-    return ds.map(load, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    # two batches in flight: enough to keep the model busy, and memory stays bounded
+    return ds.map(load, num_parallel_calls=2, deterministic=True).prefetch(2)
 
 
 def _positives(pairs: Pairs, groups: np.ndarray) -> Pairs:
