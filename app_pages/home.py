@@ -7,6 +7,7 @@ from app_pages import _ui
 from siamese_core import dashboard as dash
 from siamese_core.config import DISTORTIONS, DataConfig
 from siamese_core.errors import SiameseError
+from siamese_core.sources.hf import download_hub
 
 ws = _ui.workspace()
 st.title("Do these two tiles show the same place?")
@@ -194,7 +195,7 @@ with tabs[5]:
             bar.progress(min(1.0, done / total) if total else 0.0, text=f"Downloading files: {done} / {total or '?'}")
 
         try:
-            dash.hub_download(repo.strip(), progress=dl)
+            download_hub(repo.strip(), progress=dl)
         except SiameseError as e:
             bar.empty()
             _ui.error(e)

@@ -204,39 +204,6 @@ class Throttle:
             self.fn(done, total)
 
 
-def hub_download(repo_id: str, cache_dir: str | None = None, progress=None) -> Path:
-    """Download a hub dataset's parquet files, calling ``progress(done_files, total_files)``.
-
-    Same behaviour and messages as :func:`siamese_core.sources.hf.download_hub` (which a later
-    ``build_dataset(source="hf-hub")`` calls again and finds cached).
-    """
-    try:
-        from huggingface_hub import snapshot_download
-        from tqdm.auto import tqdm
-    except ImportError:  # pragma: no cover
-        raise SiameseError("huggingface_hub is not installed; run: pip install -r requirements.txt") from None
-
-    class _Bar(tqdm):
-        def __init__(self, *a, **k):
-            k["disable"] = False
-            super().__init__(*a, **k)
-
-        def update(self, n=1):
-            out = super().update(n)
-            if progress:
-                progress(int(self.n), int(self.total or 0))
-            return out
-
-    try:
-        local = snapshot_download(repo_id=repo_id, repo_type="dataset", allow_patterns=["*.parquet"],
-                                  cache_dir=cache_dir, tqdm_class=_Bar if progress else None)
-    except Exception as e:
-        raise SiameseError(f"could not download {repo_id} from the Hugging Face hub ({type(e).__name__}); "
-                           f"check the network, or download its parquet files elsewhere and use the "
-                           f"parquet source with their folder") from None
-    return Path(local)
-
-
 # --- triplets (groups of a source tile and its variants) ------------------------------------------
 
 def source_kind(source: str) -> str:

@@ -193,3 +193,19 @@ def test_load_tile_is_the_training_preprocessing():
     # a non-square image is centre-cropped, not squashed
     wide = np.concatenate([np.zeros((96, 48, 3), np.uint8), img, np.zeros((96, 48, 3), np.uint8)], axis=1)
     assert np.array_equal(load_tile(_save(Image.fromarray(wide), "PNG"), 48), t)
+
+
+def test_hub_download_reports_progress(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    from siamese_core.sources.hf import download_hub
+    seen = []
+
+    def fake_snapshot_download(**kw):
+        bar = kw["tqdm_class"](total=2, disable=True)
+        bar.update(1)
+        bar.update(1)
+        return str(tmp_path)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
+    assert download_hub(progress=lambda d, t: seen.append((d, t))) == tmp_path
+    assert seen == [(1, 2), (2, 2)]

@@ -95,15 +95,27 @@ def iter_parquet(path, size: int, limit: int = 0, column: str = "", on_skip=None
                     return
 
 
-def download_hub(repo_id: str = "huggan/maps", cache_dir: str | None = None) -> Path:
-    """Download (or reuse the cached) parquet files of a hub dataset; resumable, with progress bars."""
+def download_hub(repo_id: str = "huggan/maps", cache_dir: str | None = None, progress=None) -> Path:
+    """Download (or reuse the cached) parquet files of a hub dataset; resumable, with tqdm progress bars.
+
+    ``progress(done_files, total_files)`` is also called as files complete (for the dashboard).
+    """
     try:
         from huggingface_hub import snapshot_download
-    except ImportError:  # pragma: no cover - it is in requirements.txt
+        from tqdm.auto import tqdm
+    except ImportError:  # pragma: no cover - both are in requirements.txt
         raise SiameseError("huggingface_hub is not installed; run: pip install -r requirements.txt") from None
+
+    class _Bar(tqdm):  # a tqdm that also reports to ``progress`` (counted here: a disabled bar keeps no count)
+        def update(self, n=1):
+            self._done = getattr(self, "_done", 0) + (n or 0)
+            if progress:
+                progress(int(self._done), int(self.total or 0))
+            return super().update(n)
+
     try:
         local = snapshot_download(repo_id=repo_id, repo_type="dataset", allow_patterns=["*.parquet"],
-                                  cache_dir=cache_dir)
+                                  cache_dir=cache_dir, tqdm_class=_Bar if progress else None)
     except Exception as e:
         kind = type(e).__name__
         raise SiameseError(f"could not download {repo_id} from the Hugging Face hub ({kind}); check the network, "
