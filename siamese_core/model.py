@@ -10,7 +10,8 @@ Euclidean distance → BN → Dense(1, sigmoid): 1,805,394 parameters.
 ``default`` fixes what REFERENCE.md lists: the tiles are masked to their inscribed disc (the part a
 rotation keeps), a ReLU/BN conv tower ends in global pooling (no Flatten, so features do not depend on
 where things are), embeddings are L2-normalised and the output is the raw distance in [0, 2], so the
-contrastive margin is reachable; the decision threshold is calibrated on validation pairs.
+contrastive margin is reachable; the decision threshold is calibrated on validation pairs. It trains
+through :func:`embedding_trainer` with in-batch negatives (see :mod:`siamese_core.losses`).
 """
 
 from __future__ import annotations
@@ -93,8 +94,7 @@ def _conv(x, filters, strides=1):
 def default_tower(size: int = 128, width: int = 32, embedding: int = 128) -> keras.Model:
     inp = keras.Input((size, size, 3))
     x = DiskMask()(inp)
-    x = _conv(x, width, strides=2)
-    x = _conv(x, width)
+    x = _conv(x, width, strides=2)  # one cheap full-resolution layer, then straight to 1/4 scale
     x = layers.MaxPooling2D(2)(x)
     x = _conv(x, width * 2)
     x = _conv(x, width * 2)

@@ -121,7 +121,7 @@ def _positives(pairs: Pairs, groups: np.ndarray) -> Pairs:
     return Pairs(p.a, p.b, groups[p.a], p.val)
 
 
-def predict_scores(model: keras.Model, images: np.ndarray, pairs: Pairs, batch_size: int = 256) -> np.ndarray:
+def predict_scores(model: keras.Model, images: np.ndarray, pairs: Pairs, batch_size: int = 64) -> np.ndarray:
     """Model output (score, lower = more alike) for every pair, in order."""
     if len(pairs) == 0:
         return np.zeros(0, np.float32)

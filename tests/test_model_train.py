@@ -109,3 +109,19 @@ def test_training_is_seeded(tiny_ws):
     from siamese_core.store import open_dataset
     g = open_dataset("tiny", tiny_ws).groups
     assert set(g[a.a[a.val]]) == set(g[b.a[b.val]])
+
+
+def test_batch_contrastive_loss_closed_form():
+    """Two pairs of 1-d embeddings: a=[0, 2], b=[0, 0.5]; groups differ, so (0,0) and (1,1) are same-place."""
+    from siamese_core.losses import BatchPairAccuracy, batch_contrastive_loss
+    emb = np.array([[0.0, 0.0], [2.0, 0.5]], "float32")  # rows: [e(a_i) | e(b_i)]
+    groups = np.array([7, 9], "float32")
+    # distances a_i–b_j: d00=0, d01=0.5, d10=2, d11=1.5; positives d00, d11; negatives d01, d10
+    want = (0.0 + 1.5 ** 2) / 2 + ((1 - 0.5) ** 2 + 0.0) / 2
+    assert float(batch_contrastive_loss(groups, emb, 1.0)) == pytest.approx(want, abs=1e-3)
+    # same group id for both pairs: all four are positives
+    want_all_pos = (0 + 0.25 + 4 + 2.25) / 4
+    assert float(batch_contrastive_loss(np.array([3, 3], "float32"), emb, 1.0)) == pytest.approx(want_all_pos, abs=1e-3)
+    acc = BatchPairAccuracy(threshold=1.0)
+    acc.update_state(groups, emb)  # positives: d00 ok, d11 wrong → 0.5; negatives: d01 wrong, d10 ok → 0.5
+    assert float(acc.result()) == pytest.approx(0.5)
