@@ -2,10 +2,10 @@
 
 Pairs (no identical pairs): a tile and a copy rotated by a random angle (same place), or a rotated copy
 of another tile (different place); the "distorted" variant gives the second tile one extra distortion
-(flip, blur, brightness/contrast, zoom-crop or a blacked-out patch). Also times the classical
-matcher-free baseline? No: only the learned model. Usage:
+(flip, blur, brightness/contrast, zoom-crop or a blacked-out patch). Usage:
 
     python bench/accuracy.py --run RUN_ID --tiles FOLDER [--pairs 2000] [--seed 0]
+    python bench/accuracy.py --run RUN_ID              # the run's own validation tiles (never trained on)
 """
 
 from __future__ import annotations
@@ -47,14 +47,25 @@ def make_eval_pairs(tiles: np.ndarray, n_pairs: int, seed: int, distorted: bool)
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--run", required=True)
-    p.add_argument("--tiles", required=True, help="folder of real tiles the run never saw")
+    p.add_argument("--tiles", help="folder of real tiles the run never saw (default: the original tiles of the "
+                                   "run's validation groups, which training never used)")
     p.add_argument("--pairs", type=int, default=2000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workspace")
     args = p.parse_args(argv)
     from siamese_core.inference import Scorer
     scorer = Scorer.from_run(args.run, args.workspace)
-    tiles = np.stack([load_tile(f, scorer.size) for f in list_images(args.tiles)])
+    if args.tiles:
+        tiles = np.stack([load_tile(f, scorer.size) for f in list_images(args.tiles)])
+    else:
+        from siamese_core.pairs import Pairs
+        from siamese_core.runs import read_config
+        from siamese_core.store import open_dataset
+        ds = open_dataset(read_config(scorer.run_dir).dataset, args.workspace)
+        val = Pairs.load(scorer.run_dir / "pairs.npz").validation
+        held_out = np.unique(ds.groups[val.a])
+        originals = ds.manifest.index[(ds.manifest["variant"] == 0) & ds.manifest["group"].isin(held_out)]
+        tiles = np.asarray(ds.images[originals.to_numpy()])
     out = {"run": args.run, "tiles": len(tiles), "threshold": scorer.threshold}
     for name, distorted in (("rotation", False), ("distorted", True)):
         a, b, y = make_eval_pairs(tiles, args.pairs, args.seed, distorted)

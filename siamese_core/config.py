@@ -146,7 +146,7 @@ def preset_defaults(preset: str) -> tuple[PairsConfig, ModelConfig, TrainConfig]
     if preset == "default":
         return (PairsConfig(identical=False, negatives=2),
                 ModelConfig(preset="default"),
-                TrainConfig(epochs=24, batch_size=64, optimizer="adam", learning_rate=0.002, augment=True))
+                TrainConfig(epochs=20, batch_size=64, optimizer="adam", learning_rate=0.002, augment=True))
     raise SiameseError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
 
 
