@@ -103,6 +103,25 @@ def _to_uint8_rgb(im: Image.Image, name: str) -> np.ndarray:
     return out
 
 
+_REDUCED = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
+            8: cv2.IMREAD_REDUCED_COLOR_8}
+
+
+def _jpeg_reduced(data: bytes, w: int, h: int, max_side: int) -> np.ndarray | None:
+    """Fast path for complete baseline JPEGs: libjpeg's DCT scaling through OpenCV (which releases the
+    GIL, so a thread pool decodes in parallel), at the same 1/2, 1/4 or 1/8 scale PIL's ``draft``
+    picks; EXIF orientation applied. None when the file is not a complete JPEG (PIL then decides)."""
+    if not data.rstrip(b"\0\r\n ").endswith(b"\xff\xd9"):
+        return None  # truncated: let PIL report it
+    k = max(f for f in (1, 2, 4, 8) if f <= max(1, min(w // max_side, h // max_side)))
+    if (w // k) * (h // k) > MAX_PIXELS:
+        return None
+    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), _REDUCED[k])
+    if bgr is None or bgr.ndim != 3:
+        return None
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
 def decode_image(source, name: str | None = None, max_side: int | None = None) -> np.ndarray:
     """Decode a path, bytes or file-like into an (H, W, 3) uint8 RGB array.
 
@@ -138,6 +157,10 @@ def decode_image(source, name: str | None = None, max_side: int | None = None) -
                 # libjpeg buffers every DCT coefficient of a progressive file: shrinking does not save memory
                 raise ImageError(f"{name}: progressive JPEG of {w}x{h} px ({w * h / 1e6:.0f} MP) is over the "
                                  f"{MAX_PIXELS / 1e6:.0f} MP limit; downscale it or save it as a baseline JPEG")
+            if im.format == "JPEG" and max_side and im.mode in ("RGB", "L") and w * h <= 16 * MAX_PIXELS:
+                fast = _jpeg_reduced(data, w, h, max_side)
+                if fast is not None:
+                    return fast
             if im.format == "JPEG" and max_side and im.mode in ("RGB", "L", "CMYK", "YCbCr"):
                 im.draft(im.mode, (max_side, max_side))  # decode at 1/2, 1/4 or 1/8 scale
                 w, h = im.size

@@ -57,11 +57,21 @@ class Scorer:
         cfg = read_config(run_dir)
         return cls(run_dir, load_model_safe(path), cfg.model.size, cfg.model.preset)
 
-    def _call(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        from .model import preprocess
-        return np.asarray(self.model([preprocess(a), preprocess(b)], training=False)).reshape(-1)
+    def __post_init__(self):
+        import tensorflow as tf
 
-    def score_tiles(self, a: np.ndarray, b: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        from .model import preprocess, tower_of
+        spec = tf.TensorSpec([None, self.size, self.size, 3], tf.uint8)
+        model, tower = self.model, tower_of(self.model)
+        # one compiled graph per run (any batch size): a single pair costs milliseconds, not an eager call
+        self._pair_fn = tf.function(lambda a, b: model([preprocess(a), preprocess(b)], training=False),
+                                    input_signature=[spec, spec])
+        self._embed_fn = tf.function(lambda x: tower(preprocess(x), training=False), input_signature=[spec])
+
+    def _call(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return self._pair_fn(np.asarray(a, np.uint8), np.asarray(b, np.uint8)).numpy().reshape(-1)
+
+    def score_tiles(self, a: np.ndarray, b: np.ndarray, batch_size: int = 64) -> np.ndarray:
         """Scores for uint8 tile stacks a[i] vs b[i] (already at the run's size)."""
         out = [self._call(a[i:i + batch_size], b[i:i + batch_size]) for i in range(0, len(a), batch_size)]
         return np.concatenate(out) if out else np.zeros(0, np.float32)
@@ -77,11 +87,9 @@ class Scorer:
     def same_place(self, score: float, threshold: float | None = None) -> bool:
         return bool(score <= (self.threshold if threshold is None else threshold))
 
-    def embed(self, tiles: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    def embed(self, tiles: np.ndarray, batch_size: int = 128) -> np.ndarray:
         """Tower embeddings for uint8 tiles (N, S, S, 3)."""
-        from .model import preprocess, tower_of
-        tower = tower_of(self.model)
-        out = [np.asarray(tower(preprocess(tiles[i:i + batch_size]), training=False))
+        out = [self._embed_fn(np.asarray(tiles[i:i + batch_size], np.uint8)).numpy()
                for i in range(0, len(tiles), batch_size)]
         return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 

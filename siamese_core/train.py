@@ -139,7 +139,7 @@ def _finish(run_dir: Path, model: keras.Model, images, pairs: Pairs, cfg: RunCon
     model.save(tmp)
     os.replace(tmp, run_dir / "model.keras")
     val = pairs.validation
-    scores = predict_scores(model, images, val)
+    scores = predict_scores(model, images, val, batch_size=cfg.train.batch_size)
     np.savez(run_dir / ".val_scores.tmp.npz", score=scores, label=val.label, a=val.a, b=val.b)
     os.replace(run_dir / ".val_scores.tmp.npz", run_dir / "val_scores.npz")
     if cfg.train.threshold > 0:
@@ -202,7 +202,7 @@ def run_training(run_dir: Path, resume: bool = False, lock_fd: int | None = None
         train_ds = pair_dataset(images, fit_train, bs, shuffle=True, augment=t.augment and in_batch, seed=t.seed)
         if t.steps_per_epoch:
             train_ds = train_ds.repeat()
-        val_ds = pair_dataset(images, fit_val, max(bs, 64))
+        val_ds = pair_dataset(images, fit_val, bs)  # activations, not data, set the peak memory
 
         initial_epoch = 0
         ckpt = run_dir / "checkpoint.keras"
