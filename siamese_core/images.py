@@ -107,6 +107,35 @@ _REDUCED = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_RE
             8: cv2.IMREAD_REDUCED_COLOR_8}
 
 
+_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+
+
+def _jpeg_header(data: bytes) -> tuple[int, int, int, bool] | None:
+    """(width, height, components, progressive) from a JPEG's start-of-frame marker, or None."""
+    if not data.startswith(b"\xff\xd8"):
+        return None
+    i, n = 2, len(data)
+    while i + 9 < n:
+        if data[i] != 0xFF:
+            return None
+        marker = data[i + 1]
+        if marker == 0xFF:
+            i += 1
+            continue
+        if marker in (0x01, 0xD8) or 0xD0 <= marker <= 0xD7:
+            i += 2
+            continue
+        seg = int.from_bytes(data[i + 2:i + 4], "big")
+        if marker in _SOF:
+            h = int.from_bytes(data[i + 5:i + 7], "big")
+            w = int.from_bytes(data[i + 7:i + 9], "big")
+            return w, h, data[i + 9], marker in (0xC2, 0xC6, 0xCA, 0xCE)
+        if marker == 0xDA or seg < 2:
+            return None
+        i += 2 + seg
+    return None
+
+
 def _jpeg_reduced(data: bytes, w: int, h: int, max_side: int) -> np.ndarray | None:
     """Fast path for complete baseline JPEGs: libjpeg's DCT scaling through OpenCV (which releases the
     GIL, so a thread pool decodes in parallel), at the same 1/2, 1/4 or 1/8 scale PIL's ``draft``
@@ -131,6 +160,13 @@ def decode_image(source, name: str | None = None, max_side: int | None = None) -
     """
     name = _name(source, name)
     data = _read_bytes(source, name)
+    head = _jpeg_header(data) if max_side else None
+    if head and head[2] in (1, 3) and not head[3]:  # plain baseline JPEG: skip PIL, decode in OpenCV
+        w, h = head[0], head[1]
+        if min(w, h) >= MIN_SIDE and max(w, h) <= MAX_ASPECT * min(w, h) and w * h <= 16 * MAX_PIXELS:
+            fast = _jpeg_reduced(data, w, h, max_side)
+            if fast is not None:
+                return fast
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limits below decide
         try:
