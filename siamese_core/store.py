@@ -177,9 +177,10 @@ def build_dataset(cfg: DataConfig, name: str, workspace=None, overwrite: bool = 
         with open(tmp / "images.npy", "wb") as f:
             f.write(b"\0" * _HEADER_LEN)
             for t, (tile_id, tile, provenance) in enumerate(iter_tiles(cfg, on_skip=skip)):
-                rng = np.random.default_rng([cfg.seed, t])
                 variants = [(tile, {"angle": 0.0})]
-                variants += [make_variant(tile, rng, cfg.distortions) for _ in range(cfg.variants)]
+                if cfg.variants:
+                    rng = np.random.default_rng([cfg.seed, t])  # per tile: the same variants whatever the order
+                    variants += [make_variant(tile, rng, cfg.distortions) for _ in range(cfg.variants)]
                 for v, (img, params) in enumerate(variants):
                     f.write(np.ascontiguousarray(img, dtype=np.uint8).tobytes())
                     rows.append({"index": n, "group": t, "tile_id": _text(tile_id), "source": _text(provenance),

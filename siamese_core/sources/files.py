@@ -57,12 +57,13 @@ def iter_files(root: str | os.PathLike, size: int, limit: int = 0, half: bool = 
     base = root if root.is_dir() else root.parent
     workers = workers or min(4, (os.cpu_count() or 1) + 1)
     made = 0
+    prefix = len(str(base).rstrip("/")) + 1
     with ThreadPoolExecutor(workers) as pool:
         chunk = 64
         for start in range(0, len(paths), chunk):
             batch = paths[start:start + chunk]
             for path, (tile, err) in zip(batch, pool.map(lambda p: _decode(p, base, size, half), batch)):
-                rel = path.relative_to(base).as_posix()
+                rel = str(path)[prefix:]  # relative to base (paths come from os.walk under it)
                 if tile is None:
                     if on_skip:
                         on_skip(str(path), err)
