@@ -110,6 +110,19 @@ def build(name: str, cfg_fields: dict, *, zip_upload=None, keep: tuple = ()):
     st.rerun()
 
 
+def path_form(prefix: str, source: str, button: str, placeholder: str, missing: str) -> None:
+    """A form for a source read from a folder on the server (folder, pix2pix)."""
+    with st.form(f"{prefix}_form"):
+        path = st.text_input("Folder path on the server", key=f"{prefix}_path", placeholder=placeholder)
+        name, fields = options(prefix, source)
+        go = st.form_submit_button(button, type="primary", key=f"{prefix}_go")
+    if go:
+        if not path.strip():
+            st.error(missing)
+        else:
+            build(name, dict(source=source, path=path.strip(), **fields), keep=(path.strip(),))
+
+
 tabs = st.tabs(["Synthetic", "Folder", "Zip upload", "pix2pix", "Parquet", "Hugging Face hub"])
 
 with tabs[0]:
@@ -125,15 +138,7 @@ with tabs[0]:
 with tabs[1]:
     st.markdown("Any folder of image tiles on the server (searched recursively: JPEG, PNG, TIFF, BMP, WebP). "
                 "Unreadable files are skipped and listed.")
-    with st.form("home_folder_form"):
-        path = st.text_input("Folder path on the server", key="home_folder_path", placeholder="/data/tiles")
-        name, fields = options("home_folder", "folder")
-        go = st.form_submit_button("Import folder", type="primary", key="home_folder_go")
-    if go:
-        if not path.strip():
-            st.error("Enter the folder that holds the tiles.")
-        else:
-            build(name, dict(source="folder", path=path.strip(), **fields), keep=(path.strip(),))
+    path_form("home_folder", "folder", "Import folder", "/data/tiles", "Enter the folder that holds the tiles.")
 
 with tabs[2]:
     from siamese_core.uploads import MAX_MEMBERS, MAX_TOTAL_BYTES
@@ -154,15 +159,8 @@ with tabs[2]:
 with tabs[3]:
     st.markdown("A pix2pix-style folder: each image is a satellite | map pair side by side; the left "
                 "(satellite) half is used.")
-    with st.form("home_p2p_form"):
-        path = st.text_input("Folder path on the server", key="home_p2p_path", placeholder="/data/maps/train")
-        name, fields = options("home_p2p", "pix2pix")
-        go = st.form_submit_button("Import pix2pix folder", type="primary", key="home_p2p_go")
-    if go:
-        if not path.strip():
-            st.error("Enter the folder that holds the side-by-side images.")
-        else:
-            build(name, dict(source="pix2pix", path=path.strip(), **fields), keep=(path.strip(),))
+    path_form("home_p2p", "pix2pix", "Import pix2pix folder", "/data/maps/train",
+              "Enter the folder that holds the side-by-side images.")
 
 with tabs[4]:
     st.markdown("Local parquet files in the Hugging Face `huggan/maps` layout (an image column of "
