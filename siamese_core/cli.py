@@ -64,24 +64,26 @@ def _run_config(args) -> RunConfig:
 
 
 def cmd_train(args) -> int:
-    from .runs import create_run, open_run, read_status
+    from .runs import acquire_train_lock, create_run, new_run_id, open_run, read_status
     ws = workspace_dir(args.workspace)
     if args.resume:
         run_dir = open_run(args.resume, ws)
         from .train import resume_check, run_training
         resume_check(run_dir)
         (run_dir / "stop").unlink(missing_ok=True)
-        st = run_training(run_dir, resume=True, verbose=args.verbose)
+        run_training(run_dir, resume=True, verbose=args.verbose)
     else:
         cfg = _run_config(args)
-        from .runs import acquire_train_lock
-        from .runs import new_run_id
         rid = args.run_id or new_run_id(cfg.model.preset, ws)
         fd = acquire_train_lock(rid, ws)  # refuse before creating anything
-        run_dir = create_run(cfg, ws, rid)
+        try:
+            run_dir = create_run(cfg, ws, rid)
+        except BaseException:
+            os.close(fd)
+            raise
         print(f"run {rid}: training preset {cfg.model.preset!r} on {cfg.dataset} -> {run_dir}", file=sys.stderr)
         from .train import run_training
-        st = run_training(run_dir, lock_fd=fd, verbose=args.verbose)
+        run_training(run_dir, lock_fd=fd, verbose=args.verbose)
     st = read_status(run_dir)
     ev = json.loads((run_dir / "evaluation.json").read_text()) if (run_dir / "evaluation.json").exists() else {}
     m = (ev.get("without_identical") or ev.get("all") or {})
