@@ -217,9 +217,3 @@ def build_dataset(cfg: DataConfig, name: str, workspace=None, overwrite: bool = 
         raise
     return Dataset(final)
 
-
-def delete_dataset(name: str, workspace=None) -> None:
-    path = open_dataset(name, workspace).path
-    trash = path.parent / f".del-{name}-{os.getpid()}"
-    os.replace(path, trash)
-    shutil.rmtree(trash, ignore_errors=True)
