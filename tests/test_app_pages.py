@@ -327,8 +327,9 @@ def _wait(cond, timeout: float = 180, every: float = 0.5):
     return False
 
 
-def test_train_page_launches_refuses_a_second_job_and_shows_curves(tiny_ws, tmp_path, monkeypatch):
-    from siamese_core.runs import active_job, list_runs, read_status, run_path
+@pytest.fixture
+def train_ws(tiny_ws, tmp_path, monkeypatch) -> Path:
+    """A workspace holding only the tiny dataset (no runs), set as $SIAMESE_WORKSPACE."""
     from siamese_core.store import list_datasets
     ws = tmp_path / "trainws"
     (ws / "datasets").mkdir(parents=True)
@@ -336,6 +337,12 @@ def test_train_page_launches_refuses_a_second_job_and_shows_curves(tiny_ws, tmp_
     shutil.copytree(tiny_ws / "datasets" / name, ws / "datasets" / name)
     monkeypatch.setenv("SIAMESE_WORKSPACE", str(ws))
     monkeypatch.chdir(ROOT)
+    return ws
+
+
+def test_train_page_launches_refuses_a_second_job_and_shows_curves(train_ws):
+    ws = train_ws
+    from siamese_core.runs import active_job, list_runs, read_status, run_path
 
     at = open_app("train")
     assert "No runs yet" in texts(at)
@@ -431,15 +438,9 @@ def test_home_creates_datasets_from_synthetic_and_zip_and_reports_errors(app_ws,
     assert any("could not download huggan/maps" in e.value for e in at.error), [e.value for e in at.error]
 
 
-def test_train_page_stop_button_stops_a_running_job(tiny_ws, tmp_path, monkeypatch):
+def test_train_page_stop_button_stops_a_running_job(train_ws):
+    ws = train_ws
     from siamese_core.runs import active_job, read_metrics, read_status, run_path, stop_run
-    from siamese_core.store import list_datasets
-    ws = tmp_path / "stopws"
-    (ws / "datasets").mkdir(parents=True)
-    name = list_datasets(tiny_ws)[0]
-    shutil.copytree(tiny_ws / "datasets" / name, ws / "datasets" / name)
-    monkeypatch.setenv("SIAMESE_WORKSPACE", str(ws))
-    monkeypatch.chdir(ROOT)
 
     at = open_app("train")
     widget(at, "segmented_control", "train_preset").set_value("seed").run()
