@@ -21,9 +21,6 @@ from .config import RunConfig, workspace_dir
 from .errors import RunError
 from .store import check_name, write_json_atomic
 
-STATUSES = ("queued", "running", "finishing", "finished", "failed", "stopped", "interrupted")
-
-
 def runs_dir(workspace=None) -> Path:
     return workspace_dir(workspace) / "runs"
 

@@ -132,7 +132,7 @@ def predict_scores(model: keras.Model, images: np.ndarray, pairs: Pairs, batch_s
 
 # --- a run --------------------------------------------------------------------------------------
 
-def _finish(run_dir: Path, model: keras.Model, images, pairs: Pairs, cfg: RunConfig, status: str) -> None:
+def _finish(run_dir: Path, model: keras.Model, images, pairs: Pairs, cfg: RunConfig) -> None:
     from .evaluate import report, suggest_thresholds
 
     tmp = run_dir / ".model.tmp.keras"
@@ -227,14 +227,16 @@ def run_training(run_dir: Path, resume: bool = False, lock_fd: int | None = None
                           steps_per_epoch=steps, callbacks=callbacks, verbose=verbose, shuffle=False)
         status = "stopped" if stop.stopped else "finished"
         write_status(run_dir, "finishing", final=status)
-        _finish(run_dir, model, images, pairs, cfg, status)
+        _finish(run_dir, model, images, pairs, cfg)
         return write_status(run_dir, status, ended=time.strftime("%Y-%m-%dT%H:%M:%S"))
     except BaseException as e:
-        msg = "interrupted by the user" if isinstance(e, KeyboardInterrupt) else (str(e).splitlines() or [type(e).__name__])[0]
-        (run_dir / "train.log").open("a").write(traceback.format_exc())
-        write_status(run_dir, "failed" if not isinstance(e, KeyboardInterrupt) else "stopped",
-                     error=f"{type(e).__name__}: {msg}" if not isinstance(e, KeyboardInterrupt) else msg,
-                     ended=time.strftime("%Y-%m-%dT%H:%M:%S"))
+        with open(run_dir / "train.log", "a") as log:
+            log.write(traceback.format_exc())
+        if isinstance(e, KeyboardInterrupt):
+            status, error = "stopped", "interrupted by the user"
+        else:
+            status, error = "failed", f"{type(e).__name__}: {(str(e).splitlines() or [''])[0]}"
+        write_status(run_dir, status, error=error, ended=time.strftime("%Y-%m-%dT%H:%M:%S"))
         raise
     finally:
         os.close(lock_fd)

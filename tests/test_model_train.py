@@ -32,8 +32,8 @@ def test_identical_inputs_give_zero_distance():
     assert np.all(np.asarray(m([x, y], training=False)).ravel()[[0, 3]] > 1e-3)
 
 
-def test_default_is_rotation_invariant_under_disk_mask():
-    """Rotating both inputs by 90° keeps the disc content, so the distance of a pair is unchanged-ish."""
+def test_disk_mask_keeps_only_the_inscribed_disc():
+    """The mask is the disc a rotation keeps in frame: centre in, corners out, symmetric under 90°."""
     from siamese_core.model import DiskMask
     x = np.ones((1, 16, 16, 3), "float32")
     m = np.asarray(DiskMask()(x))[0, :, :, 0]
@@ -53,7 +53,8 @@ def test_run_directory_contents(tiny_ws):
     for rid, preset in (("seed1", "seed"), ("def1", "default")):
         d = run_path(rid, tiny_ws)
         st = read_status(d)
-        assert st["status"] == "finished" and st["device"].startswith(("CPU", "GPU")) or st["device"]
+        assert st["status"] == "finished", st
+        assert st["device"], st  # the GPU's name, or "CPU (n cores)"
         cfg = json.loads((d / "config.json").read_text())
         assert cfg["model"]["preset"] == preset and cfg["dataset"] == "tiny"
         m = read_metrics(d)
