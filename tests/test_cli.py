@@ -133,3 +133,15 @@ def test_folder_import_then_train_and_score(ws, tmp_path, capsys):
         assert cli("--workspace", ws, "score", "--run", preset, p, folder / "t01.png", "--json") == 0
         s = json.loads(capsys.readouterr().out)
         assert np.isfinite(s["score"])
+
+
+def test_stop_command(tiny_ws, tmp_path, capsys):
+    """`stop` asks a run to stop (a stop file its job polls every batch); an unknown run is one line."""
+    import shutil
+    ws = tmp_path / "ws"
+    shutil.copytree(tiny_ws, ws)
+    assert cli("--workspace", ws, "stop", "--run", "seed1", "--wait", 0) == 0
+    assert "stop requested for seed1 (status now: finished)" in capsys.readouterr().out
+    assert (ws / "runs" / "seed1" / "stop").exists()
+    assert cli("--workspace", ws, "stop", "--run", "nope") == 2
+    assert "run 'nope' not found" in capsys.readouterr().err
