@@ -11,7 +11,7 @@ import os
 import time
 from pathlib import Path
 
-import keras
+from ._backend import keras
 
 from .runs import stop_requested, write_status
 from .store import write_json_atomic

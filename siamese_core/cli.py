@@ -271,7 +271,7 @@ def _import_tensorflow_quietly() -> None:
         return
     try:
         os.dup2(null, 2)
-        import tensorflow  # noqa: F401
+        from . import _backend  # noqa: F401
     finally:
         os.dup2(saved, 2)
         os.close(saved)

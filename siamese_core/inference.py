@@ -13,19 +13,16 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from .errors import ImageError, RunError, SiameseError  # noqa: E402
-from .images import load_tile  # noqa: E402
-from .runs import open_run, read_config, read_threshold  # noqa: E402
+from .errors import ImageError, RunError, SiameseError
+from .images import load_tile
+from .runs import open_run, read_config, read_threshold
 
 
 def load_model_safe(path: Path, compile: bool = False):
     """Load a ``.keras`` model with safe_mode; anything unsafe or unknown becomes a one-line RunError."""
-    import keras
-
+    from ._backend import keras
     from . import losses, model  # noqa: F401  (registers the custom classes)
     try:
         return keras.models.load_model(path, compile=compile, safe_mode=True)
@@ -58,8 +55,7 @@ class Scorer:
         return cls(run_dir, load_model_safe(path), cfg.model.size, cfg.model.preset)
 
     def __post_init__(self):
-        import tensorflow as tf
-
+        from ._backend import tf
         from .model import preprocess, tower_of
         spec = tf.TensorSpec([None, self.size, self.size, 3], tf.uint8)
         model, tower = self.model, tower_of(self.model)

@@ -7,8 +7,8 @@ beyond the margin.
 
 from __future__ import annotations
 
-import keras
-from keras import ops
+from ._backend import keras
+from keras import ops  # noqa: E402  (after _backend)
 
 
 def contrastive_loss(y_true, d, margin: float = 1.0):

@@ -16,9 +16,10 @@ through :func:`embedding_trainer` with in-batch negatives (see :mod:`siamese_cor
 
 from __future__ import annotations
 
-import keras
 import numpy as np
-from keras import layers, ops
+
+from ._backend import keras
+from keras import layers, ops  # noqa: E402  (after _backend)
 
 from .config import ModelConfig
 

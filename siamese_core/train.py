@@ -1,9 +1,10 @@
 """Training: a tf.data pipeline that gathers pairs by index from the dataset store, ``model.fit``, and
 a run directory that records everything (see :mod:`siamese_core.runs` for the layout).
 
-Pairs are never materialised: each batch of index pairs is looked up in the memory-mapped uint8
-image array, scaled to [0, 1], and (``default`` preset) randomly rotated, flipped, zoomed, blurred,
-re-exposed and occluded on the fly, so the model learns the invariances the tool promises.
+Pairs are never materialised: each batch of index pairs is read from the uint8 image store
+(:class:`~siamese_core.store.TileRows`), scaled to [0, 1], and (``default`` preset) randomly
+rotated, flipped, zoomed, blurred, re-exposed and occluded on the fly, so the model learns the
+invariances the tool promises.
 """
 
 from __future__ import annotations
@@ -15,19 +16,16 @@ import time
 import traceback
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import numpy as np
 
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-import keras  # noqa: E402
-
-from .callbacks import EpochCheckpoint, LiveMetrics, StopOnRequest  # noqa: E402
-from .config import RunConfig  # noqa: E402
-from .errors import RunError  # noqa: E402
-from .model import assemble, build_model, compile_model, embedding_trainer, preprocess, tower_of  # noqa: E402
-from .pairs import Pairs, make_pairs  # noqa: E402
-from .runs import acquire_train_lock, read_config, read_status, write_status, save_threshold  # noqa: E402
-from .store import open_dataset, write_json_atomic  # noqa: E402
+from ._backend import keras, tf
+from .callbacks import EpochCheckpoint, LiveMetrics, StopOnRequest
+from .config import RunConfig
+from .errors import RunError
+from .model import assemble, build_model, compile_model, embedding_trainer, preprocess, tower_of
+from .pairs import Pairs, make_pairs
+from .runs import acquire_train_lock, read_config, read_status, write_status, save_threshold
+from .store import open_dataset, write_json_atomic
 
 
 def device_name() -> str:
@@ -90,9 +88,10 @@ def augment_batch(x):
 
 # --- input pipeline -----------------------------------------------------------------------------
 
-def pair_dataset(images: np.ndarray, pairs: Pairs, batch_size: int, shuffle: bool = False,
+def pair_dataset(images, pairs: Pairs, batch_size: int, shuffle: bool = False,
                  augment: bool = False, seed: int = 0, with_labels: bool = True) -> tf.data.Dataset:
-    """Batches of ((tile_a, tile_b), label) gathered by index from ``images`` (uint8, may be a memmap)."""
+    """Batches of ((tile_a, tile_b), label) gathered by index from ``images``: a uint8
+    array or a :class:`~siamese_core.store.TileRows` (anything that indexes by an index array)."""
     size = images.shape[1]
     ds = tf.data.Dataset.from_tensor_slices((pairs.a, pairs.b, pairs.label.astype(np.float32)))
     if shuffle:
@@ -121,7 +120,7 @@ def _positives(pairs: Pairs, groups: np.ndarray) -> Pairs:
     return Pairs(p.a, p.b, groups[p.a], p.val)
 
 
-def predict_scores(model: keras.Model, images: np.ndarray, pairs: Pairs, batch_size: int = 64) -> np.ndarray:
+def predict_scores(model: keras.Model, images, pairs: Pairs, batch_size: int = 64) -> np.ndarray:
     """Model output (score, lower = more alike) for every pair, in order."""
     if len(pairs) == 0:
         return np.zeros(0, np.float32)
@@ -131,6 +130,22 @@ def predict_scores(model: keras.Model, images: np.ndarray, pairs: Pairs, batch_s
 
 
 # --- a run --------------------------------------------------------------------------------------
+
+def _one_op_at_a_time_on_cpu() -> None:
+    """Without a GPU, run one TensorFlow op at a time (inter-op parallelism 1).
+
+    Each convolution already uses every core; running the two towers side by side as well holds two
+    sets of temporaries at once. Measured on 2 cores (seed preset, batch 8, 300 steps): peak RSS 0.92
+    instead of 0.99 GiB, for 8 % less speed; default preset: 60-110 MB less for 2 % less speed.
+    Does nothing once TensorFlow has started (e.g. a second run in the same process).
+    """
+    if tf.config.list_physical_devices("GPU"):
+        return
+    try:
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    except RuntimeError:
+        pass
+
 
 def _finish(run_dir: Path, model: keras.Model, images, pairs: Pairs, cfg: RunConfig) -> None:
     from .evaluate import report, suggest_thresholds
@@ -177,6 +192,7 @@ def run_training(run_dir: Path, resume: bool = False, lock_fd: int | None = None
     if lock_fd is None:
         lock_fd = acquire_train_lock(run_dir.name, workspace)
     try:
+        _one_op_at_a_time_on_cpu()
         write_status(run_dir, "running", pid=os.getpid(), device=device_name(), error=None,
                      started=time.strftime("%Y-%m-%dT%H:%M:%S"))
         keras.utils.set_random_seed(cfg.train.seed)
@@ -190,7 +206,7 @@ def run_training(run_dir: Path, resume: bool = False, lock_fd: int | None = None
         else:
             pairs = make_pairs(ds.groups, cfg.pairs)
             pairs.save(pairs_file)
-        images = ds.images
+        images = ds.rows()
         t, bs = cfg.train, cfg.train.batch_size
         in_batch = cfg.model.preset != "seed"  # default: same-place pairs, every other pair in the batch is a negative
         if in_batch:

@@ -126,3 +126,18 @@ def test_batch_contrastive_loss_closed_form():
     acc = BatchPairAccuracy(threshold=1.0)
     acc.update_state(groups, emb)  # positives: d00 ok, d11 wrong → 0.5; negatives: d01 wrong, d10 ok → 0.5
     assert float(acc.result()) == pytest.approx(0.5)
+
+
+def test_training_process_does_not_load_pandas_or_opencv():
+    """Keras imports pandas (with pyarrow) and OpenCV when it can; the training modules hide them
+    (about 85 MB of resident memory), and they stay importable afterwards."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    code = ("import sys; import siamese_core.cli, siamese_core.train; "
+            "print(sorted(m for m in ('pandas', 'pyarrow', 'cv2') if m in sys.modules)); "
+            "import pandas, cv2; print(pandas.DataFrame({'a': [1]}).shape)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         cwd=Path(__file__).resolve().parent.parent)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split("\n")[:2] == ["[]", "(1, 1)"]

@@ -643,19 +643,19 @@ def _snapshot(d: Path) -> dict:
 
 
 def test_crash_while_overwriting_a_dataset_keeps_the_old_one(ws, monkeypatch):
-    from siamese_core import store
+    from siamese_core import augment, store
     from siamese_core.config import DataConfig
     store.build_dataset(DataConfig(limit=12, size=32), "d", ws)
     before = _snapshot(ws / "datasets" / "d")
     calls = {"n": 0}
-    real = store.make_variant
+    real = augment.make_variant
 
     def crash_midway(*a, **k):
         calls["n"] += 1
         if calls["n"] == 7:
             raise RuntimeError("power cut")
         return real(*a, **k)
-    monkeypatch.setattr(store, "make_variant", crash_midway)
+    monkeypatch.setattr(augment, "make_variant", crash_midway)
     with pytest.raises(RuntimeError, match="power cut"):
         store.build_dataset(DataConfig(limit=12, size=32, seed=5), "d", ws, overwrite=True)
     monkeypatch.undo()

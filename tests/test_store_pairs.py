@@ -54,11 +54,11 @@ def test_existing_dataset_is_not_overwritten_without_flag(ws):
 
 def test_failure_midway_leaves_nothing(ws, monkeypatch):
     build_dataset(DataConfig(limit=4, size=32), "keep", ws)
-    import siamese_core.store as store
+    import siamese_core.augment as augment
 
     def boom(*a, **k):
         raise RuntimeError("disk on fire")
-    monkeypatch.setattr(store, "make_variant", boom)
+    monkeypatch.setattr(augment, "make_variant", boom)
     with pytest.raises(RuntimeError):
         build_dataset(DataConfig(limit=4, size=32), "keep", ws, overwrite=True)
     with pytest.raises(RuntimeError):
@@ -125,3 +125,37 @@ def test_pair_limit_caps_anchors():
 def test_too_few_tiles():
     with pytest.raises(DatasetError, match="at least 4"):
         make_pairs(_groups(2), PairsConfig())
+
+
+def test_tile_rows_read_what_the_memory_map_holds(ws):
+    """Training reads tiles with pread (TileRows); it must see exactly the stored bytes, in the order asked."""
+    ds = build_dataset(DataConfig(limit=8, size=32, variants=2), "r", ws)
+    rows = ds.rows()
+    assert len(rows) == 24 and rows.shape == ds.images.shape
+    idx = np.array([5, 0, 23, 5, 11])
+    got = rows[idx]
+    assert got.dtype == np.uint8 and got.shape == (5, 32, 32, 3)
+    assert np.array_equal(got, np.asarray(ds.images[idx]))
+    assert rows[np.array([], np.int64)].shape == (0, 32, 32, 3)
+    with pytest.raises(IndexError, match="out of range 0..23"):
+        rows[np.array([3, 24])]
+    with pytest.raises(IndexError):
+        rows[np.array([-1])]
+
+
+def test_tile_rows_name_a_truncated_store(ws):
+    ds = build_dataset(DataConfig(limit=4, size=32, variants=0), "t", ws)
+    rows = ds.rows()
+    path = ds.path / "images.npy"
+    with open(path, "r+b") as f:
+        f.truncate(path.stat().st_size - 100)
+    with pytest.raises(DatasetError, match="truncated at row 3"):
+        rows[np.array([0, 3])]
+
+
+def test_groups_come_from_groups_npy_or_the_manifest(ws):
+    ds = build_dataset(DataConfig(limit=5, size=32, variants=2), "g", ws)
+    assert (ds.path / "groups.npy").exists()
+    assert np.array_equal(ds.groups, ds.manifest["group"].to_numpy())
+    (ds.path / "groups.npy").unlink()  # a dataset made before groups.npy existed
+    assert np.array_equal(open_dataset("g", ws).groups, [g for g in range(5) for _ in range(3)])
