@@ -5,7 +5,7 @@ import streamlit as st
 
 from app_pages import _ui
 from siamese_core import dashboard as dash
-from siamese_core.config import PRESETS, RunConfig, preset_defaults
+from siamese_core.config import PRECISIONS, PRESETS, RunConfig, preset_defaults
 from siamese_core.errors import SiameseError
 from siamese_core import runs
 
@@ -27,7 +27,7 @@ def _defaults(preset: str) -> dict:
     return {"train_epochs": train.epochs, "train_batch": train.batch_size, "train_lr": float(train.learning_rate),
             "train_steps": 0, "train_identical": pairs.identical, "train_val": float(pairs.val_fraction),
             "train_negatives": pairs.negatives, "train_pair_limit": pairs.limit, "train_seed": 0,
-            "train_augment": bool(train.augment)}
+            "train_augment": bool(train.augment), "train_precision": train.precision}
 
 
 def _reset_form():
@@ -62,11 +62,14 @@ else:
             d2.slider("Validation fraction", 0.05, 0.5, step=0.05, key="train_val")
             d3.number_input("Different pairs per image", 1, 16, key="train_negatives")
             d4.number_input("Anchor images (0 = all)", 0, None, step=100, key="train_pair_limit")
-            e1, e2, e3 = st.columns([1, 1, 2])
+            e1, e2, e3, e4 = st.columns([1, 1, 1, 2])
             e1.number_input("Seed", 0, 1_000_000, key="train_seed")
             e2.checkbox("Augment on the fly", key="train_augment", disabled=preset == "seed",
                         help="Random rotation, mirror, zoom, exposure, blur and occlusion (default preset only)")
-            e3.text_input("Run id (optional)", key="train_run_id", placeholder="e.g. default-12ep; empty = time + preset")
+            e3.selectbox("Precision", PRECISIONS, key="train_precision",
+                         help="mixed_float16 speeds up training on NVIDIA GPUs with tensor cores; "
+                              "float32 is fastest on a CPU")
+            e4.text_input("Run id (optional)", key="train_run_id", placeholder="e.g. default-12ep; empty = time + preset")
             launch = st.form_submit_button("Launch training", type="primary", key="train_launch",
                                            icon=":material/play_arrow:")
         if launch:
@@ -74,7 +77,8 @@ else:
             try:
                 cfg = RunConfig.for_preset(dataset, preset, epochs=int(s.train_epochs), batch_size=int(s.train_batch),
                                            learning_rate=float(s.train_lr) or None, steps_per_epoch=int(s.train_steps),
-                                           seed=int(s.train_seed), augment=bool(s.train_augment) and preset != "seed")
+                                           seed=int(s.train_seed), augment=bool(s.train_augment) and preset != "seed",
+                                           precision=s.train_precision)
                 cfg = cfg.replace(pairs=cfg.pairs.replace(identical=bool(s.train_identical),
                                                           val_fraction=float(s.train_val),
                                                           negatives=int(s.train_negatives),

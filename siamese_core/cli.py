@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from .config import DISTORTIONS, PRESETS, SOURCES, DataConfig, RunConfig, workspace_dir
+from .config import DISTORTIONS, PRECISIONS, PRESETS, SOURCES, DataConfig, RunConfig, workspace_dir
 from .errors import SiameseError
 
 
@@ -52,7 +52,7 @@ def cmd_prepare(args) -> int:
 def _run_config(args) -> RunConfig:
     cfg = RunConfig.for_preset(args.dataset, args.preset, epochs=args.epochs, batch_size=args.batch_size,
                                learning_rate=args.learning_rate, seed=args.seed,
-                               steps_per_epoch=args.steps_per_epoch)
+                               steps_per_epoch=args.steps_per_epoch, precision=args.precision)
     pairs = cfg.pairs
     if args.pair_limit is not None:
         pairs = pairs.replace(limit=args.pair_limit)
@@ -209,6 +209,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--learning-rate", type=float)
     s.add_argument("--steps-per-epoch", type=int, help="cap on steps per epoch (default: one pass over the pairs)")
     s.add_argument("--seed", type=int, default=None)
+    s.add_argument("--precision", choices=PRECISIONS,
+                   help="dtype policy (default float32); mixed_float16 for NVIDIA GPUs with tensor cores")
     s.add_argument("--pair-limit", type=int, help="anchor images used for pairs (seed preset: 2000)")
     s.add_argument("--val-fraction", type=float)
     s.add_argument("--identical", action=argparse.BooleanOptionalAction, default=None,

@@ -117,6 +117,11 @@ class ModelConfig(_Config):
         _check(self.preset in PRESETS, f"unknown preset {self.preset!r}; choose one of {', '.join(PRESETS)}")
 
 
+# Keras dtype policies for training. mixed_float16 is for NVIDIA GPUs with tensor cores (it adds
+# loss scaling); mixed_bfloat16 for GPUs and CPUs with native bfloat16 (on CPUs without AMX it is slower).
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+
+
 @dataclass(frozen=True)
 class TrainConfig(_Config):
     """Optimisation settings. ``threshold`` 0 means: calibrate on validation (seed keeps 0.2)."""
@@ -129,8 +134,11 @@ class TrainConfig(_Config):
     threshold: float = 0.0
     seed: int = 0
     steps_per_epoch: int = 0  # 0 = one pass over the training pairs
+    precision: str = "float32"  # a Keras dtype policy: see PRECISIONS
 
     def __post_init__(self):
+        _check(self.precision in PRECISIONS,
+               f"precision={self.precision!r} is not one of {', '.join(PRECISIONS)}")
         _check(int(self.epochs) >= 1, f"epochs={self.epochs} must be >= 1")
         _check(1 <= int(self.batch_size) <= 4096, f"batch_size={self.batch_size} is out of range; use 1..4096")
         _check(int(self.steps_per_epoch) >= 0, f"steps_per_epoch={self.steps_per_epoch} must be >= 0")

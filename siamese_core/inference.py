@@ -59,10 +59,12 @@ class Scorer:
         from .model import preprocess, tower_of
         spec = tf.TensorSpec([None, self.size, self.size, 3], tf.uint8)
         model, tower = self.model, tower_of(self.model)
-        # one compiled graph per run (any batch size): a single pair costs milliseconds, not an eager call
-        self._pair_fn = tf.function(lambda a, b: model([preprocess(a), preprocess(b)], training=False),
-                                    input_signature=[spec, spec])
-        self._embed_fn = tf.function(lambda x: tower(preprocess(x), training=False), input_signature=[spec])
+        # one compiled graph per run (any batch size): a single pair costs milliseconds, not an eager call;
+        # float32 out, also from a model trained with a mixed precision policy
+        self._pair_fn = tf.function(lambda a, b: tf.cast(model([preprocess(a), preprocess(b)], training=False),
+                                                         tf.float32), input_signature=[spec, spec])
+        self._embed_fn = tf.function(lambda x: tf.cast(tower(preprocess(x), training=False), tf.float32),
+                                     input_signature=[spec])
 
     def _call(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return self._pair_fn(np.asarray(a, np.uint8), np.asarray(b, np.uint8)).numpy().reshape(-1)

@@ -59,7 +59,17 @@ def read_config(run_dir: Path) -> RunConfig:
     return RunConfig.from_dict(json.loads((Path(run_dir) / "config.json").read_text()))
 
 
-def _pid_alive(pid) -> bool:
+def process_start(pid) -> int | None:
+    """When process ``pid`` started (clock ticks since boot, field 22 of /proc/PID/stat); None if unknown.
+    Together with the pid it names one process: a pid can be reused, the pair cannot."""
+    try:
+        return int(Path(f"/proc/{int(pid)}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    except (OSError, ValueError, IndexError, TypeError):
+        return None
+
+
+def _pid_alive(pid, started: int | None = None) -> bool:
+    """Is the job process ``pid`` (that started at ``started``, see :func:`process_start`) still there?"""
     if not pid:
         return False
     try:
@@ -68,7 +78,10 @@ def _pid_alive(pid) -> bool:
         return False
     except PermissionError:
         return True
-    try:  # a recycled pid belongs to another program
+    now = process_start(pid)
+    if started is not None and now is not None:
+        return now == started  # otherwise the pid was reused by another process
+    try:  # no start time recorded (or no /proc): a recycled pid most likely belongs to another program
         cmd = Path(f"/proc/{int(pid)}/cmdline").read_bytes()
         return b"siamese_core" in cmd or b"python" in cmd
     except OSError:
@@ -82,7 +95,7 @@ def read_status(run_dir: Path) -> dict:
         st = json.loads(p.read_text())
     except (OSError, ValueError):
         return {"status": "unknown"}
-    if st.get("status") in ("running", "queued", "finishing") and not _pid_alive(st.get("pid")):
+    if st.get("status") in ("running", "queued", "finishing") and not _pid_alive(st.get("pid"), st.get("pid_start")):
         if st.get("status") == "queued" and time.time() - st.get("updated", 0) < 30:
             return st  # just launched, child not yet reporting
         st = {**st, "status": "interrupted",
@@ -212,14 +225,14 @@ def launch_background(cfg: RunConfig, workspace=None, run_id: str | None = None,
     try:
         path = open_run(rid, ws) if resume else create_run(cfg, ws, rid)
         (path / "stop").unlink(missing_ok=True)
-        write_status(path, "queued", pid=None, error=None)
+        write_status(path, "queued", pid=None, pid_start=None, error=None)
         log = open(path / "train.log", "ab")
         cmd = [sys.executable, "-m", "siamese_core", "--workspace", str(ws), "_job", rid] + (["--resume"] if resume else [])
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                 pass_fds=(fd,), env={**os.environ, "SIAMESE_LOCK_FD": str(fd)},
                                 start_new_session=True, cwd=os.getcwd())
         log.close()
-        write_status(path, "queued", pid=proc.pid)
+        write_status(path, "queued", pid=proc.pid, pid_start=process_start(proc.pid))
         return path
     finally:
         os.close(fd)  # the child holds its own copy of the lock
@@ -236,6 +249,6 @@ def stop_run(run_dir: Path, wait_s: float = 0.0) -> dict:
     while wait_s and time.time() < deadline and st.get("status") in ("running", "queued", "finishing"):
         time.sleep(0.2)
         st = read_status(run_dir)
-    if wait_s and st.get("status") in ("running", "queued") and _pid_alive(st.get("pid")):
+    if wait_s and st.get("status") in ("running", "queued") and _pid_alive(st.get("pid"), st.get("pid_start")):
         os.kill(int(st["pid"]), signal.SIGTERM)
     return st

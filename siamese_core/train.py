@@ -24,7 +24,7 @@ from .config import RunConfig
 from .errors import RunError
 from .model import assemble, build_model, compile_model, embedding_trainer, preprocess, tower_of
 from .pairs import Pairs, make_pairs
-from .runs import acquire_train_lock, read_config, read_status, write_status, save_threshold
+from .runs import acquire_train_lock, process_start, read_config, read_status, save_threshold, write_status
 from .store import open_dataset, write_json_atomic
 
 
@@ -191,10 +191,12 @@ def run_training(run_dir: Path, resume: bool = False, lock_fd: int | None = None
     cfg = read_config(run_dir)
     if lock_fd is None:
         lock_fd = acquire_train_lock(run_dir.name, workspace)
+    policy = keras.mixed_precision.global_policy()
     try:
         _one_op_at_a_time_on_cpu()
-        write_status(run_dir, "running", pid=os.getpid(), device=device_name(), error=None,
-                     started=time.strftime("%Y-%m-%dT%H:%M:%S"))
+        keras.mixed_precision.set_global_policy(cfg.train.precision)  # layers built below take it
+        write_status(run_dir, "running", pid=os.getpid(), pid_start=process_start(os.getpid()),
+                     device=device_name(), error=None, started=time.strftime("%Y-%m-%dT%H:%M:%S"))
         keras.utils.set_random_seed(cfg.train.seed)
         ds = open_dataset(cfg.dataset, workspace)
         if ds.size != cfg.model.size:
@@ -255,6 +257,7 @@ def run_training(run_dir: Path, resume: bool = False, lock_fd: int | None = None
         write_status(run_dir, status, error=error, ended=time.strftime("%Y-%m-%dT%H:%M:%S"))
         raise
     finally:
+        keras.mixed_precision.set_global_policy(policy)
         os.close(lock_fd)
 
 

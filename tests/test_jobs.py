@@ -196,3 +196,16 @@ def test_resume_continues_after_the_checkpointed_epoch(jobs):
     assert {"epoch": ck + 1, "step": 1} in [{"epoch": r["epoch"], "step": r["step"]} for r in m if r["kind"] == "batch"]
     assert json.loads((run / "checkpoint.json").read_text())["epoch"] == EPOCHS_A
     assert (run / "model.keras").exists() and runs.active_job(jobs.ws.a) is None
+
+
+def test_a_reused_pid_does_not_keep_a_dead_run_running(tmp_path):
+    """status.json names the job by pid and start time: a live Python process that merely has the
+    recorded pid (this test's own) is not the job, so the run reads as interrupted."""
+    run = tmp_path / "runs" / "r"
+    run.mkdir(parents=True)
+    me, started = os.getpid(), runs.process_start(os.getpid())
+    assert isinstance(started, int)
+    runs.write_status(run, "running", pid=me, pid_start=started)
+    assert runs.read_status(run)["status"] == "running"
+    runs.write_status(run, "running", pid=me, pid_start=started - 1)  # the job that had this pid
+    assert runs.read_status(run)["status"] == "interrupted"

@@ -141,3 +141,38 @@ def test_training_process_does_not_load_pandas_or_opencv():
                          cwd=Path(__file__).resolve().parent.parent)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split("\n")[:2] == ["[]", "(1, 1)"]
+
+
+@pytest.mark.parametrize("preset", ["seed", "default"])
+def test_mixed_precision_run_trains_saves_and_scores(tiny_ws, preset):
+    """--precision mixed_bfloat16 (the mixed policy a CPU can run): layers compute in bfloat16, the
+    run finishes with finite float32 scores, reloads and scores, and the global policy is restored."""
+    import keras
+
+    from conftest import cli
+    from siamese_core.inference import Scorer
+    from siamese_core.runs import read_config, read_status, run_path
+    rid = f"bf16-{preset}"
+    assert cli("--workspace", tiny_ws, "train", "--dataset", "tiny", "--preset", preset, "--epochs", 1,
+               "--steps-per-epoch", 2, "--batch-size", 8, "--precision", "mixed_bfloat16",
+               "--run-id", rid, "--verbose", 0) == 0
+    d = run_path(rid, tiny_ws)
+    assert read_status(d)["status"] == "finished"
+    assert read_config(d).train.precision == "mixed_bfloat16"
+    assert keras.mixed_precision.global_policy().name == "float32"
+    z = np.load(d / "val_scores.npz")
+    assert z["score"].dtype == np.float32 and np.all(np.isfinite(z["score"]))
+    s = Scorer.from_run(rid, tiny_ws)
+    convs = [x for x in s.model.get_layer("tower").layers if type(x).__name__ == "Conv2D"]
+    assert convs and all(x.compute_dtype == "bfloat16" and x.variable_dtype == "float32" for x in convs)
+    from siamese_core.store import open_dataset
+    ds = open_dataset("tiny", tiny_ws)
+    got = s.score_tiles(np.asarray(ds.images[z["a"]]), np.asarray(ds.images[z["b"]]))
+    assert got.dtype == np.float32 and np.allclose(got, z["score"], atol=0.05)
+
+
+def test_unknown_precision_is_refused():
+    from siamese_core.config import TrainConfig
+    from siamese_core.errors import SiameseError
+    with pytest.raises(SiameseError, match="precision='float8' is not one of float32, mixed_float16, mixed_bfloat16"):
+        TrainConfig(precision="float8")

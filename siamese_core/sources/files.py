@@ -21,13 +21,12 @@ def list_images(root: str | os.PathLike) -> list[Path]:
         raise DatasetError(f"{root}: folder does not exist")
     if root.is_file():
         return [root] if root.suffix.lower() in IMAGE_EXTENSIONS else []
-    out = []
+    out = []  # plain strings until the end: a Path per file costs more than the walk
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for f in sorted(filenames):
-            if not f.startswith(".") and Path(f).suffix.lower() in IMAGE_EXTENSIONS:
-                out.append(Path(dirpath) / f)
-    return sorted(out)
+        out.extend(os.path.join(dirpath, f) for f in filenames
+                   if not f.startswith(".") and os.path.splitext(f)[1].lower() in IMAGE_EXTENSIONS)
+    return [Path(p) for p in sorted(out, key=lambda p: p.split(os.sep))]  # the order Path sorting gives
 
 
 def _decode(path: Path, root: Path, size: int, half: bool):
