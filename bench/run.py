@@ -679,7 +679,7 @@ class Bench:
                      f"median of {r['calls']} calls after warm-up; model load {r['model_load_s']:.1f} s")
             self.row("6", f"embed a gallery of {r['gallery']:,} tiles, {preset} preset", "n/a",
                      f"{r['embed_tiles_per_s']:.0f} tiles/s", None, "≥ 300 tiles/s", r["embed_tiles_per_s"] >= 300,
-                     "tiles/s", f"Scorer.embed, batch 256, {r['embedding_dim']}-d")
+                     "tiles/s", f"Scorer.embed at its default batch (128), {r['embedding_dim']}-d")
 
     def m7(self):
         r = self.child("sweep", {"n": 100_000, "repeats": max(self.R, 3)}, "m7-sweep")

@@ -144,7 +144,7 @@ def cmd_score(args) -> int:
             raise SiameseError("--pairs needs --out OUT.csv")
         res = score_csv(scorer, Path(args.pairs), Path(args.out), t, progress=_progress("score", "pair"))
         for n, why in res["failed"]:
-            print(f"row {n}: {why}", file=sys.stderr)
+            print(f"line {n}: {why}", file=sys.stderr)
         print(f"scored {res['scored']} pair(s), {len(res['failed'])} failed -> {args.out}")
         return 0 if res["scored"] else 2
     if not (args.image_a and args.image_b):

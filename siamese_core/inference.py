@@ -103,9 +103,10 @@ def explain(score: float, threshold: float) -> str:
 
 # --- CSV of pairs -------------------------------------------------------------------------------
 
-def read_pairs_csv(path: Path) -> tuple[list[dict], list[str]]:
-    """Rows of a pairs CSV (columns image_a, image_b; others kept). Handles BOM (UTF-8 and UTF-16), quotes
-    (also quoted commas and newlines), blank lines, non-UTF-8 bytes (decoded as Windows-1252, else Latin-1).
+def read_pairs_csv(path: Path) -> tuple[list[dict], list[str], list[int]]:
+    """Rows of a pairs CSV (columns image_a, image_b; others kept), its columns, and the line each row
+    starts on. Handles BOM (UTF-8 and UTF-16), quotes (also quoted commas and newlines), blank lines,
+    non-UTF-8 bytes (decoded as Windows-1252, else Latin-1).
     Raises SiameseError if the required columns are missing or the file is not a readable CSV."""
     path = Path(path)
     try:
@@ -133,11 +134,15 @@ def read_pairs_csv(path: Path) -> tuple[list[dict], list[str]]:
         if missing:
             raise SiameseError(f"{path}: missing column(s) {missing}; a pairs CSV needs a header with image_a,image_b "
                                f"(found {cols or 'no header'})")
-        rows = [{c: (r[i] if i < len(r) else "") for i, c in enumerate(cols)}
-                for r in reader if any(c.strip() for c in r)]  # blank lines are skipped
+        rows, lines, start = [], [], reader.line_num + 1
+        for r in reader:
+            if any(c.strip() for c in r):  # blank lines are skipped
+                rows.append({c: (r[i] if i < len(r) else "") for i, c in enumerate(cols)})
+                lines.append(start)
+            start = reader.line_num + 1
     except csv.Error as e:
         raise SiameseError(f"{path}: not a readable CSV (line {reader.line_num}: {e})") from None
-    return rows, cols
+    return rows, cols, lines
 
 
 def score_csv(scorer: Scorer, in_csv: Path, out_csv: Path, threshold: float | None = None,
@@ -145,15 +150,15 @@ def score_csv(scorer: Scorer, in_csv: Path, out_csv: Path, threshold: float | No
     """Score every valid row of ``in_csv`` into ``out_csv`` (adds score, same_place, error).
 
     Paths are absolute or relative to the CSV. Bad rows keep an empty score and say why in ``error``.
-    Returns {"scored": n, "failed": [(row_number, reason), ...]}; the output is written atomically.
+    Returns {"scored": n, "failed": [(line_number, reason), ...]}; the output is written atomically.
     """
     in_csv, out_csv = Path(in_csv), Path(out_csv)
-    rows, cols = read_pairs_csv(in_csv)
+    rows, cols, lines = read_pairs_csv(in_csv)
     t = scorer.threshold if threshold is None else threshold
     base = in_csv.parent
     failed = []
     todo = []
-    for n, r in enumerate(rows, start=2):  # line 1 is the header
+    for k, (r, n) in enumerate(zip(rows, lines), start=1):
         r["score"], r["same_place"], r["error"] = "", "", ""
         try:
             pa, pb = (r["image_a"].strip(), r["image_b"].strip())
@@ -166,7 +171,7 @@ def score_csv(scorer: Scorer, in_csv: Path, out_csv: Path, threshold: float | No
             r["error"] = str(e)
             failed.append((n, str(e)))
         if progress:
-            progress(n - 1, len(rows))
+            progress(k, len(rows))
     if todo:
         scores = scorer.score_tiles(np.stack([x[1] for x in todo]), np.stack([x[2] for x in todo]))
         for (r, _, _), s in zip(todo, scores):

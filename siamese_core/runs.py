@@ -95,7 +95,8 @@ def read_status(run_dir: Path) -> dict:
         st = json.loads(p.read_text())
     except (OSError, ValueError):
         return {"status": "unknown"}
-    if st.get("status") in ("running", "queued", "finishing") and not _pid_alive(st.get("pid"), st.get("pid_start")):
+    if (st.get("status") in ("running", "queued", "finishing")
+            and not _pid_alive(st.get("pid"), st.get("pid_start"))):
         if st.get("status") == "queued" and time.time() - st.get("updated", 0) < 30:
             return st  # just launched, child not yet reporting
         st = {**st, "status": "interrupted",

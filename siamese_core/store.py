@@ -4,8 +4,8 @@ Layout of ``<workspace>/datasets/<name>/``::
 
     images.npy      (N, S, S, 3) uint8: memory-mapped for browsing, read by ``pread`` for training
     manifest.parquet one row per image: index, group, tile_id, source, variant, angle, transforms (JSON)
-    groups.npy      (N,) int32: the manifest's group column again, so that training reads it without
-                    pandas and pyarrow (about 100 MB less resident memory in the training process)
+    groups.npy      (N,) int32: the manifest's group column again, so that the training process
+                    need not load pandas and pyarrow (tens of MB of resident memory)
     dataset.json    the DataConfig it was built from, counts, creation time
     skipped.csv     files that could not be read, with the reason
 

@@ -130,11 +130,12 @@ def _check_csv(raw: bytes) -> None:
         p = Path(d) / "pairs.csv"
         p.write_bytes(raw)
         try:
-            rows, cols = read_pairs_csv(p)
+            rows, cols, lines = read_pairs_csv(p)
         except SiameseError as e:
             assert str(e).startswith(f"{p}: ") and "\n" not in str(e), str(e)
             return
     assert "image_a" in cols and "image_b" in cols
+    assert len(lines) == len(rows) and lines == sorted(set(lines)) and all(n >= 2 for n in lines)
     for r in rows:
         assert isinstance(r["image_a"], str) and isinstance(r["image_b"], str)
         assert set(r) == set(cols)

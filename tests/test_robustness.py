@@ -363,9 +363,9 @@ def test_cli_score_in_real_processes(score_ws, bad_dir, good_png, tmp_path):
                                                    sorted(BAD)[0]]
     assert all(row["score"] and row["error"] == "" for row in rows[:2])
     assert "gone.png" in rows[2]["error"] and "empty" in rows[3]["error"]
-    err_lines = [ln for ln in re.split(r"[\r\n]", r.stderr) if ln.startswith("row ")]
+    err_lines = [ln for ln in re.split(r"[\r\n]", r.stderr) if ln.startswith("line ")]
     assert len(err_lines) == n_bad, r.stderr
-    others = [ln for ln in re.split(r"[\r\n]", r.stderr) if ln.strip() and not ln.startswith(("row ", "score"))]
+    others = [ln for ln in re.split(r"[\r\n]", r.stderr) if ln.strip() and not ln.startswith(("line ", "score"))]
     assert others == [], others  # nothing else: no library log lines, no warnings (only the progress bar)
     for row in rows[4:]:
         name, needle = row["note"], BAD[row["note"]][1]
@@ -536,7 +536,7 @@ def test_read_pairs_csv_variants(tmp_path, name):
     data, expected = CSV_CASES[name]
     p = tmp_path / name
     p.write_bytes(data)
-    rows, cols = read_pairs_csv(p)
+    rows, cols, _ = read_pairs_csv(p)
     assert cols[:2] == ["image_a", "image_b"]
     assert [(r["image_a"], r["image_b"]) for r in rows] == expected
 
@@ -584,6 +584,7 @@ def test_score_csv_scores_valid_rows_and_explains_bad_ones(cached_scorer, good_p
     assert rows[1]["error"].startswith("nope.png: cannot read file") and rows[1]["score"] == ""
     assert rows[2]["error"].startswith("text.png: not an image")
     assert [why for _, why in res["failed"]] == [rows[1]["error"], rows[2]["error"]]
+    assert [n for n, _ in res["failed"]] == [4, 5]  # the input's own line numbers (line 2 is blank)
 
 
 # --- 4. sources that are wrong as a whole: clear message, nothing written ---------------------------
