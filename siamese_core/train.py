@@ -135,9 +135,9 @@ def _one_op_at_a_time_on_cpu() -> None:
     """Without a GPU, run one TensorFlow op at a time (inter-op parallelism 1).
 
     Each convolution already uses every core; running the two towers side by side as well holds two
-    sets of temporaries at once. Measured on 2 cores (seed preset, batch 8, 300 steps): peak RSS 0.92
-    instead of 0.99 GiB, for 8 % less speed; default preset: 60-110 MB less for 2 % less speed.
-    Does nothing once TensorFlow has started (e.g. a second run in the same process).
+    sets of temporaries at once. Measured on 2 cores (seed preset, batch 8, 300 steps): peak RSS 901
+    instead of 964 MiB, for 8-12 % less speed; default preset: 53-110 MiB less for 2 % less speed
+    (bench/RESULTS.md). Does nothing once TensorFlow has started (e.g. a second run in one process).
     """
     if tf.config.list_physical_devices("GPU"):
         return
