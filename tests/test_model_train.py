@@ -176,3 +176,29 @@ def test_unknown_precision_is_refused():
     from siamese_core.errors import SiameseError
     with pytest.raises(SiameseError, match="precision='float8' is not one of float32, mixed_float16, mixed_bfloat16"):
         TrainConfig(precision="float8")
+
+
+def test_mixed_float16_run_resumes_with_its_loss_scaling(tiny_ws):
+    """A mixed_float16 checkpoint must come back with its LossScaleOptimizer (and step count) on --resume."""
+    from conftest import cli
+    from siamese_core.inference import load_model_safe
+    from siamese_core.runs import read_metrics, read_status, run_path, write_status
+    rid = "f16-resume"
+    assert cli("--workspace", tiny_ws, "train", "--dataset", "tiny", "--preset", "default", "--epochs", 1,
+               "--steps-per-epoch", 2, "--batch-size", 8, "--precision", "mixed_float16",
+               "--run-id", rid, "--verbose", 0) == 0
+    d = run_path(rid, tiny_ws)
+    cfg = json.loads((d / "config.json").read_text())
+    cfg["train"]["epochs"] = 2  # as if it had been stopped after its first of two epochs
+    (d / "config.json").write_text(json.dumps(cfg))
+    write_status(d, "stopped")
+    assert cli("--workspace", tiny_ws, "train", "--resume", rid, "--verbose", 0) == 0
+    assert read_status(d)["status"] == "finished"
+    assert [r["epoch"] for r in read_metrics(d) if r["kind"] == "epoch"] == [1, 2]
+    import keras
+    keras.mixed_precision.set_global_policy("mixed_float16")  # as run_training loads it
+    try:
+        opt = load_model_safe(d / "checkpoint.keras", compile=True).optimizer
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert type(opt).__name__ == "LossScaleOptimizer" and int(opt.iterations.numpy()) == 4
