@@ -110,6 +110,7 @@ def child_throughput(p):
         from siamese_core.train import _one_op_at_a_time_on_cpu
         _one_op_at_a_time_on_cpu()  # as `train` runs it
     import keras
+    import tensorflow as tf
 
     from siamese_core.store import open_dataset
     if p.get("bf16"):
@@ -158,7 +159,7 @@ def child_throughput(p):
             "warmup_steps": warmup, "first_step_s": timer.first_step_s, "setup_s": setup_s,
             "jit": bool(model.jit_compile), "policy": keras.mixed_precision.global_policy().name,
             "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default"),
-            "inter_op_threads": __import__("tensorflow").config.threading.get_inter_op_parallelism_threads(),
+            "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
             "vm_hwm_mb": _hwm_mb()}
 
 

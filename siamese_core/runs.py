@@ -68,8 +68,9 @@ def process_start(pid) -> int | None:
         return None
 
 
-def _pid_alive(pid, started: int | None = None) -> bool:
-    """Is the job process ``pid`` (that started at ``started``, see :func:`process_start`) still there?"""
+def _job_alive(st: dict) -> bool:
+    """Is the job process that ``st`` records still there (``pid``, started at ``pid_start``)?"""
+    pid, started = st.get("pid"), st.get("pid_start")
     if not pid:
         return False
     try:
@@ -95,8 +96,7 @@ def read_status(run_dir: Path) -> dict:
         st = json.loads(p.read_text())
     except (OSError, ValueError):
         return {"status": "unknown"}
-    if (st.get("status") in ("running", "queued", "finishing")
-            and not _pid_alive(st.get("pid"), st.get("pid_start"))):
+    if st.get("status") in ("running", "queued", "finishing") and not _job_alive(st):
         if st.get("status") == "queued" and time.time() - st.get("updated", 0) < 30:
             return st  # just launched, child not yet reporting
         st = {**st, "status": "interrupted",
@@ -250,6 +250,6 @@ def stop_run(run_dir: Path, wait_s: float = 0.0) -> dict:
     while wait_s and time.time() < deadline and st.get("status") in ("running", "queued", "finishing"):
         time.sleep(0.2)
         st = read_status(run_dir)
-    if wait_s and st.get("status") in ("running", "queued") and _pid_alive(st.get("pid"), st.get("pid_start")):
+    if wait_s and st.get("status") in ("running", "queued") and _job_alive(st):
         os.kill(int(st["pid"]), signal.SIGTERM)
     return st

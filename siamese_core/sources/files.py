@@ -29,7 +29,7 @@ def list_images(root: str | os.PathLike) -> list[Path]:
     return [Path(p) for p in sorted(out, key=lambda p: p.split(os.sep))]  # the order Path sorting gives
 
 
-def _decode(path: Path, root: Path, size: int, half: bool):
+def _decode(path: Path, size: int, half: bool):
     try:
         img = decode_image(path, name=str(path), max_side=None if half else size)
         if half:
@@ -61,7 +61,7 @@ def iter_files(root: str | os.PathLike, size: int, limit: int = 0, half: bool = 
         chunk = 64
         for start in range(0, len(paths), chunk):
             batch = paths[start:start + chunk]
-            for path, (tile, err) in zip(batch, pool.map(lambda p: _decode(p, base, size, half), batch)):
+            for path, (tile, err) in zip(batch, pool.map(lambda p: _decode(p, size, half), batch)):
                 rel = str(path)[prefix:]  # relative to base (paths come from os.walk under it)
                 if tile is None:
                     if on_skip:
