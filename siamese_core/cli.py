@@ -34,7 +34,7 @@ def cmd_prepare(args) -> int:
     from .store import build_dataset
     cfg = DataConfig(source=args.source, path=args.path or "", limit=args.limit, size=args.size,
                      variants=args.variants, distortions=tuple(args.distort or ()), seed=args.seed,
-                     column=args.column or "", repo_id=args.repo_id)
+                     column=args.column or "", repo_id=args.repo_id, window=args.window, stride=args.stride)
     skipped = []
     ds = build_dataset(cfg, args.name, args.workspace, overwrite=args.overwrite,
                        progress=_progress(f"prepare {args.name}", "tile"),
@@ -44,7 +44,8 @@ def cmd_prepare(args) -> int:
     if len(skipped) > 20:
         print(f"... and {len(skipped) - 20} more (see {ds.path / 'skipped.csv'})", file=sys.stderr)
     info = ds.info
-    print(f"dataset {ds.name}: {info['images']} images from {info['groups']} tiles "
+    what = "places/windows" if cfg.source == "ab" else "places" if cfg.source == "pairs-csv" else "tiles"
+    print(f"dataset {ds.name}: {info['images']} images from {info['groups']} {what} "
           f"({cfg.variants} variant(s) each, {cfg.size} px), {len(skipped)} skipped -> {ds.path}")
     return 0
 
@@ -189,7 +190,8 @@ def parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("prepare", help="import tiles and their rotated variants into a dataset")
     s.add_argument("--source", choices=SOURCES, default="synthetic")
-    s.add_argument("--path", help="folder, file or parquet path (hf-hub: cache directory)")
+    s.add_argument("--path", help="folder, file or parquet path (ab: the folder holding A/ and B/; "
+                                  "pairs-csv: the CSV; hf-hub: cache directory)")
     s.add_argument("--name", required=True, help="dataset name (letters, digits, . _ -)")
     s.add_argument("--limit", type=int, default=0, help="at most this many source tiles (0 = all; synthetic: 600)")
     s.add_argument("--size", type=int, default=128, help="tile side in pixels (default 128)")
@@ -198,6 +200,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--column", help="parquet image column (default: imageA, else detected)")
     s.add_argument("--repo-id", default="huggan/maps", help="hub dataset for --source hf-hub")
+    s.add_argument("--window", type=int, default=0,
+                   help="ab: cut each place into aligned square windows of this many source px (0 = whole image)")
+    s.add_argument("--stride", type=int, default=0, help="ab: step between windows in source px (0 = --window)")
     s.add_argument("--overwrite", action="store_true", help="replace an existing dataset of that name")
     s.set_defaults(func=cmd_prepare)
 

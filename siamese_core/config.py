@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .errors import SiameseError
 
-SOURCES = ("synthetic", "folder", "pix2pix", "hf-parquet", "hf-hub")
+SOURCES = ("synthetic", "folder", "pix2pix", "hf-parquet", "hf-hub", "ab", "pairs-csv")
 DISTORTIONS = ("flip", "scale", "affine", "blur", "occlude", "brightness")
 PRESETS = ("seed", "default")
 
@@ -56,7 +56,9 @@ class DataConfig(_Config):
 
     ``variants`` rotated copies per tile (the reference uses 2), each optionally given the
     ``distortions`` named in DISTORTIONS. ``column`` is the parquet image column (auto-detected
-    when empty).
+    when empty). ``window`` (source ``ab`` only) cuts each place's co-registered views into aligned
+    square windows of that many source pixels (0 = the whole image), every ``stride`` pixels
+    (0 = ``window``: windows side by side, no overlap).
     """
 
     source: str = "synthetic"
@@ -68,6 +70,8 @@ class DataConfig(_Config):
     seed: int = 0
     column: str = ""
     repo_id: str = "huggan/maps"
+    window: int = 0  # ab: window side in source pixels (0 = whole image)
+    stride: int = 0  # ab: step between windows (0 = window)
 
     def __post_init__(self):
         _check(self.source in SOURCES, f"unknown source {self.source!r}; choose one of {', '.join(SOURCES)}")
@@ -78,6 +82,13 @@ class DataConfig(_Config):
         _check(not bad, f"unknown distortion(s) {bad}; choose from {', '.join(DISTORTIONS)}")
         _check(self.source in ("synthetic", "hf-hub") or bool(self.path),
                f"source {self.source!r} needs a path (--path)")
+        _check(int(self.window) == 0 or int(self.window) >= 8,
+               f"window={self.window} is out of range; use 0 (the whole image) or at least 8 px")
+        _check(int(self.stride) >= 0, f"stride={self.stride} must be >= 0 (0 means the window size)")
+        _check(int(self.window) == 0 or self.source == "ab",
+               f"window={self.window} applies only to --source ab (co-registered views); drop --window")
+        _check(int(self.stride) == 0 or int(self.window) > 0,
+               f"stride={self.stride} needs a window; pass --window too (or drop --stride)")
 
 
 @dataclass(frozen=True)

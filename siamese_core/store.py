@@ -187,13 +187,17 @@ def build_dataset(cfg: DataConfig, name: str, workspace=None, overwrite: bool = 
                   progress=None, on_skip=None) -> Dataset:
     """Import tiles from ``cfg.source`` with ``cfg.variants`` rotated variants each, atomically.
 
-    ``progress(done_tiles, total_or_None)`` is called as tiles are processed; ``on_skip(name, reason)``
-    for each unreadable input (also recorded in ``skipped.csv``).
+    Each item of the source is one group (one place): a single tile, or several real views of the
+    place (sources ``ab``, ``pairs-csv``: see :mod:`siamese_core.sources`); every view of a group and
+    every variant of a view share the group number. A view's extra info (place, view, date, window
+    x/y...) becomes extra manifest columns. ``progress(done_groups, total_or_None)`` is called as
+    groups are processed; ``on_skip(name, reason)`` for each unreadable input (also recorded in
+    ``skipped.csv``).
     """
     import pandas as pd
 
     from .augment import make_variant
-    from .sources import count_tiles, iter_tiles
+    from .sources import as_views, count_tiles, iter_tiles
 
     check_name(name)
     root = datasets_dir(workspace)
@@ -215,24 +219,36 @@ def build_dataset(cfg: DataConfig, name: str, workspace=None, overwrite: bool = 
             on_skip(item, reason)
 
     rows = []
+    core = ("index", "group", "tile_id", "source", "variant", "angle", "transforms")
     try:
         total = count_tiles(cfg)
         n = 0
         with open(tmp / "images.npy", "wb") as f:
             f.write(b"\0" * _HEADER_LEN)
-            for t, (tile_id, tile, provenance) in enumerate(iter_tiles(cfg, on_skip=skip)):
-                variants = [(tile, {"angle": 0.0})]
-                if cfg.variants:
-                    rng = np.random.default_rng([cfg.seed, t])  # per tile: the same variants whatever the order
-                    variants += [make_variant(tile, rng, cfg.distortions) for _ in range(cfg.variants)]
-                for v, (img, params) in enumerate(variants):
-                    f.write(np.ascontiguousarray(img, dtype=np.uint8).tobytes())
-                    rows.append({"index": n, "group": t, "tile_id": _text(tile_id), "source": _text(provenance),
-                                 "variant": v, "angle": params["angle"],
-                                 "transforms": json.dumps({k: p for k, p in params.items() if k != "angle"})})
-                    n += 1
+            t = 0  # the group number: groups are numbered 0, 1, 2... in the order the source gives them
+            for item in iter_tiles(cfg, on_skip=skip):
+                views = as_views(item)
+                if not views:
+                    continue
+                for view, (tile_id, tile, provenance, info) in enumerate(views):
+                    variants = [(tile, {"angle": 0.0})]
+                    if cfg.variants:
+                        # per tile (and view): the same variants whatever the order; view 0 seeds as a lone tile
+                        seq = [cfg.seed, t] if view == 0 else [cfg.seed, t, view]
+                        rng = np.random.default_rng(seq)
+                        variants += [make_variant(tile, rng, cfg.distortions) for _ in range(cfg.variants)]
+                    extra = {c: (_text(x) if isinstance(x, str) else x)
+                             for c, x in (info or {}).items() if c not in core}
+                    for v, (img, params) in enumerate(variants):
+                        f.write(np.ascontiguousarray(img, dtype=np.uint8).tobytes())
+                        rows.append({"index": n, "group": t, "tile_id": _text(tile_id), "source": _text(provenance),
+                                     "variant": v, "angle": params["angle"],
+                                     "transforms": json.dumps({k: p for k, p in params.items() if k != "angle"}),
+                                     **extra})
+                        n += 1
+                t += 1
                 if progress:
-                    progress(t + 1, total)
+                    progress(t, total)
             if n == 0:
                 raise DatasetError(f"no readable tiles in {cfg.path or cfg.source}"
                                    + (f" ({len(skipped)} file(s) skipped, first: {skipped[0]['reason']})" if skipped else ""))
