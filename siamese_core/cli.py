@@ -1,4 +1,4 @@
-"""The command line: ``python -m siamese_core {prepare,train,evaluate,score,list,stop}``.
+"""The command line: ``python -m siamese_core {prepare,train,calibrate,evaluate,score,list,stop}``.
 
 Every user-fixable problem (a SiameseError) ends the command with exit code 2 and one line on
 stderr, never a traceback. Long steps show tqdm progress bars (on stderr).
@@ -104,11 +104,34 @@ def cmd_job(args) -> int:
     return 0
 
 
+def _scorer(args):
+    """The run named by --run, else the bundled model (and say so on stderr)."""
+    from .inference import Scorer
+    from .runs import PRETRAINED
+    if not args.run:
+        print(f"using the bundled model {PRETRAINED!r} (no --run given)", file=sys.stderr)
+    return Scorer.from_run(args.run, args.workspace)
+
+
 def cmd_evaluate(args) -> int:
     import numpy as np
 
     from .evaluate import report
     from .runs import open_run, read_threshold
+    if args.pairs:
+        from .calibration import evaluate_pairs
+        res = evaluate_pairs(_scorer(args), Path(args.pairs), args.threshold, progress=_progress("evaluate", "pair"))
+        if args.json:
+            print(json.dumps(res, indent=2))
+            return 0
+        print(f"{args.pairs}: threshold {res['threshold']:.4f} (score > threshold = different place)")
+        for k, e in res["kinds"].items():
+            print(f"  {k:>20}: n={e['pairs']} ({e['same']} same)  ROC-AUC={e['roc_auc_score']}  "
+                  f"accuracy={e['accuracy']}  [learned distance alone {e['roc_auc_distance']}, "
+                  f"inliers alone {e['roc_auc_inliers']}, edges alone {e['roc_auc_structure']}]")
+        return 0
+    if not args.run:
+        raise SiameseError("evaluate needs --run RUN_ID (its validation pairs) or --pairs LABELLED.csv")
     run_dir = open_run(args.run, args.workspace)
     p = run_dir / "val_scores.npz"
     if not p.exists():
@@ -136,9 +159,20 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_calibrate(args) -> int:
+    from .calibration import calibrate
+    res = calibrate(_scorer(args), Path(args.pairs), args.as_name, args.workspace,
+                    progress=_progress("calibrate", "pair"))
+    f = res["fusion"]
+    print(f"run {res['run']}: fusion fitted on {res['pairs']} pairs (features {', '.join(f['names'])}); "
+          f"threshold {f['threshold']:.4f}; on these same pairs ROC-AUC {res['roc_auc']:.4f}, "
+          f"accuracy {res['accuracy']:.4f} (measure on other pairs with evaluate --pairs)")
+    return 0
+
+
 def cmd_score(args) -> int:
-    from .inference import Scorer, explain, score_csv
-    scorer = Scorer.from_run(args.run, args.workspace)
+    from .inference import explain, score_csv
+    scorer = _scorer(args)
     t = args.threshold if args.threshold is not None else scorer.threshold
     if args.pairs:
         if not args.out:
@@ -150,13 +184,15 @@ def cmd_score(args) -> int:
         return 0 if res["scored"] else 2
     if not (args.image_a and args.image_b):
         raise SiameseError("give two images (score --run ID A.png B.png) or --pairs IN.csv --out OUT.csv")
-    s = scorer.score_pair(args.image_a, args.image_b)
-    same = scorer.same_place(s, t)
+    j = scorer.judge_pair(args.image_a, args.image_b, threshold=t)
     if args.json:
-        print(json.dumps({"run": args.run, "image_a": args.image_a, "image_b": args.image_b, "score": s,
-                          "threshold": t, "same_place": same}))
+        print(json.dumps({"run": scorer.name, "image_a": args.image_a, "image_b": args.image_b, "score": j.score,
+                          "threshold": t, "same_place": j.same_place, "distance": j.distance,
+                          **{k: v for k, v in j.geo.as_row().items() if k != "geometry"},
+                          "geometry": j.geo.sentence()}))
     else:
-        print(explain(s, t))
+        print(explain(j.score, t))
+        print(f"  evidence: learned distance {j.distance:.4f}; {j.geo.sentence()}")
     return 0
 
 
@@ -225,14 +261,21 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2), help="Keras progress output")
     s.set_defaults(func=cmd_train)
 
-    s = sub.add_parser("evaluate", help="validation metrics of a run at a threshold")
-    s.add_argument("--run", required=True)
+    s = sub.add_parser("evaluate", help="a run's metrics on its validation pairs, or on labelled pairs (--pairs)")
+    s.add_argument("--run", help="run id (with --pairs: default the bundled model)")
+    s.add_argument("--pairs", help="labelled CSV image_a,image_b,label[,kind]: ROC-AUC and accuracy per kind")
     s.add_argument("--threshold", type=float)
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_evaluate)
 
+    s = sub.add_parser("calibrate", help="fit a run's fused verdict (learned distance + geometry) on labelled pairs")
+    s.add_argument("--run", help="run id (default: the bundled model, which needs --as)")
+    s.add_argument("--pairs", required=True, help="labelled CSV image_a,image_b,label (0 same place, 1 different)")
+    s.add_argument("--as", dest="as_name", help="save the calibrated run as a new run of this name")
+    s.set_defaults(func=cmd_calibrate)
+
     s = sub.add_parser("score", help="score two images, or a CSV of pairs (lower score = more alike)")
-    s.add_argument("--run", required=True)
+    s.add_argument("--run", help="run id (default: the model bundled with the package)")
     s.add_argument("image_a", nargs="?")
     s.add_argument("image_b", nargs="?")
     s.add_argument("--pairs", help="CSV with columns image_a,image_b")
@@ -289,7 +332,7 @@ def main(argv=None) -> int:
     args = parser().parse_args(argv)
     if args.command == "train" and not args.resume and not args.dataset:
         parser().error("train needs --dataset NAME (or --resume RUN_ID)")
-    if args.command in ("train", "score", "_job"):
+    if args.command in ("train", "score", "evaluate", "calibrate", "_job"):
         _import_tensorflow_quietly()
     try:
         return args.func(args)

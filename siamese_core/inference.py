@@ -10,14 +10,18 @@ from __future__ import annotations
 import csv
 import io
 import os
+import threading
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from .errors import ImageError, RunError, SiameseError
-from .images import load_tile
-from .runs import open_run, read_config, read_threshold
+from .fusion import Fusion
+from .images import decode_image, load_tile, to_tile
+from .runs import PRETRAINED, open_run, read_config, read_threshold
 
 
 def load_model_safe(path: Path, compile: bool = False):
@@ -31,28 +35,65 @@ def load_model_safe(path: Path, compile: bool = False):
         raise RunError(f"{path}: refused to load model ({msg}); only models trained by siamese_core load") from None
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """One decoded tile, ready to be judged: the model's input, a small RGB copy and its keypoints."""
+
+    tile: np.ndarray           # (size, size, 3) uint8: what the network sees
+    image: np.ndarray          # RGB at the geometric step's working resolution (for aligned views)
+    features: object           # geometry.TileFeatures
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """The verdict on one pair and the evidence behind it (lower score = more alike)."""
+
+    score: float
+    same_place: bool
+    distance: float            # the learned distance (the smaller of: as given, and B aligned onto A)
+    geo: object                # geometry.GeoMatch
+    contributions: dict        # log-odds each piece of evidence adds toward "same" (fused runs only)
+
+    def as_row(self) -> dict:
+        return {"score": f"{self.score:.6f}", "same_place": "true" if self.same_place else "false",
+                "distance": f"{self.distance:.6f}", **self.geo.as_row()}
+
+
+ALIGN_MIN_INLIERS = 8  # below this a transform is too weak to realign tile B for the learned distance
+
+
 @dataclass
 class Scorer:
-    """A run's model, tile size and decision threshold: ``score > threshold`` → different places."""
+    """A run's model, tile size, fusion and decision threshold: ``score > threshold`` → different places.
+
+    With a fitted ``fusion.json`` the score is the fused ``1 − P(same place)`` over the learned distance
+    and the geometric evidence; without one (a run not calibrated yet) it is the model's own output."""
 
     run_dir: Path
     model: object
     size: int
     preset: str
+    fusion: object = None
 
     @property
     def threshold(self) -> float:
         """The run's saved decision threshold, read fresh (the Threshold page may have changed it)."""
         return read_threshold(self.run_dir)
 
+    @property
+    def name(self) -> str:
+        return self.run_dir.name
+
     @classmethod
-    def from_run(cls, run_id: str, workspace=None) -> "Scorer":
-        run_dir = open_run(run_id, workspace)
+    def from_run(cls, run_id: str | None = None, workspace=None) -> "Scorer":
+        """The scorer of run ``run_id``; ``None`` means the model bundled with the package."""
+        run_dir = open_run(run_id or PRETRAINED, workspace)
         path = run_dir / "model.keras"
         if not path.exists():
             raise RunError(f"run {run_id!r} has no trained model yet (status: see `list`); wait for it to finish")
         cfg = read_config(run_dir)
-        return cls(run_dir, load_model_safe(path), cfg.model.size, cfg.model.preset)
+        fusion = Fusion.load(run_dir / "fusion.json") if (run_dir / "fusion.json").exists() else None
+        return cls(run_dir, load_model_safe(path), cfg.model.size, cfg.model.preset, fusion)
 
     def __post_init__(self):
         from ._backend import tf
@@ -70,7 +111,7 @@ class Scorer:
         return self._pair_fn(np.asarray(a, np.uint8), np.asarray(b, np.uint8)).numpy().reshape(-1)
 
     def score_tiles(self, a: np.ndarray, b: np.ndarray, batch_size: int = 64) -> np.ndarray:
-        """Scores for uint8 tile stacks a[i] vs b[i] (already at the run's size)."""
+        """The model's own output (the learned distance) for uint8 tile stacks a[i] vs b[i] at the run's size."""
         out = [self._call(a[i:i + batch_size], b[i:i + batch_size]) for i in range(0, len(a), batch_size)]
         return np.concatenate(out) if out else np.zeros(0, np.float32)
 
@@ -78,9 +119,46 @@ class Scorer:
         """A file path or bytes → the uint8 tile the model sees."""
         return load_tile(source, self.size, name=name)
 
+    def prepare(self, source, name: str | None = None) -> Prepared:
+        """Decode once (path, bytes or an RGB array) → what :meth:`judge` needs. Raises ImageError."""
+        from .geometry import MAX_SIDE, features, working_image
+        img = source if isinstance(source, np.ndarray) else decode_image(source, name=name,
+                                                                          max_side=max(self.size, MAX_SIDE))
+        small, f = working_image(img)
+        return Prepared(to_tile(img, self.size), small, features(small, f, img.shape[:2]))
+
+    def judge(self, pairs: list, threshold: float | None = None, workers: int | None = None) -> list:
+        """Judgements for a list of (Prepared A, Prepared B); the geometric step runs on every core."""
+        from .fusion import feature_row
+        from .geometry import match, warp_onto
+        if not pairs:
+            return []
+        t = self.threshold if threshold is None else threshold
+        with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
+            geos = list(pool.map(lambda p: match(p[0].features, p[1].features), pairs))
+        dist = self.score_tiles(np.stack([p[0].tile for p in pairs]), np.stack([p[1].tile for p in pairs]))
+        # different footprints and scales: once the keypoints have found the transform, also compare tile A
+        # with tile B laid onto it, and keep the better evidence
+        redo = [i for i, g in enumerate(geos) if g.inliers >= ALIGN_MIN_INLIERS]
+        if redo:
+            aligned = np.stack([to_tile(warp_onto(pairs[i][0].image, pairs[i][1].image, geos[i], working=True),
+                                        self.size) for i in redo])
+            d2 = self.score_tiles(np.stack([pairs[i][0].tile for i in redo]), aligned)
+            dist[redo] = np.minimum(dist[redo], d2)
+        if self.fusion is not None:
+            rows = [feature_row(d, g) for d, g in zip(dist, geos)]
+            scores = self.fusion.scores(rows)
+            contrib = [self.fusion.contributions(r) for r in rows]
+        else:
+            scores, contrib = dist, [{} for _ in pairs]
+        return [Judgement(float(s), bool(s <= t), float(d), g, c) for s, d, g, c in zip(scores, dist, geos, contrib)]
+
+    def judge_pair(self, a, b, name_a: str | None = None, name_b: str | None = None,
+                   threshold: float | None = None) -> Judgement:
+        return self.judge([(self.prepare(a, name_a), self.prepare(b, name_b))], threshold)[0]
+
     def score_pair(self, a, b, name_a: str | None = None, name_b: str | None = None) -> float:
-        ta, tb = self.load(a, name_a), self.load(b, name_b)
-        return float(self._call(ta[None], tb[None])[0])
+        return self.judge_pair(a, b, name_a, name_b).score
 
     def same_place(self, score: float, threshold: float | None = None) -> bool:
         return bool(score <= (self.threshold if threshold is None else threshold))
@@ -145,39 +223,91 @@ def read_pairs_csv(path: Path) -> tuple[list[dict], list[str], list[int]]:
     return rows, cols, lines
 
 
+class _Cache:
+    """Prepared tiles by file name, least recently used dropped first (a CSV names one tile many times)."""
+
+    def __init__(self, scorer: Scorer, base: Path, size: int = 512):
+        self.scorer, self.base, self.size, self.items = scorer, base, size, OrderedDict()
+        self.lock = threading.Lock()
+
+    def get(self, name: str) -> Prepared:
+        with self.lock:
+            got = self.items.get(name)
+            if got is not None:
+                self.items.move_to_end(name)
+        if got is None:
+            try:
+                got = self.scorer.prepare(self.base / name, name)
+            except ImageError as e:
+                got = e
+            with self.lock:
+                self.items[name] = got
+                while len(self.items) > self.size:
+                    self.items.popitem(last=False)
+        if isinstance(got, ImageError):
+            raise got
+        return got
+
+
+def judge_rows(scorer: Scorer, rows: list[dict], base: Path, threshold: float | None = None,
+               progress=None, chunk: int = 128) -> list:
+    """A Judgement (or the SiameseError that stopped it) for every row with ``image_a``/``image_b`` paths
+    (absolute, or relative to ``base``). Tiles are decoded once and in parallel; memory stays bounded."""
+    cache = _Cache(scorer, Path(base))
+    out: list = [None] * len(rows)
+    workers = os.cpu_count() or 1
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for lo in range(0, len(rows), chunk):
+            idx = list(range(lo, min(lo + chunk, len(rows))))
+            names = {n for i in idx for n in (rows[i].get("image_a", "").strip(), rows[i].get("image_b", "").strip()) if n}
+            # decode and find keypoints on every core; the cache keeps what the next chunk may reuse
+            list(pool.map(lambda n: _safe(cache.get, n), sorted(names)))
+            todo = []
+            for i in idx:
+                pa, pb = rows[i].get("image_a", "").strip(), rows[i].get("image_b", "").strip()
+                try:
+                    if not pa or not pb:
+                        raise SiameseError("empty image_a or image_b")
+                    todo.append((i, cache.get(pa), cache.get(pb)))
+                except SiameseError as e:
+                    out[i] = e
+            for (i, _, _), j in zip(todo, scorer.judge([(a, b) for _, a, b in todo], threshold, workers)):
+                out[i] = j
+            if progress:
+                progress(idx[-1] + 1, len(rows))
+    return out
+
+
+def _safe(fn, *args):
+    try:
+        return fn(*args)
+    except SiameseError as e:
+        return e
+
+
+GEO_COLUMNS = ("distance", "inliers", "sift_inliers", "orb_inliers", "angle", "scale", "structure", "geometry")
+
+
 def score_csv(scorer: Scorer, in_csv: Path, out_csv: Path, threshold: float | None = None,
               progress=None) -> dict:
-    """Score every valid row of ``in_csv`` into ``out_csv`` (adds score, same_place, error).
-
-    Paths are absolute or relative to the CSV. Bad rows keep an empty score and say why in ``error``.
-    Returns {"scored": n, "failed": [(line_number, reason), ...]}; the output is written atomically.
-    """
+    """Score every valid row of ``in_csv`` into ``out_csv``: adds score, same_place, the evidence
+    (GEO_COLUMNS: learned distance, keypoint inliers, estimated angle and scale, edge agreement, one
+    sentence) and error. Paths are absolute or relative to the CSV. Bad rows keep an empty score and say
+    why in ``error``. Returns {"scored": n, "failed": [(line_number, reason), ...], "threshold": t};
+    the output is written atomically."""
     in_csv, out_csv = Path(in_csv), Path(out_csv)
     rows, cols, lines = read_pairs_csv(in_csv)
     t = scorer.threshold if threshold is None else threshold
-    base = in_csv.parent
-    failed = []
-    todo = []
-    for k, (r, n) in enumerate(zip(rows, lines), start=1):
-        r["score"], r["same_place"], r["error"] = "", "", ""
-        try:
-            pa, pb = (r["image_a"].strip(), r["image_b"].strip())
-            if not pa or not pb:
-                raise SiameseError("empty image_a or image_b")
-            ta = scorer.load(base / pa, pa)
-            tb = scorer.load(base / pb, pb)
-            todo.append((r, ta, tb))
-        except SiameseError as e:
-            r["error"] = str(e)
-            failed.append((n, str(e)))
-        if progress:
-            progress(k, len(rows))
-    if todo:
-        scores = scorer.score_tiles(np.stack([x[1] for x in todo]), np.stack([x[2] for x in todo]))
-        for (r, _, _), s in zip(todo, scores):
-            r["score"] = f"{float(s):.6f}"
-            r["same_place"] = "true" if s <= t else "false"
-    out_cols = cols + [c for c in ("score", "same_place", "error") if c not in cols]
+    failed, scored = [], 0
+    for r, n, j in zip(rows, lines, judge_rows(scorer, rows, in_csv.parent, t, progress)):
+        r.update({c: "" for c in ("score", "same_place", *GEO_COLUMNS, "error")})
+        if isinstance(j, Judgement):
+            r.update(j.as_row())
+            scored += 1
+        else:
+            r["error"] = str(j)
+            failed.append((n, str(j)))
+    out_cols = cols + [c for c in ("score", "same_place", *GEO_COLUMNS, "error") if c not in cols]
     tmp = out_csv.with_name(f".{out_csv.name}.tmp")
     try:
         with open(tmp, "w", newline="", encoding="utf-8") as f:
@@ -188,7 +318,8 @@ def score_csv(scorer: Scorer, in_csv: Path, out_csv: Path, threshold: float | No
     except OSError as e:
         Path(tmp).unlink(missing_ok=True)
         raise SiameseError(f"{out_csv}: cannot write output CSV ({e.strerror or e})") from None
-    return {"scored": len(todo), "failed": failed, "threshold": t}
+    return {"scored": scored, "failed": failed, "threshold": t}
 
 
-__all__ = ["Scorer", "load_model_safe", "score_csv", "read_pairs_csv", "explain", "ImageError"]
+__all__ = ["Scorer", "Judgement", "Prepared", "load_model_safe", "judge_rows", "score_csv", "read_pairs_csv", "explain",
+           "ImageError"]

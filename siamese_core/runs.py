@@ -21,13 +21,26 @@ from .config import RunConfig, workspace_dir
 from .errors import RunError
 from .store import check_name, write_json_atomic
 
+# The model bundled with the package: a finished, read-only run that every workspace sees under this id
+# (a workspace run of the same name takes precedence). See siamese_core/pretrained/MODEL_CARD.md.
+PRETRAINED = "pretrained"
+BUNDLED_DIR = Path(__file__).resolve().parent / "pretrained"
+
+
 def runs_dir(workspace=None) -> Path:
     return workspace_dir(workspace) / "runs"
 
 
+def is_bundled(run_dir: Path) -> bool:
+    return Path(run_dir).resolve() == BUNDLED_DIR
+
+
 def run_path(run_id: str, workspace=None) -> Path:
     check_name(run_id, "run")
-    return runs_dir(workspace) / run_id
+    p = runs_dir(workspace) / run_id
+    if run_id == PRETRAINED and not (p / "config.json").exists() and (BUNDLED_DIR / "config.json").exists():
+        return BUNDLED_DIR
+    return p
 
 
 def open_run(run_id: str, workspace=None) -> Path:
@@ -49,10 +62,12 @@ def new_run_id(preset: str, workspace=None) -> str:
 
 
 def list_runs(workspace=None) -> list[str]:
+    """Run ids in the workspace, plus the bundled ``pretrained`` run."""
     d = runs_dir(workspace)
-    if not d.is_dir():
-        return []
-    return sorted(p.name for p in d.iterdir() if (p / "config.json").exists())
+    have = {p.name for p in d.iterdir() if (p / "config.json").exists()} if d.is_dir() else set()
+    if (BUNDLED_DIR / "config.json").exists():
+        have.add(PRETRAINED)
+    return sorted(have)
 
 
 def read_config(run_dir: Path) -> RunConfig:
@@ -143,6 +158,9 @@ def read_threshold(run_dir: Path) -> float:
 
 
 def save_threshold(run_dir: Path, threshold: float, source: str = "user") -> None:
+    if is_bundled(run_dir):
+        raise RunError(f"the bundled run {PRETRAINED!r} is read-only; calibrate a copy for your imagery: "
+                       f"python -m siamese_core calibrate --run {PRETRAINED} --pairs LABELLED.csv --as NAME")
     write_json_atomic(Path(run_dir) / "threshold.json", {"threshold": float(threshold), "source": source,
                                                          "saved": time.strftime("%Y-%m-%dT%H:%M:%S")})
 
