@@ -1,8 +1,10 @@
 """Triplets: each source tile (group) with its rotated variants, a page at a time."""
 
+import numpy as np
 import streamlit as st
 
 from app_pages import _ui
+from siamese_core import augment
 from siamese_core import dashboard as dash
 
 st.title("Triplets")
@@ -89,3 +91,23 @@ for start in range(0, len(shown), PER_ROW):
                     if highlight is not None and int(r["index"]) == int(highlight):
                         cap = "▶ " + cap
                     icol.image(images[int(r["index"])], caption=cap, width="stretch")
+
+with st.expander("What a new acquisition looks like"):
+    st.caption("Two tiles of one place are often two acquisitions: another season, sensor, sun or footprint. "
+               "One tile of this page through each distortion that models that (`prepare --distort …`), "
+               "then through a random few of them at once, as a second date might show it.")
+    a1, a2, a3 = st.columns([3, 1, 2], vertical_alignment="bottom")
+    tile = a1.selectbox("Tile", [int(i) for i in rows["index"]], key="triplets_acq_tile",
+                        format_func=lambda i: f"#{i} · group {int(manifest['group'].iloc[i])}")
+    seed = a2.number_input("Seed", min_value=0, step=1, key="triplets_acq_seed",
+                           help="Draws the distortions' parameters; the same seed gives the same images.")
+    if a3.toggle("Show the distortions", key="triplets_acq_show"):
+        img = images[int(tile)]
+        shown_acq = [("original", img)]
+        shown_acq += [(f"{kind} · {augment.describe(p)}", out)
+                      for kind, p, out in augment.each_distortion(img, np.random.default_rng(int(seed)))]
+        both, params = augment.acquisition(img, np.random.default_rng(int(seed)))
+        shown_acq.append((f"second date: {' + '.join(params)}", both))
+        for k in range(0, len(shown_acq), 4):
+            for gcol, (cap, out) in zip(st.columns(4), shown_acq[k:k + 4]):
+                gcol.image(out, caption=cap, width="stretch")

@@ -14,7 +14,8 @@ from pathlib import Path
 from .errors import SiameseError
 
 SOURCES = ("synthetic", "folder", "pix2pix", "hf-parquet", "hf-hub", "ab", "pairs-csv")
-DISTORTIONS = ("flip", "scale", "affine", "blur", "occlude", "brightness")
+DISTORTIONS = ("flip", "scale", "affine", "blur", "occlude", "brightness",
+               "color", "gamma", "haze", "shadow", "season", "resolution", "jpeg", "noise", "zoom", "shift")
 PRESETS = ("seed", "default")
 
 

@@ -50,10 +50,15 @@ def _gaussian_kernel(sigma):
 
 
 def augment_batch(x):
-    """Random rotation (any angle), mirror, zoom, brightness/contrast, blur and occlusion per image.
+    """Random rotation (any angle), mirror, zoom, brightness/contrast, colour balance, gamma, saturation,
+    haze, blur, coarser resolution, noise and occlusion per image.
 
+    Two tiles of one place are often two acquisitions (another season, sensor or atmosphere), so
+    besides the orientation the model must also learn to ignore radiometry and sensor quality.
     ``x``: float32 (B, S, S, 3) in [0, 1]. Rotation, mirror and zoom are one projective transform
-    about the centre with black fill, as in the stored variants.
+    about the centre with black fill, as in the stored variants. Everything is vectorised over the
+    batch; the blur sigma and the resampling factor are drawn once per batch, which images get them
+    per image.
     """
     b = tf.shape(x)[0]
     s = tf.cast(tf.shape(x)[1], tf.float32)
@@ -72,9 +77,33 @@ def augment_batch(x):
     contrast = tf.random.uniform([b, 1, 1, 1], 0.7, 1.3)
     bright = tf.random.uniform([b, 1, 1, 1], -0.15, 0.15)
     x = tf.clip_by_value((x - mean) * contrast + mean + bright, 0.0, 1.0)
+    # another acquisition: per-channel gain (colour balance), saturation and a haze veil on a random
+    # quarter are one affine colour map per image (a 3x3 matrix and an offset), then gamma
+    gain = tf.random.uniform([b, 3, 1], 0.8, 1.2)
+    sat = tf.random.uniform([b, 1, 1], 0.6, 1.4)
+    haze = tf.where(tf.random.uniform([b, 1, 1]) < 0.25, tf.random.uniform([b, 1, 1], 0.0, 0.35), 0.0)
+    veil = tf.random.uniform([b, 1, 1], 0.7, 0.9)
+    lum = tf.constant([[0.299], [0.587], [0.114]])  # row c: how much input channel c adds to the luminance
+    mix = gain * (sat * tf.eye(3) + (1.0 - sat) * lum) * (1.0 - haze)  # (B, 3 in, 3 out)
+    x = tf.reshape(tf.matmul(tf.reshape(x, [b, -1, 3]), mix) + veil * haze, tf.shape(x))
+    gamma = tf.exp(tf.random.uniform([b, 1, 1, 1], math.log(0.7), math.log(1.4)))
+    x = tf.exp(tf.math.log(tf.clip_by_value(x, 1e-6, 1.0)) * gamma)  # x ** gamma, cheaper than tf.pow
     # blur a random third of the batch
     blurred = tf.nn.depthwise_conv2d(x, _gaussian_kernel(tf.random.uniform([], 0.7, 2.0)), [1, 1, 1, 1], "SAME")
     x = tf.where(tf.random.uniform([b, 1, 1, 1]) < 0.3, blurred, x)
+    # a coarser sensor on a random quarter: down by f in 1.5-3 (area average), back up (bilinear);
+    # only the chosen images are resampled
+    size = tf.shape(x)[1:3]
+    small = tf.maximum(tf.cast(tf.round(tf.cast(size, tf.float32) / tf.random.uniform([], 1.5, 3.0)), tf.int32), 2)
+    pick = tf.where(tf.random.uniform([b]) < 0.25)
+    coarse = tf.image.resize(tf.image.resize(tf.gather_nd(x, pick), small, method="area"), size, method="bilinear")
+    x = tf.tensor_scatter_nd_update(x, pick, coarse)
+    # Gaussian sensor noise (sigma 0-0.03) on a random half; drawing normals is the costly part
+    pick = tf.where(tf.random.uniform([b]) < 0.5)
+    some = tf.gather_nd(x, pick)
+    sigma = tf.random.uniform(tf.stack([tf.shape(some)[0], 1, 1, 1]), 0.0, 0.03)
+    noisy = tf.clip_by_value(some + tf.random.normal(tf.shape(some)) * sigma, 0.0, 1.0)
+    x = tf.tensor_scatter_nd_update(x, pick, noisy)
     # black out a square patch in a random third of the batch
     side = tf.random.uniform([b, 1, 1], 0.15, 0.35) * s
     y0 = tf.random.uniform([b, 1, 1]) * (s - side)
