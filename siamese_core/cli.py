@@ -170,6 +170,18 @@ def cmd_calibrate(args) -> int:
     return 0
 
 
+def cmd_make_pairs(args) -> int:
+    from .pairsets import make_pairset
+    path = make_pairset(args.out, args.ab, args.tiles, per_place=args.per_place, n_tiles=args.tiles_n,
+                        split=args.split, test_fraction=args.test_fraction, seed=args.seed)
+    import csv
+    from collections import Counter
+    with open(path, newline="") as f:
+        kinds = Counter(r["kind"] for r in csv.DictReader(f))
+    print(f"{sum(kinds.values())} labelled pairs ({', '.join(f'{k} {n}' for k, n in sorted(kinds.items()))}) -> {path}")
+    return 0
+
+
 def cmd_score(args) -> int:
     from .inference import explain, score_csv
     scorer = _scorer(args)
@@ -273,6 +285,18 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--pairs", required=True, help="labelled CSV image_a,image_b,label (0 same place, 1 different)")
     s.add_argument("--as", dest="as_name", help="save the calibrated run as a new run of this name")
     s.set_defaults(func=cmd_calibrate)
+
+    s = sub.add_parser("make-pairs", help="labelled pairs of every kind from your own imagery, for calibrate/evaluate")
+    s.add_argument("--ab", help="folder with A/ and B/ (co-registered dates, matching file names)")
+    s.add_argument("--tiles", help="folder of single tiles (rotated, distorted and simulated second dates)")
+    s.add_argument("--out", required=True, help="output folder (tiles/ and pairs.csv)")
+    s.add_argument("--split", choices=("all", "calibration", "test"), default="all",
+                   help="keep only places/tiles hashed into this split (calibration and test never share one)")
+    s.add_argument("--test-fraction", type=float, default=0.25)
+    s.add_argument("--per-place", type=int, default=6, help="windows per A/B place (each gives 4 pairs)")
+    s.add_argument("--tiles-n", type=int, default=150, help="tiles drawn from --tiles (each gives 6 pairs)")
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(func=cmd_make_pairs)
 
     s = sub.add_parser("score", help="score two images, or a CSV of pairs (lower score = more alike)")
     s.add_argument("--run", help="run id (default: the model bundled with the package)")
