@@ -239,16 +239,18 @@ def pairs(name: str, cfg) -> dict:
 
 
 @st.cache_resource(max_entries=2, show_spinner="Loading the model (TensorFlow)…")
-def _scorer(ws: str, run_id: str, stamp: float):
+def _scorer(ws: str, run_id: str, stamp: tuple):
     from siamese_core.inference import Scorer
     return Scorer.from_run(run_id, ws)
 
 
 def scorer(run_id: str):
-    """The run's Scorer, loaded once per model file (key: workspace, run id, model.keras mtime)."""
+    """The run's Scorer, loaded once per model and fusion file (key: workspace, run id, the mtimes of
+    model.keras and fusion.json — a refitted fusion is picked up too)."""
     from siamese_core.runs import run_path
     ws = workspace()
-    return _scorer(str(ws), run_id, dash.mtime(run_path(run_id, ws) / "model.keras"))
+    d = run_path(run_id, ws)
+    return _scorer(str(ws), run_id, (dash.mtime(d / "model.keras"), dash.mtime(d / "fusion.json")))
 
 
 @st.cache_data(max_entries=8, show_spinner="Reading validation scores…")

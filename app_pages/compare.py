@@ -1,7 +1,17 @@
-"""Compare: upload two tiles and get the run's score and verdict, with the tiles as the model sees them."""
+"""Compare: upload two tiles and get the run's score and verdict, the evidence behind it (the learned
+distance and a geometric second opinion: keypoints that one rotation, scale and shift explain, drawn,
+and tile B laid onto tile A), and the tiles as the model sees them.
 
+The judgement comes from one library call (``Scorer.judge``); it is kept in the session per upload pair
+(bytes hash + run + model and fusion file times), so moving the blend slider only redraws.
+"""
+
+import hashlib
+
+import numpy as np
 import streamlit as st
 
+from app_pages import _geometry_view as gv
 from app_pages import _ui
 from siamese_core import dashboard as dash
 from siamese_core.errors import SiameseError
@@ -40,6 +50,40 @@ def _load_scorer():
         st.stop()
 
 
+def _stamp() -> tuple:
+    """What a cached judgement depends on besides the tiles: workspace, run, model and fusion files."""
+    from siamese_core.runs import run_path
+    d = run_path(rid, _ui.workspace())
+    return str(_ui.workspace()), rid, dash.mtime(d / "model.keras"), dash.mtime(d / "fusion.json")
+
+
+CACHE_ENTRIES = 8
+
+
+def _cached(key, make):
+    """``make()`` once per key in this session (a few entries, oldest dropped first)."""
+    cache = st.session_state.setdefault("_compare_cache", {})
+    if key not in cache:
+        value = make()
+        cache[key] = value
+        while len(cache) > CACHE_ENTRIES:
+            cache.pop(next(iter(cache)))
+    return cache[key]
+
+
+def _prepare(data: bytes, name: str):
+    """(Prepared tile, its cache key) for uploaded bytes; raises SiameseError for a bad file."""
+    key = ("prep", *_stamp(), hashlib.sha1(data).hexdigest())
+    return _cached(key, lambda: _load_scorer().prepare(data, name)), key
+
+
+def _judge(pa, pb, key=None):
+    """The run's Judgement of a prepared pair (cached under ``key`` when given)."""
+    def make():
+        return _load_scorer().judge([(pa, pb)], threshold)[0]
+    return _cached(("judge", *key), make) if key else make()
+
+
 cols = st.columns(2)
 tiles = {}
 for side, col in zip("ab", cols):
@@ -49,22 +93,24 @@ for side, col in zip("ab", cols):
                                                            "a square and resized like the training tiles.")
         if up is None:
             continue
-        scorer = _load_scorer()
         try:
-            tile = scorer.load(_read(up), up.name)
+            prep, pkey = _prepare(_read(up), up.name)
         except SiameseError as e:
             _ui.error(e)
             continue
-        tiles[side] = tile
+        tiles[side] = (prep, pkey)
+        tile = prep.tile
         st.image(tile, caption=f"{up.name} as the model sees it ({tile.shape[1]}×{tile.shape[0]} px)",
                  width=IMG_W)
 
 
-def verdict(score: float) -> None:
+def verdict(score: float, fused: bool = False) -> None:
     same = score <= threshold
     with st.container(border=True):
         v1, v2 = st.columns([1, 3], vertical_alignment="center")
-        v1.metric("Score", f"{score:.4f}", help="lower = more alike")
+        v1.metric("Score", f"{score:.4f}",
+                  help=("1 − P(same place), fused from the learned distance and the keypoint evidence; "
+                        if fused else "the model's own output; ") + "lower = more alike")
         if same:
             v2.success("**Same place** (score ≤ threshold)", icon=":material/check_circle:")
         else:
@@ -74,14 +120,51 @@ def verdict(score: float) -> None:
         st.markdown(sentence[:1].upper() + sentence[1:] + ".")
 
 
+def evidence(j, pa, pb, interactive: bool = True) -> None:
+    """The evidence behind a judgement: one sentence each, what pushed the verdict, the matches drawn
+    and (``interactive``) tile B warped onto tile A with a blend slider."""
+    geo = j.geo
+    st.subheader("The evidence")
+    st.markdown(f"**Keypoints:** {geo.sentence()}.  \n"
+                f"**Learned distance:** {j.distance:.4f} (the network's own output; lower = more alike)")
+    if j.contributions:
+        st.markdown("**What pushed the verdict** (log-odds: + toward *same place*, − toward *different places*)")
+        st.dataframe(gv.contribution_rows(j.contributions), hide_index=True, width="content",
+                     column_config={"log-odds push": st.column_config.NumberColumn(format="%+.2f")})
+    else:
+        st.caption("This run has no fusion (`fusion.json`): its score is the learned distance alone and the "
+                   "keypoints are a second opinion beside it. Fit one on labelled pairs with `calibrate`.")
+    if not geo.found:
+        st.info(f"No matches to draw and nothing to align: {geo.reason or 'no transform found'}.",
+                icon=":material/scatter_plot:")
+        return
+    m1, m2 = st.columns(2)
+    with m1:
+        drawn = len(gv.pick_lines(len(geo.points_a)))
+        st.image(gv.matches_image(pa.image, pb.image, geo.points_a, geo.points_b,
+                                  pa.features.factor, pb.features.factor),
+                 caption=f"Matches: tile A (left), tile B (right); {drawn} of {geo.inliers} inliers drawn",
+                 width="stretch")
+    if not interactive:
+        return
+    from siamese_core.geometry import warp_onto
+    with m2:
+        alpha = st.slider("Blend: 0 = tile A, 1 = tile B warped onto A", 0.0, 1.0, 0.5, 0.05, key="compare_blend")
+        warped = warp_onto(pa.image, pb.image, geo, working=True)
+        covered = warp_onto(pa.image, np.full_like(pb.image, 255), geo, working=True)
+        st.image(gv.blend(pa.image, warped, alpha, covered), width=IMG_W,
+                 caption="Tile B laid onto tile A by the transform found (tile A alone where B does not reach)")
+
+
 if len(tiles) == 2:
-    scorer = _load_scorer()
+    (pa, ka), (pb, kb) = tiles["a"], tiles["b"]
     try:
-        score = float(scorer.score_tiles(tiles["a"][None], tiles["b"][None])[0])
+        judgement = _judge(pa, pb, (ka, kb))
     except SiameseError as e:
         _ui.error(e)
     else:
-        verdict(score)
+        verdict(judgement.score, bool(judgement.contributions))
+        evidence(judgement, pa, pb)
 elif not tiles:
     st.info("Upload two tiles to compare them.", icon=":material/upload:")
 
@@ -99,13 +182,12 @@ with st.expander("No tiles at hand? Compare two images of the run's dataset"):
         if x3.button("Compare these", key="cmp_idx_go"):
             scorer = _load_scorer()
             imgs = _ui.tiles(ds, [ia, ib])
-            ta, tb = imgs[int(ia)], imgs[int(ib)]
-            if ta.shape[0] != scorer.size:
-                from siamese_core.images import to_tile
-                ta, tb = to_tile(ta, scorer.size), to_tile(tb, scorer.size)
+            pa, pb = scorer.prepare(np.asarray(imgs[int(ia)])), scorer.prepare(np.asarray(imgs[int(ib)]))
             g = ds.groups
             y1, y2 = st.columns(2)
-            y1.image(ta, caption=f"#{int(ia)} · group {int(g[ia])}", width=IMG_W)
-            y2.image(tb, caption=f"#{int(ib)} · group {int(g[ib])}", width=IMG_W)
+            y1.image(pa.tile, caption=f"#{int(ia)} · group {int(g[ia])}", width=IMG_W)
+            y2.image(pb.tile, caption=f"#{int(ib)} · group {int(g[ib])}", width=IMG_W)
             st.caption("Truth: " + ("same place" if g[ia] == g[ib] else "different places"))
-            verdict(float(scorer.score_tiles(ta[None], tb[None])[0]))
+            j = _judge(pa, pb)
+            verdict(j.score, bool(j.contributions))
+            evidence(j, pa, pb, interactive=False)

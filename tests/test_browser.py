@@ -154,3 +154,41 @@ def test_compare_then_threshold_in_chromium(server, browser):
     assert matrix.inner_text() != matrix_before  # the heatmap's numbers follow the slider
     assert "Traceback" not in page.locator("body").inner_text()
     page.close()
+
+
+def test_compare_shows_the_geometric_second_opinion_in_chromium(server, browser):
+    """A textured tile and its copy rotated 30°: the page draws the matches and says 'matched at'."""
+    import cv2
+
+    from siamese_core.augment import rotate
+    from siamese_core.sources.synthetic import synthetic_tile
+    a = synthetic_tile(0, 256)
+    files = []
+    for name, img in (("textured_a.png", a), ("textured_b.png", rotate(a, 30))):
+        p = server["tmp"] / name
+        cv2.imwrite(str(p), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+        files.append(str(p))
+    rid = _default_run(server["ws"])
+
+    page = browser.new_page(viewport={"width": 1400, "height": 2000})
+    page.set_default_timeout(60_000)
+    page.goto(f"{server['url']}/compare?run={rid}")
+    page.get_by_text("Compare two tiles").first.wait_for()
+    inputs = page.locator("input[type=file]")
+    inputs.first.wait_for(state="attached")
+    inputs.nth(0).set_input_files(files[0])
+    page.get_by_text("as the model sees it").first.wait_for(timeout=120_000)
+    inputs.nth(1).set_input_files(files[1])
+    page.get_by_text("matched at").first.wait_for(timeout=120_000)
+    page.get_by_text("inliers drawn").first.wait_for(timeout=60_000)
+    img = page.locator('[data-testid="stImage"]').filter(has_text="inliers drawn").locator("img").first
+    img.wait_for(timeout=60_000)
+    page.wait_for_function("(e) => e.complete && e.naturalWidth > 0", arg=img.element_handle(), timeout=60_000)
+    body = page.locator("body").inner_text()
+    assert re.search(r"matched at (2[7-9]|3[0-3])° rotation", body), body[:2000]
+    assert "Traceback" not in body and str(server["ws"]) not in body
+    shot = os.environ.get("COMPARE_SCREENSHOT")
+    if shot:
+        page.wait_for_timeout(1000)
+        page.screenshot(path=shot, full_page=True)
+    page.close()
