@@ -168,9 +168,10 @@ def require_dataset():
         st.stop()
 
 
-def require_finished_run():
-    """(run_id, run_dir, RunConfig) of the active run if it has a model, else a message and st.stop()."""
-    from siamese_core.runs import read_config, read_status, run_path
+def require_finished_run(scores: bool = True):
+    """(run_id, run_dir, RunConfig) of the active run if it has a model (and, with ``scores``, validation
+    scores to show), else a message and st.stop()."""
+    from siamese_core.runs import is_bundled, read_config, read_status, run_path
     rid = active_run()
     if rid is None:
         st.info("There is no trained run yet. Train one on **Train** (for a first try on a CPU, set a few epochs "
@@ -183,7 +184,13 @@ def require_finished_run():
     except (SiameseError, OSError, ValueError) as e:
         error(e)
         st.stop()
-    if not (d / "model.keras").exists() or not (d / "val_scores.npz").exists():
+    if scores and (d / "model.keras").exists() and not (d / "val_scores.npz").exists() and is_bundled(d):
+        st.info(f"The bundled run **{rid}** ships without validation scores: its numbers are in its model card "
+                f"(siamese_core/pretrained/MODEL_CARD.md). Train a run, or pick one in the sidebar, to tune a threshold "
+                f"here; `python -m siamese_core calibrate --run {rid} --pairs LABELLED.csv --as NAME` fits it to "
+                f"your imagery.", icon=":material/info:")
+        st.stop()
+    if not (d / "model.keras").exists() or (scores and not (d / "val_scores.npz").exists()):
         status = read_status(d).get("status", "unknown")
         st.info(f"Run **{rid}** has no trained model yet (status: {status}). Wait for it to finish on **Train**, "
                 f"or pick a finished run in the sidebar.", icon=":material/hourglass_top:")
@@ -274,5 +281,5 @@ def evaluation(run_id: str, exclude_identical: bool) -> dict:
     return _evaluation(str(ws), run_id, dash.mtime(run_path(run_id, ws) / "val_scores.npz"), exclude_identical)
 
 
-def score_note(preset: str | None, threshold: float | None = None) -> None:
-    st.caption(dash.score_direction(preset, threshold))
+def score_note(preset: str | None, threshold: float | None = None, fused: bool = False) -> None:
+    st.caption(dash.score_direction(preset, threshold, fused))

@@ -17,13 +17,14 @@ from siamese_core import dashboard as dash
 from siamese_core.errors import SiameseError
 from siamese_core.images import IMAGE_EXTENSIONS
 from siamese_core.runs import read_threshold
+from siamese_core.store import list_datasets
 
 TYPES = [e.lstrip(".") for e in IMAGE_EXTENSIONS]
 MAX_MB = 50
 IMG_W = 320
 
 st.title("Compare two tiles")
-rid, run_dir, cfg = _ui.require_finished_run()
+rid, run_dir, cfg = _ui.require_finished_run(scores=False)
 try:
     threshold = read_threshold(run_dir)  # read fresh: the Threshold page may have saved a new one
 except (OSError, ValueError, KeyError) as e:
@@ -31,7 +32,7 @@ except (OSError, ValueError, KeyError) as e:
     st.stop()
 st.markdown(f"Run **{rid}** ({cfg.model.preset} preset, trained on `{cfg.dataset}`, {cfg.model.size} px tiles). "
             f"Decision threshold **{threshold:.4f}** — change it on **Threshold**.")
-_ui.score_note(cfg.model.preset, threshold)
+_ui.score_note(cfg.model.preset, threshold, fused=(run_dir / "fusion.json").exists())
 
 
 def _read(upload):
@@ -168,12 +169,16 @@ if len(tiles) == 2:
 elif not tiles:
     st.info("Upload two tiles to compare them.", icon=":material/upload:")
 
-with st.expander("No tiles at hand? Compare two images of the run's dataset"):
+# the run's own dataset, else the one active in the sidebar (the bundled model's training data is not here)
+_pick_ds = cfg.dataset if cfg.dataset in list_datasets(_ui.workspace()) else _ui.active_dataset()
+with st.expander(f"No tiles at hand? Compare two images of dataset `{_pick_ds}`" if _pick_ds
+                 else "No tiles at hand? Make a dataset on Home / data, then compare two of its images here"):
     try:
-        ds = _ui.dataset(cfg.dataset)
+        ds = _ui.dataset(_pick_ds) if _pick_ds else None
     except SiameseError as e:
         _ui.error(e)
-    else:
+        ds = None
+    if ds is not None:
         n = len(ds)
         x1, x2, x3 = st.columns([1, 1, 1], vertical_alignment="bottom")
         ia = x1.number_input("Image index A", 0, n - 1, 0, key="cmp_idx_a")

@@ -93,10 +93,11 @@ else:
 
 # --- live view -----------------------------------------------------------------------------------------
 all_runs = dash.run_rows(ws)
+trained_here = [r for r in all_runs if not r["bundled"]]  # the bundled model was not trained in this workspace
 job = runs.active_job(ws)
-watch = job or st.session_state.get("train_watch") or (all_runs[0]["run"] if all_runs else None)
-if watch and watch not in [r["run"] for r in all_runs]:
-    watch = all_runs[0]["run"] if all_runs else None
+watch = job or st.session_state.get("train_watch") or (trained_here[0]["run"] if trained_here else None)
+if watch and watch not in [r["run"] for r in trained_here]:
+    watch = trained_here[0]["run"] if trained_here else None
 
 
 @st.fragment(run_every=_ui.POLL_S if job else None)

@@ -124,6 +124,7 @@ class ModelConfig(_Config):
     size: int = 128
     embedding: int = 128
     width: int = 32
+    normalize: bool = False  # per-tile exposure/colour standardisation first (the default preset turns it on)
 
     def __post_init__(self):
         _check(self.preset in PRESETS, f"unknown preset {self.preset!r}; choose one of {', '.join(PRESETS)}")
@@ -165,7 +166,7 @@ def preset_defaults(preset: str) -> tuple[PairsConfig, ModelConfig, TrainConfig]
                             augment=False, threshold=0.2))
     if preset == "default":
         return (PairsConfig(identical=False, negatives=2),
-                ModelConfig(preset="default"),
+                ModelConfig(preset="default", normalize=True),
                 TrainConfig(epochs=20, batch_size=64, optimizer="adam", learning_rate=0.002, augment=True))
     raise SiameseError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
 

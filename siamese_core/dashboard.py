@@ -70,10 +70,13 @@ def user_message(err: BaseException, workspace=None, keep: tuple[str, ...] = ())
     return scrub_paths(msg.splitlines()[0] if msg else type(err).__name__, workspace, keep)
 
 
-def score_direction(preset: str | None, threshold: float | None = None) -> str:
+def score_direction(preset: str | None, threshold: float | None = None, fused: bool = False) -> str:
     """The sentence every page that shows scores carries."""
     t = f" (threshold {threshold:.4f})" if threshold is not None else ""
-    if preset == "seed":
+    if fused:
+        what = (f"this run's score is **fused**: 1 − P(same place) in [0, 1]{t} from the learned distance and the "
+                f"keypoint evidence, calibrated on labelled pairs")
+    elif preset == "seed":
         what = f"this run uses the **seed** preset: its score is a sigmoid in [0, 1]{t}, 0.2 by default"
     elif preset == "default":
         what = f"this run uses the **default** preset: its score is an embedding distance in [0, 2]{t}, calibrated on validation pairs"
@@ -127,7 +130,7 @@ def dataset_rows(workspace=None) -> list[dict]:
 
 def run_rows(workspace=None) -> list[dict]:
     """One row per run, newest first: id, status, preset, dataset, progress, threshold, error."""
-    from .runs import list_runs, read_config, read_status, run_path
+    from .runs import is_bundled, list_runs, read_config, read_status, run_path
     rows = []
     for rid in list_runs(workspace):
         d = run_path(rid, workspace)
@@ -149,8 +152,9 @@ def run_rows(workspace=None) -> list[dict]:
                      "threshold": thr, "threshold_source": thr_src, "device": st.get("device") or "",
                      "started": st.get("started") or "", "ended": st.get("ended") or "",
                      "error": st.get("error") or "", "has_model": (d / "model.keras").exists(),
-                     "_mtime": mtime(d / "config.json")})
-    rows.sort(key=lambda r: (r["_mtime"], r["run"]), reverse=True)
+                     "bundled": is_bundled(d), "_mtime": mtime(d / "config.json")})
+    # newest first; the bundled model last (any run trained here is closer to the user's imagery)
+    rows.sort(key=lambda r: (not r["bundled"], r["_mtime"], r["run"]), reverse=True)
     return rows
 
 

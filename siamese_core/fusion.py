@@ -118,7 +118,8 @@ class Fusion:
 def fit_fusion(rows, labels, names=None, l2: float = 1e-3, fitted_on: str = "") -> Fusion:
     """Fit the logistic fusion on feature rows and labels (0 = same place, 1 = different).
 
-    Features whose weight comes out with the wrong sign (see FEATURES) are dropped and the rest refitted.
+    Constant features are left out; features whose weight comes out with the wrong sign (see FEATURES)
+    are dropped and the rest refitted.
     The threshold is the score with the best balanced accuracy on these pairs."""
     y = np.asarray(labels).astype(int).reshape(-1)
     if len(y) != len(rows) or len(y) == 0:
@@ -128,6 +129,7 @@ def fit_fusion(rows, labels, names=None, l2: float = 1e-3, fitted_on: str = "") 
                            f"label {int(y[0])} in {len(y)} pairs")
     names = list(names or FEATURES)
     t = (y == 0).astype(float)  # target: same place
+    names = [n for n, sd in zip(names, _matrix(rows, names).std(0)) if sd > 1e-9] or names[:1]  # constant: no evidence
     while True:
         x = _matrix(rows, names)
         mean, std = x.mean(0), x.std(0)

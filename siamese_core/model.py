@@ -64,6 +64,24 @@ class DiskMask(layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="siamese_core")
+class Standardize(layers.Layer):
+    """Per tile and channel: subtract the mean, divide by the standard deviation. Two acquisitions of one
+    place differ most in exposure and colour balance; after this layer those differences are gone."""
+
+    def __init__(self, floor: float = 0.02, **kwargs):
+        super().__init__(**kwargs)
+        self.floor = float(floor)
+
+    def call(self, x):
+        mean = ops.mean(x, axis=(1, 2), keepdims=True)
+        std = ops.sqrt(ops.mean(ops.square(x - mean), axis=(1, 2), keepdims=True))
+        return (x - mean) / ops.maximum(std, self.floor)
+
+    def get_config(self):
+        return {**super().get_config(), "floor": self.floor}
+
+
+@keras.saving.register_keras_serializable(package="siamese_core")
 class L2Normalize(layers.Layer):
     """Scale each embedding to unit length."""
 
@@ -92,9 +110,10 @@ def _conv(x, filters, strides=1):
     return layers.Activation("relu")(x)
 
 
-def default_tower(size: int = 128, width: int = 32, embedding: int = 128) -> keras.Model:
+def default_tower(size: int = 128, width: int = 32, embedding: int = 128, normalize: bool = False) -> keras.Model:
     inp = keras.Input((size, size, 3))
-    x = DiskMask()(inp)
+    x = Standardize()(inp) if normalize else inp
+    x = DiskMask()(x)
     x = _conv(x, width, strides=2)  # one cheap full-resolution layer, then straight to 1/4 scale
     x = layers.MaxPooling2D(2)(x)
     x = _conv(x, width * 2)
@@ -112,7 +131,8 @@ def default_tower(size: int = 128, width: int = 32, embedding: int = 128) -> ker
 
 def build_model(cfg: ModelConfig) -> keras.Model:
     """The Siamese model for ``cfg.preset``: inputs (tile_a, tile_b) as float32 in [0, 1]."""
-    tower = seed_tower(cfg.size) if cfg.preset == "seed" else default_tower(cfg.size, cfg.width, cfg.embedding)
+    tower = (seed_tower(cfg.size) if cfg.preset == "seed"
+             else default_tower(cfg.size, cfg.width, cfg.embedding, cfg.normalize))
     return assemble(tower, cfg.preset)
 
 

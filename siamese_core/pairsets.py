@@ -38,9 +38,10 @@ TILE_KINDS = ("rotated", "distorted", "simulated_dates")
 COPY_DISTORTIONS = ("flip", "scale", "affine", "blur", "occlude", "brightness")
 
 
-def split_of(name: str, test_fraction: float, seed: int = 0) -> str:
-    """'test' or 'calibration' for a place or tile name, stable across runs and machines."""
-    h = int(hashlib.sha1(f"{seed}:{name}".encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+def split_of(name: str, test_fraction: float) -> str:
+    """'test' or 'calibration' for a place or tile name: stable across runs, seeds and machines, so pair
+    sets drawn with different seeds still never put one place on both sides."""
+    h = int(hashlib.sha1(name.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
     return "test" if h < test_fraction else "calibration"
 
 
@@ -77,7 +78,7 @@ class _Writer:
         self.rows.append((a, self.tile(b), label, kind))
 
 
-def _ab_pairs(w: _Writer, ab: Path, rng, per_place: int, split: str, test_fraction: float, seed: int) -> int:
+def _ab_pairs(w: _Writer, ab: Path, rng, per_place: int, split: str, test_fraction: float) -> int:
     a_dir, b_dir = ab / "A", ab / "B"
     if not (a_dir.is_dir() and b_dir.is_dir()):
         raise SiameseError(f"{ab}: needs folders A/ and B/ with matching file names (one place on two dates)")
@@ -85,7 +86,7 @@ def _ab_pairs(w: _Writer, ab: Path, rng, per_place: int, split: str, test_fracti
     places = []
     for pa in _images(a_dir):
         pb = b_by_stem.get(pa.stem)
-        if pb is not None and (split == "all" or split_of(pa.stem, test_fraction, seed) == split):
+        if pb is not None and (split == "all" or split_of(pa.stem, test_fraction) == split):
             A, B = decode_image(pa), decode_image(pb)
             h, wd = min(A.shape[0], B.shape[0]), min(A.shape[1], B.shape[1])
             places.append((pa.stem, A[:h, :wd], B[:h, :wd]))
@@ -124,9 +125,9 @@ def _ab_pairs(w: _Writer, ab: Path, rng, per_place: int, split: str, test_fracti
     return count
 
 
-def _tile_pairs(w: _Writer, folder: Path, rng, n: int, split: str, test_fraction: float, seed: int) -> int:
+def _tile_pairs(w: _Writer, folder: Path, rng, n: int, split: str, test_fraction: float) -> int:
     files = [p for p in _images(folder)
-             if split == "all" or split_of(str(p.relative_to(folder)), test_fraction, seed) == split]
+             if split == "all" or split_of(str(p.relative_to(folder)), test_fraction) == split]
     if len(files) < 2:
         raise SiameseError(f"{folder}: need at least 2 readable tiles in split {split!r}")
     count = 0
@@ -170,9 +171,9 @@ def make_pairset(out: str | Path, ab: str | Path | None = None, tiles: str | Pat
     w = _Writer(out)
     rng = np.random.default_rng(seed)
     if ab:
-        _ab_pairs(w, Path(ab), rng, per_place, split, test_fraction, seed)
+        _ab_pairs(w, Path(ab), rng, per_place, split, test_fraction)
     if tiles:
-        _tile_pairs(w, Path(tiles), rng, n_tiles, split, test_fraction, seed)
+        _tile_pairs(w, Path(tiles), rng, n_tiles, split, test_fraction)
     path = out / "pairs.csv"
     with open(path, "w", newline="") as f:
         cw = csv.writer(f)

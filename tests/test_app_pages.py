@@ -152,8 +152,14 @@ def test_every_page_explains_what_is_missing_on_an_empty_workspace(empty_ws, pag
     body = texts(at)
     if page in ("triplets", "pairs", "train"):
         assert "Home / data" in body
-    if page in ("compare", "threshold"):
+    from siamese_core.runs import BUNDLED_DIR
+    if page in ("compare", "threshold") and not (BUNDLED_DIR / "model.keras").exists():
         assert "no trained run" in body.lower()
+    elif page == "compare":  # the bundled model answers at once
+        assert "pretrained" in body and "no trained run" not in body.lower()
+        widget(at, "file_uploader", "cmp_upload_a")
+    elif page == "threshold":
+        assert "ships without validation scores" in body
     assert list((empty_ws / "datasets").iterdir()) == []  # no dataset was made behind the user's back
 
 
@@ -353,8 +359,8 @@ def test_train_page_launches_refuses_a_second_job_and_shows_curves(train_ws):
     widget(at, "selectbox", "train_precision").set_value("mixed_bfloat16")
     widget(at, "button", "train_launch").click().run()
     ok(at)
-    assert list_runs(ws) == ["ui1"]
-    from siamese_core.runs import read_config
+    from siamese_core.runs import PRETRAINED, read_config
+    assert [r for r in list_runs(ws) if r != PRETRAINED] == ["ui1"]
     assert read_config(run_path("ui1", ws)).train.precision == "mixed_bfloat16"  # the form's choice reaches the run
     try:
         # a second launch while the first job holds the lock: the RunError's one line, no exception

@@ -1,0 +1,126 @@
+"""The geometric second opinion and the fused verdict, on hand-made tiles with known answers."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import cv2
+import numpy as np
+import pytest
+
+from siamese_core import geometry as G
+from siamese_core.errors import RunError, SiameseError
+from siamese_core.fusion import FEATURES, Fusion, feature_row, fit_fusion
+from siamese_core.sources.synthetic import synthetic_tile
+
+
+@pytest.fixture(scope="module")
+def tile():
+    return synthetic_tile(3, 256, seed=0)
+
+
+def _turn(img, angle, scale=1.0, mirror=False):
+    h, w = img.shape[:2]
+    src = np.ascontiguousarray(img[:, ::-1]) if mirror else img
+    return cv2.warpAffine(src, cv2.getRotationMatrix2D((w / 2, h / 2), angle, scale), (w, h))
+
+
+@pytest.mark.parametrize("angle,scale", [(37.0, 1.0), (-120.0, 1.0), (15.0, 1.6), (75.0, 0.7)])
+def test_recovers_a_known_rotation_and_scale(tile, angle, scale):
+    m = G.match_tiles(tile, _turn(tile, angle, scale))
+    assert m.found and m.inliers >= 20
+    assert abs((m.angle - angle + 180) % 360 - 180) < 2.0  # within 2 degrees
+    assert abs(m.scale / scale - 1) < 0.05                 # within 5 %
+    assert not m.mirrored
+    assert f"{round(angle)}° rotation" in m.sentence() and "inliers" in m.sentence()
+
+
+def test_a_mirrored_copy_is_found_as_mirrored(tile):
+    m = G.match_tiles(tile, _turn(tile, 30.0, mirror=True))
+    assert m.found and m.mirrored and m.inliers >= 20 and "mirrored" in m.sentence()
+
+
+def test_transform_maps_b_onto_a_in_original_pixels(tile):
+    big = cv2.resize(tile, (640, 640), interpolation=cv2.INTER_CUBIC)  # B is A at 2.5x, larger than MAX_SIDE
+    m = G.match_tiles(tile, big)
+    assert abs(m.scale - 2.5) / 2.5 < 0.05
+    t = np.array(m.transform)
+    assert np.allclose(t @ [639.0, 639.0, 1.0], [255.5, 255.5], atol=3.0)  # B's corner lands on A's
+    warped = G.warp_onto(tile, big, m)
+    assert warped.shape == tile.shape
+    assert np.mean(np.abs(warped.astype(float) - tile)) < 12
+
+
+def test_unrelated_tiles_have_little_evidence(tile):
+    other = synthetic_tile(11, 256, seed=5)
+    same, diff = G.match_tiles(tile, _turn(tile, 50.0)), G.match_tiles(tile, other)
+    assert diff.inliers < 12 < same.inliers
+    assert diff.structure < same.structure
+
+
+@pytest.mark.parametrize("b", [np.zeros((256, 256, 3), np.uint8), np.full((40, 900, 3), 128, np.uint8)])
+def test_no_evidence_gives_a_reason_not_a_crash(tile, b):
+    m = G.match_tiles(tile, b)
+    assert not m.found and m.inliers == 0 and "no keypoints" in m.reason
+    assert m.sentence().startswith("no geometric match")
+    assert set(m.as_row()) >= {"inliers", "angle", "scale", "geometry"}
+
+
+def test_same_frame_edges_agree_across_a_change_of_light(tile):
+    f = tile.astype(np.float32)
+    relit = np.clip(255 - (f * 0.6 + 40), 0, 255).astype(np.uint8)  # inverted contrast and darker
+    m = G.match_tiles(tile, relit)
+    assert m.structure_identity > 0.5
+    assert G.match_tiles(tile, synthetic_tile(12, 256, seed=9)).structure_identity < 0.3
+
+
+def _rows(n, rng):
+    same = [{"distance": rng.uniform(0, .8), "sift": math.log1p(rng.integers(10, 200)), "orb": 0.0,
+             "structure": rng.uniform(.3, 1), "structure_identity": 0.0} for _ in range(n)]
+    diff = [{"distance": rng.uniform(.4, 1.4), "sift": math.log1p(rng.integers(0, 12)), "orb": 0.0,
+             "structure": rng.uniform(-.1, .4), "structure_identity": 0.0} for _ in range(n)]
+    return same + diff, [0] * n + [1] * n
+
+
+def test_fusion_ranks_and_round_trips_as_plain_json():
+    rows, y = _rows(200, np.random.default_rng(0))
+    f = fit_fusion(rows, y)
+    s = f.scores(rows)
+    assert s[:200].mean() < f.threshold < s[200:].mean()
+    assert np.mean((s > f.threshold) == np.array(y, bool)) > 0.9
+    g = Fusion.from_dict(json.loads(json.dumps(f.to_dict())))
+    assert np.allclose(g.scores(rows), s)
+    c = f.contributions(rows[0])
+    assert set(c) == set(f.names) and c["sift"] > 0  # many inliers push toward "same"
+
+
+def test_fusion_never_lets_evidence_count_backwards():
+    rng = np.random.default_rng(1)
+    rows, y = _rows(100, rng)
+    for r, lab in zip(rows, y):  # a feature that happens to be higher for different places in this sample
+        r["orb"] = math.log1p(20 if lab else 1)
+    f = fit_fusion(rows, y)
+    assert "orb" not in f.names
+    assert all(w * FEATURES[n] > 0 for n, w in zip(f.names, f.weights))
+
+
+def test_fusion_refuses_one_class_and_malformed_files(tmp_path):
+    rows, _ = _rows(10, np.random.default_rng(2))
+    with pytest.raises(SiameseError, match="both same-place"):
+        fit_fusion(rows, [0] * len(rows))
+    p = tmp_path / "fusion.json"
+    p.write_text(json.dumps({"kind": "logistic", "names": ["distance", "evil"], "mean": [0, 0], "std": [1, 1],
+                             "weights": [1, 1], "bias": 0}))
+    with pytest.raises(RunError, match="unknown feature"):
+        Fusion.load(p)
+    p.write_text("{not json")
+    with pytest.raises(RunError, match="cannot read fusion"):
+        Fusion.load(p)
+
+
+def test_feature_row_from_a_match(tile):
+    m = G.match_tiles(tile, _turn(tile, 10.0))
+    r = feature_row(0.25, m)
+    assert r["distance"] == 0.25 and r["sift"] == pytest.approx(math.log1p(m.sift_inliers))
+    assert set(r) == set(FEATURES)

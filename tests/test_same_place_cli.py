@@ -1,0 +1,106 @@
+"""Same place, end to end as a user runs it: labelled pairs from an A/B folder, calibrate, evaluate per
+kind, and `score` with no --run (the bundled model) on tiles of other sizes."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from siamese_core.augment import acquisition
+from siamese_core.runs import BUNDLED_DIR
+from siamese_core.sources.synthetic import synthetic_tile
+
+from conftest import cli
+
+
+def _write(path, img):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+
+
+@pytest.fixture(scope="module")
+def imagery(tmp_path_factory):
+    """An A/B folder (5 places on two simulated dates, 384 px) and a folder of 6 single tiles."""
+    root = tmp_path_factory.mktemp("imagery")
+    for i in range(5):
+        t = synthetic_tile(i, 384, seed=3)
+        _write(root / "ab" / "A" / f"p{i}.png", t)
+        _write(root / "ab" / "B" / f"p{i}.png", acquisition(t, np.random.default_rng(i), k=2)[0])
+    for i in range(6):
+        _write(root / "tiles" / f"t{i}.png", synthetic_tile(20 + i, 200, seed=4))
+    return root
+
+
+@pytest.fixture(scope="module")
+def labelled(imagery):
+    out = imagery / "pairs"
+    assert cli("make-pairs", "--ab", imagery / "ab", "--tiles", imagery / "tiles", "--out", out,
+               "--per-place", 2, "--tiles-n", 4, "--seed", 7) == 0
+    return out / "pairs.csv"
+
+
+def test_make_pairs_writes_every_kind_balanced_and_seeded(imagery, labelled, tmp_path):
+    rows = list(csv.DictReader(open(labelled)))
+    kinds = {r["kind"] for r in rows}
+    assert kinds == {"two_dates", "two_dates_rot_scale", "rotated", "distorted", "simulated_dates"}
+    for k in kinds:
+        labels = [r["label"] for r in rows if r["kind"] == k]
+        assert labels.count("0") == labels.count("1") > 0
+    assert all((labelled.parent / r["image_b"]).exists() for r in rows)
+    again = tmp_path / "again"
+    assert cli("make-pairs", "--ab", imagery / "ab", "--tiles", imagery / "tiles", "--out", again,
+               "--per-place", 2, "--tiles-n", 4, "--seed", 7) == 0
+    assert (again / "pairs.csv").read_text() == labelled.read_text()
+    first = [r for r in rows if r["kind"] == "two_dates"][0]
+    assert (cv2.imread(str(labelled.parent / first["image_b"])) == cv2.imread(
+        str(again / first["image_b"]))).all()
+
+
+def test_calibrate_then_evaluate_per_kind(tiny_ws, labelled, capsys):
+    assert cli("--workspace", tiny_ws, "calibrate", "--run", "def1", "--pairs", labelled, "--as", "def1cal") == 0
+    out = capsys.readouterr().out
+    assert "fusion fitted on" in out
+    fusion = json.loads((tiny_ws / "runs" / "def1cal" / "fusion.json").read_text())
+    assert fusion["kind"] == "logistic" and "sift" in fusion["names"] or "structure" in fusion["names"]
+    assert not (tiny_ws / "runs" / "def1" / "fusion.json").exists()  # --as leaves the original alone
+    assert cli("--workspace", tiny_ws, "evaluate", "--run", "def1cal", "--pairs", labelled, "--json") == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert set(rep["kinds"]) == {"two_dates", "two_dates_rot_scale", "rotated", "distorted", "simulated_dates", "all"}
+    # a 3-step model knows nothing; the geometric evidence still separates rotated copies
+    assert rep["kinds"]["rotated"]["roc_auc_score"] >= 0.9
+    assert rep["kinds"]["rotated"]["roc_auc_inliers"] >= 0.9
+    assert (tiny_ws / "runs" / "def1cal" / "evaluations" / "pairs.json").exists()
+
+
+def test_calibrate_refuses_a_csv_without_labels(tiny_ws, tmp_path, capsys):
+    p = tmp_path / "p.csv"
+    p.write_text("image_a,image_b\na.png,b.png\n")
+    assert cli("--workspace", tiny_ws, "calibrate", "--run", "def1", "--pairs", p, "--as", "x") == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no 'label' column" in err
+
+
+@pytest.mark.skipif(not (BUNDLED_DIR / "model.keras").exists(), reason="no bundled model in this checkout")
+def test_score_without_run_uses_the_bundled_model_on_any_size(imagery, tmp_path, capsys, ws):
+    t = synthetic_tile(7, 600, seed=11)
+    h = 600
+    turned = cv2.warpAffine(t, cv2.getRotationMatrix2D((h / 2, h / 2), 35, 0.7), (h, h))
+    small = cv2.resize(turned, (420, 420), interpolation=cv2.INTER_AREA)  # another size and resolution
+    _write(tmp_path / "a.jpg", t)
+    _write(tmp_path / "b.png", small)
+    _write(tmp_path / "c.png", synthetic_tile(8, 300, seed=12))
+    (tmp_path / "pairs.csv").write_text("image_a,image_b\na.jpg,b.png\na.jpg,c.png\na.jpg,missing.png\n")
+    assert cli("score", "--pairs", tmp_path / "pairs.csv", "--out", tmp_path / "out.csv") == 0
+    cap = capsys.readouterr()
+    assert "bundled model 'pretrained'" in cap.err and "line 4" in cap.err
+    rows = list(csv.DictReader(open(tmp_path / "out.csv")))
+    assert float(rows[0]["score"]) < float(rows[1]["score"])
+    assert rows[0]["same_place"] == "true" and rows[1]["same_place"] == "false"
+    assert abs(float(rows[0]["angle"]) - 35) < 2 and int(rows[0]["inliers"]) > 20
+    assert rows[2]["score"] == "" and "missing.png" in rows[2]["error"]
+    assert cli("score", tmp_path / "a.jpg", tmp_path / "b.png") == 0
+    assert "matched at 35° rotation" in capsys.readouterr().out
