@@ -31,7 +31,8 @@ from siamese_core.augment import acquisition  # noqa: E402
 from siamese_core.images import IMAGE_EXTENSIONS, decode_image  # noqa: E402
 from siamese_core.pairsets import make_pairset, split_of  # noqa: E402
 
-BUNDLE_FILES = ("config.json", "model.keras", "threshold.json", "fusion.json", "status.json")
+BUNDLE_FILES = ("config.json", "model.keras", "threshold.json", "fusion.json", "status.json",
+                "calibration_scores.npz")
 TEST_FRACTION = 0.25
 
 
@@ -101,6 +102,10 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     for f in BUNDLE_FILES:
         shutil.copy2(run_dir / f, out / f)
+    with np.load(out / "calibration_scores.npz") as z:  # the bundle carries no paths of the build machine
+        kept = {k: z[k] for k in z.files}
+    kept["path_a"] = kept["path_b"] = np.array([""] * len(kept["score"]))
+    np.savez(out / "calibration_scores.npz", **kept)
     st = json.loads((out / "status.json").read_text())
     (out / "status.json").write_text(json.dumps({k: st[k] for k in ("status", "device", "started", "updated") if k in st},
                                                 indent=2))

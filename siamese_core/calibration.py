@@ -69,12 +69,31 @@ def calibrate(scorer: Scorer, pairs_csv: Path, into: str | None = None, workspac
             raise SiameseError(f"run {into!r} already exists; choose another --as NAME")
         shutil.copytree(run_dir, target, ignore=shutil.ignore_patterns("MODEL_CARD.md", "*.tmp*"))
         run_dir = target
+    fused = fusion.scores(feats)
+    save_calibration_scores(run_dir, fused, y, rows, Path(pairs_csv).parent, js)
     fusion.save(run_dir / "fusion.json")
     save_threshold(run_dir, fusion.threshold, "calibrated (fusion)")
-    fused = fusion.scores(feats)
     rep = {"run": run_dir.name, "fusion": fusion.to_dict(), "pairs": len(y),
            "roc_auc": roc_auc(fused, y), "accuracy": metrics_at(fused, y, fusion.threshold).accuracy}
     return rep
+
+
+CALIBRATION_SCORES = "calibration_scores.npz"
+
+
+def save_calibration_scores(run_dir: Path, scores, labels, rows, base: Path, js) -> None:
+    """The fused scores of the calibration pairs, with their labels, kinds, image paths and evidence:
+    what the Threshold page sweeps for a fused run (the model is not run again)."""
+    def path(p):
+        q = Path(p.strip())
+        return str(q if q.is_absolute() else (base / q).resolve())
+    tmp = Path(run_dir) / f".{CALIBRATION_SCORES}.tmp.npz"
+    np.savez(tmp, score=np.asarray(scores, np.float32), label=np.asarray(labels, np.uint8),
+             kind=np.array([r.get("kind", "").strip() for r in rows]),
+             path_a=np.array([path(r["image_a"]) for r in rows]), path_b=np.array([path(r["image_b"]) for r in rows]),
+             distance=np.array([j.distance for j in js], np.float32),
+             inliers=np.array([j.geo.inliers for j in js], np.int32))
+    tmp.replace(Path(run_dir) / CALIBRATION_SCORES)
 
 
 def evaluate_pairs(scorer: Scorer, pairs_csv: Path, threshold: float | None = None, progress=None) -> dict:
@@ -103,4 +122,4 @@ def evaluate_pairs(scorer: Scorer, pairs_csv: Path, threshold: float | None = No
     return out
 
 
-__all__ = ["read_labelled", "judged", "calibrate", "evaluate_pairs"]
+__all__ = ["read_labelled", "judged", "calibrate", "evaluate_pairs", "save_calibration_scores", "CALIBRATION_SCORES"]
