@@ -61,6 +61,59 @@ def stage(temporal: Path, aerial: Path, out: Path, seed: int) -> dict:
     return n
 
 
+def model_card(build: dict, fusion: dict) -> str:
+    rows = "\n".join(f"| {k} | {e['pairs']} | {e['roc_auc_score']} | {e['accuracy']} | {e['roc_auc_distance']} | "
+                     f"{e['roc_auc_inliers']} | {e['roc_auc_structure']} |" for k, e in build["test"].items())
+    weights = ", ".join(f"{n} {w:+.2f}" for n, w in zip(fusion["names"], fusion["weights"]))
+    return f"""# Model card: the bundled run `pretrained`
+
+What answers `score` with no `--run`, and Compare on a fresh workspace. Rebuilt by one command:
+
+    {build['command'].strip()}
+
+(seed {build['seed']}, {build['epochs']} epochs; built {build['built']}; {build['train_minutes']} min to train on the build
+machine's CPU). The files here are that command's output, nothing edited by hand: `model.keras` (the twin
+network, loads with Keras `safe_mode`), `fusion.json` (the fused verdict), `threshold.json`, `config.json`,
+`calibration_scores.npz` (the fused scores of the calibration pairs, for the Threshold page) and `build.json`.
+
+## What it is
+- **Learned part:** the `default` preset (per-tile standardisation, disc mask, ReLU/BN CNN with global pooling,
+  L2-normalised 128-d embeddings) trained with in-batch negatives on same-place pairs, with rotation, mirror,
+  zoom, exposure, colour gain, gamma, saturation, haze, noise, resolution loss, blur and occlusion on the fly.
+- **Geometric part:** SIFT/ORB keypoints + RANSAC similarity transform (no training).
+- **Fused verdict:** logistic model, weights (log-odds per standard deviation, toward "same place"): {weights};
+  threshold {fusion['threshold']:.4f} on the fused score (lower = more alike). Fitted on {fusion['fitted_on']}.
+
+## Data it saw (and their licences)
+- Training: {build['staged']['places']} places of the `temporal-dev` sample (Onera Satellite Change Detection
+  dataset, Daudt et al., IGARSS 2018; Sentinel-2 RGB renderings; contains modified Copernicus Sentinel data
+  2015–2018, free and open under the Copernicus data licence), each cut into 256 px windows on two dates;
+  and {build['staged']['tiles']} tiles of the UC Merced Land Use sample (USGS National Map aerial imagery, public
+  domain), each paired with a simulated second acquisition.
+- Calibration: labelled pairs (`make-pairs`) drawn from the same calibration places and tiles.
+- Held out: places and tiles whose name hashes into the `test` split (`siamese_core.pairsets.split_of`,
+  25 %) were never used for training or calibration. None of these images are in the repository.
+
+## Numbers on the held-out test split
+`python bench/accuracy.py` (pairs drawn from the test places and tiles; ROC-AUC with "same place" as the
+positive class; accuracy at the bundled threshold):
+
+| kind | pairs | ROC-AUC fused | accuracy | learned distance alone | inliers alone | edges alone |
+|---|---|---|---|---|---|---|
+{rows}
+
+These are development numbers on small samples (6 test places of 10 m Sentinel-2 imagery, ~150 aerial
+tiles): they show the parts work together, not how the model does on your imagery. Measure that with
+`make-pairs` + `evaluate --pairs` on your own tiles, and `calibrate --run pretrained --as NAME` to fit the
+fused verdict to them.
+
+## Limits
+- Places whose texture has changed completely (new estates on bare land) leave the keypoints with
+  nothing to match; the verdict then rests on the edge agreement and the learned distance, which are weaker.
+- Blank, cloud-covered or flat tiles get a score with the reason "no keypoints" in the `geometry` column.
+"""
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--temporal", default=str(ROOT.parent / "shared/data/temporal-dev"))
@@ -114,6 +167,8 @@ def main() -> int:
         "epochs": args.epochs, "staged": staged, "train_minutes": round(t_train / 60, 1),
         "calibration": {k: rep[k] for k in ("pairs", "roc_auc", "accuracy")}, "test": ev["kinds"],
         "built": time.strftime("%Y-%m-%d %H:%M")}, indent=2))
+    (out / "MODEL_CARD.md").write_text(model_card(json.loads((out / "build.json").read_text()),
+                                                  json.loads((out / "fusion.json").read_text())))
     print(json.dumps(ev["kinds"], indent=2))
     if not args.work:
         shutil.rmtree(work, ignore_errors=True)

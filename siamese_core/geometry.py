@@ -226,6 +226,8 @@ def match(fa: TileFeatures, fb: TileFeatures) -> GeoMatch:
     results = {}
     # mirrored views are tried with SIFT only (its descriptors mirror by a permutation; ORB's do not)
     for method, mirrored in (("sift", False), ("sift", True), ("orb", False)):
+        if mirrored and results.get("sift", 0) >= 25:
+            continue  # a plain match this strong is not a mirror image: skip the mirrored attempt
         if method == "sift":
             pb = fb.sift_pts
             db = fb.sift_desc[:, _MIRROR] if (mirrored and fb.sift_desc is not None) else fb.sift_desc
