@@ -18,6 +18,7 @@ from siamese_core.config import workspace_dir
 from siamese_core.errors import SiameseError
 
 POLL_S = 1.5  # live refresh period of the Train page while a job runs
+CALIBRATION_SCORES = "calibration_scores.npz"  # = siamese_core.calibration.CALIBRATION_SCORES (no import: keep it light)
 
 PAGES = {
     "home": "app_pages/home.py",
@@ -169,8 +170,8 @@ def require_dataset():
 
 
 def require_finished_run(scores: bool = True):
-    """(run_id, run_dir, RunConfig) of the active run if it has a model (and, with ``scores``, validation
-    scores to show), else a message and st.stop()."""
+    """(run_id, run_dir, RunConfig) of the active run if it has a model (and, with ``scores``, scores to
+    show: validation scores, or the fused scores of its calibration pairs), else a message and st.stop()."""
     from siamese_core.runs import is_bundled, read_config, read_status, run_path
     rid = active_run()
     if rid is None:
@@ -184,13 +185,14 @@ def require_finished_run(scores: bool = True):
     except (SiameseError, OSError, ValueError) as e:
         error(e)
         st.stop()
-    if scores and (d / "model.keras").exists() and not (d / "val_scores.npz").exists() and is_bundled(d):
+    has_scores = (d / "val_scores.npz").exists() or (d / CALIBRATION_SCORES).exists()
+    if scores and (d / "model.keras").exists() and not has_scores and is_bundled(d):
         st.info(f"The bundled run **{rid}** ships without validation scores: its numbers are in its model card "
                 f"(siamese_core/pretrained/MODEL_CARD.md). Train a run, or pick one in the sidebar, to tune a threshold "
                 f"here; `python -m siamese_core calibrate --run {rid} --pairs LABELLED.csv --as NAME` fits it to "
                 f"your imagery.", icon=":material/info:")
         st.stop()
-    if not (d / "model.keras").exists() or (scores and not (d / "val_scores.npz").exists()):
+    if not (d / "model.keras").exists() or (scores and not has_scores):
         status = read_status(d).get("status", "unknown")
         st.info(f"Run **{rid}** has no trained model yet (status: {status}). Wait for it to finish on **Train**, "
                 f"or pick a finished run in the sidebar.", icon=":material/hourglass_top:")
@@ -279,6 +281,57 @@ def evaluation(run_id: str, exclude_identical: bool) -> dict:
     from siamese_core.runs import run_path
     ws = workspace()
     return _evaluation(str(ws), run_id, dash.mtime(run_path(run_id, ws) / "val_scores.npz"), exclude_identical)
+
+
+_CAL_KEYS = ("score", "label", "kind", "path_a", "path_b", "distance", "inliers")
+
+
+@st.cache_data(max_entries=8, show_spinner="Reading calibration scores…")
+def _calibration(ws: str, run_id: str, stamp: float, kinds: tuple | None):
+    from siamese_core.evaluate import ThresholdSweep, pr_curve, roc_auc, roc_curve, suggest_thresholds
+    from siamese_core.runs import run_path
+    p = run_path(run_id, ws) / CALIBRATION_SCORES
+    try:
+        with np.load(p, allow_pickle=False) as z:
+            v = {k: np.asarray(z[k]) for k in _CAL_KEYS if k in z.files}
+    except FileNotFoundError:
+        raise SiameseError(f"run {run_id!r} has no calibration scores; run "
+                           f"`python -m siamese_core calibrate --run {run_id} --pairs LABELLED.csv`") from None
+    except (OSError, ValueError, KeyError) as e:
+        raise SiameseError(f"run {run_id!r}: calibration scores are unreadable ({type(e).__name__}); "
+                           f"calibrate the run again") from None
+    if "score" not in v or "label" not in v or len(v["score"]) != len(v["label"]) or not len(v["score"]):
+        raise SiameseError(f"run {run_id!r}: calibration scores lack scores or labels; calibrate the run again")
+    n = len(v["score"])
+    blank = np.full(n, "", dtype=str)
+    for k in ("kind", "path_a", "path_b"):
+        v[k] = np.asarray(v[k]).astype(str) if k in v and len(v[k]) == n else blank
+    for k in ("distance", "inliers"):
+        v[k] = np.asarray(v[k], dtype=float) if k in v and len(v[k]) == n else np.full(n, np.nan)
+    v["score"] = v["score"].astype(np.float64)
+    v["label"] = v["label"].astype(np.int64)
+    all_kinds = {str(k): int(c) for k, c in zip(*np.unique(v["kind"], return_counts=True))}
+    keep = np.isin(v["kind"], list(kinds)) if kinds is not None else np.ones(n, bool)
+    out = {k: v[k][keep] for k in _CAL_KEYS}
+    out.update(n_all=n, kinds=all_kinds, scores=out["score"], labels=out["label"])
+    if keep.any():
+        s, y = out["scores"], out["labels"]
+        fpr, tpr, _ = roc_curve(s, y)
+        prec, rec, _ = pr_curve(s, y)
+        out.update(sweep=ThresholdSweep(s, y), roc=(fpr, tpr), pr=(prec, rec), auc=roc_auc(s, y),
+                   suggest=suggest_thresholds(s, y))
+    return out
+
+
+def calibration(run_id: str, kinds=None) -> dict:
+    """A fused run's calibration pairs (``calibration_scores.npz``): scores, labels, kind, image paths,
+    evidence, and — for the pairs of the given ``kinds`` (all when None), if any — the ThresholdSweep, curves
+    and suggestions. ``kinds`` maps every kind present to its number of pairs. Computed once per file
+    version and kind selection (key: the file's mtime)."""
+    from siamese_core.runs import run_path
+    ws = workspace()
+    key = None if kinds is None else tuple(sorted(str(k) for k in kinds))
+    return _calibration(str(ws), run_id, dash.mtime(run_path(run_id, ws) / CALIBRATION_SCORES), key)
 
 
 def score_note(preset: str | None, threshold: float | None = None, fused: bool = False) -> None:

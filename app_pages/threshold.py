@@ -1,37 +1,104 @@
-"""Threshold: choose the run's decision threshold on its validation pairs and save it."""
+"""Threshold: choose the run's decision threshold on its validation pairs and save it.
+
+A fused run (one calibrated on labelled pairs, with ``calibration_scores.npz``) is swept on the fused
+scores of its calibration pairs instead — what ``score`` and Compare output — optionally restricted to
+some kinds of pair, and its mistakes show the calibration images themselves.
+"""
 
 import json
+from pathlib import Path
 
+import numpy as np
 import streamlit as st
 
 from app_pages import _ui
 from siamese_core import dashboard as dash
 from siamese_core.errors import SiameseError
-from siamese_core.runs import save_threshold
+from siamese_core.runs import is_bundled, save_threshold
+
+THUMB = 256  # longest side of a calibration image in the mistakes gallery
+
+
+@st.cache_data(max_entries=256, show_spinner=False)
+def _thumb(path: str, stamp: float):
+    """(small RGB array, None) of an image file, or (None, one-line reason): never raises."""
+    if not path:
+        return None, "no image path stored with this run"
+    try:
+        import cv2
+
+        from siamese_core.images import decode_image
+        img = decode_image(path, max_side=THUMB)
+        h, w = img.shape[:2]
+        if max(h, w) > THUMB:
+            f = THUMB / max(h, w)
+            img = cv2.resize(img, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
+        return img, None
+    except Exception as e:  # noqa: BLE001 - a gallery cell shows a caption, never a traceback
+        return None, dash.user_message(e, _ui.workspace())
+
+
+def _kind_label(kind: str) -> str:
+    return kind or "no kind"
+
 
 st.title("Threshold")
 rid, run_dir, cfg = _ui.require_finished_run()
+bundled = is_bundled(run_dir)
+fused = (run_dir / _ui.CALIBRATION_SCORES).exists()
 try:
     saved_info = json.loads((run_dir / "threshold.json").read_text())
     saved = float(saved_info["threshold"])
 except (OSError, ValueError, KeyError, TypeError):
     saved_info, saved = {"source": "none"}, None
+if fused:
+    try:
+        cal_all = _ui.calibration(rid)
+    except SiameseError as e:
+        _ui.error(e)
+        st.stop()
+    what = (f"Everything below sweeps the fused scores of {cal_all['n_all']} calibration pairs: learned distance "
+            f"+ keypoints (what `score` and Compare output); the model is not run again.")
+else:
+    what = "Everything below uses the run's stored validation scores; the model is not run again."
 st.markdown(f"Run **{rid}** ({cfg.model.preset} preset on `{cfg.dataset}`). Saved threshold: "
             + (f"**{saved:.4f}** ({saved_info.get('source', '?')})" if saved is not None else "none yet")
-            + ". Everything below uses the run's stored validation scores; the model is not run again.")
-_ui.score_note(cfg.model.preset, saved)
+            + ". " + what)
+_ui.score_note(cfg.model.preset, saved, fused=fused)
 
-try:
-    ev_all = _ui.evaluation(rid, False)
-except SiameseError as e:
-    _ui.error(e)
-    st.stop()
-exclude = False
-if ev_all["n_identical"] and ev_all["n_identical"] < len(ev_all["scores"]):
-    exclude = st.toggle(f"Leave out the {ev_all['n_identical']} identical pairs (an image with itself)", value=True,
-                        key="thr_exclude_identical",
-                        help="They are trivially 'same' and flatter every metric; the calibration leaves them out too.")
-ev = _ui.evaluation(rid, True) if exclude else ev_all
+if fused:
+    kinds_all = cal_all["kinds"]
+    ev = cal_all
+    if len(kinds_all) > 1:
+        options = list(kinds_all)
+        if st.session_state.get("thr_kinds_for") != rid or "thr_kinds" not in st.session_state:
+            st.session_state["thr_kinds_for"] = rid
+            st.session_state["thr_kinds"] = options
+        st.session_state["thr_kinds"] = [k for k in st.session_state["thr_kinds"] if k in kinds_all]
+        chosen = st.multiselect("Kinds of pair to sweep", options, key="thr_kinds",
+                                format_func=lambda k: f"{_kind_label(k)} ({kinds_all[k]})",
+                                help="A threshold that suits one kind of pair (e.g. two dates) may not suit another "
+                                     "(e.g. rotated copies); the saved threshold applies to every pair.")
+        if not chosen:
+            st.info("Pick at least one kind of pair to sweep.", icon=":material/info:")
+            st.stop()
+        if set(chosen) != set(options):
+            ev = _ui.calibration(rid, chosen)
+    if "sweep" not in ev:  # pragma: no cover - an empty selection stops above
+        st.info("No calibration pairs of the chosen kinds.", icon=":material/info:")
+        st.stop()
+else:
+    try:
+        ev_all = _ui.evaluation(rid, False)
+    except SiameseError as e:
+        _ui.error(e)
+        st.stop()
+    exclude = False
+    if ev_all["n_identical"] and ev_all["n_identical"] < len(ev_all["scores"]):
+        exclude = st.toggle(f"Leave out the {ev_all['n_identical']} identical pairs (an image with itself)", value=True,
+                            key="thr_exclude_identical",
+                            help="They are trivially 'same' and flatter every metric; the calibration leaves them out too.")
+    ev = _ui.evaluation(rid, True) if exclude else ev_all
 sweep, sug, scores, labels = ev["sweep"], ev["suggest"], ev["scores"], ev["labels"]
 if saved is None:
     saved = float(sug.best_accuracy)
@@ -59,15 +126,23 @@ with st.container(border=True):
     for col, (label, value, key, help_) in zip(bcols, snaps):
         col.button(f"{label}: {value:.4f}" if value is not None else f"{label}: n/a", key=key, on_click=_snap,
                    args=(value,), disabled=value is None, help=help_, width="stretch")
+    read_only = (f"The bundled run is read-only: calibrate a copy for your imagery with `python -m siamese_core "
+                 f"calibrate --run {rid} --pairs LABELLED.csv --as NAME`, then tune and save its threshold here.")
     if bcols[-1].button("Save this threshold", key="thr_save", type="primary", icon=":material/save:",
-                        width="stretch", help="Compare and the command line use the saved threshold"):
+                        width="stretch", disabled=bundled,
+                        help=read_only if bundled else "Compare and the command line use the saved threshold"):
         try:
             save_threshold(run_dir, float(t), source="user")
+        except SiameseError as e:
+            _ui.error(e)
+            st.caption(read_only)
         except OSError as e:
             _ui.error(SiameseError(f"cannot save the threshold ({e.strerror or e})"))
         else:
             _ui.flash("success", f"Saved threshold {t:.4f} for run {rid}; Compare and `score` now use it.")
             st.rerun()
+    if bundled:
+        st.caption(read_only)
 
 m = sweep.at(t)
 base = sweep.at(saved)
@@ -86,7 +161,7 @@ k3.metric("Recall (same)", f"{m.recall:.3f}", _delta(m.recall, base.recall),
 k4.metric("F1", f"{m.f1:.3f}", _delta(m.f1, base.f1))
 k5.metric("ROC-AUC", "n/a" if ev["auc"] != ev["auc"] else f"{ev['auc']:.3f}", help="independent of the threshold")
 st.markdown(f"<div id='thr-counts'>At {m.threshold:.4f}: <b>TP {m.tp}</b> · <b>FN {m.fn}</b> · <b>FP {m.fp}</b> · "
-            f"<b>TN {m.tn}</b> of {m.n} validation pairs</div>", unsafe_allow_html=True)
+            f"<b>TN {m.tn}</b> of {m.n} {'calibration' if fused else 'validation'} pairs</div>", unsafe_allow_html=True)
 
 g1, g2 = st.columns(2)
 g1.plotly_chart(dash.confusion_figure(m), key="thr_matrix")
@@ -100,6 +175,39 @@ g4.plotly_chart(dash.pr_figure(*ev["pr"], point=(m.recall, m.precision) if m.tp 
 # --- mistakes at this threshold ---------------------------------------------------------------------------
 st.subheader("Pairs misclassified at this threshold")
 wrong = dash.misclassified(scores, labels, t, limit=12)
+PER_ROW = 4
+if fused:
+    no_images = not any(map(len, ev["path_a"])) and not any(map(len, ev["path_b"]))
+    if no_images:
+        st.caption("This run does not store the paths of its calibration images (the bundled run ships without "
+                   "them), so each mistake shows its kind, score and keypoint inliers only.")
+    tab_fn, tab_fp = st.tabs([f"Same place judged different ({wrong['n_fn']})",
+                              f"Different places judged same ({wrong['n_fp']})"])
+    for tab, key in ((tab_fn, "fn"), (tab_fp, "fp")):
+        with tab:
+            pos = wrong[key]
+            if not pos:
+                st.caption("None at this threshold.")
+                continue
+            if wrong[f"n_{key}"] > len(pos):
+                st.caption(f"The {len(pos)} most confident mistakes of {wrong[f'n_{key}']}.")
+            for start in range(0, len(pos), PER_ROW):
+                cols = st.columns(PER_ROW)
+                for col, k in zip(cols, pos[start:start + PER_ROW]):
+                    with col.container(border=True):
+                        c1, c2 = st.columns(2) if not no_images else (None, None)
+                        for c, side in (((c1, "a"), (c2, "b")) if not no_images else ()):
+                            path = str(ev[f"path_{side}"][k])
+                            img, why = _thumb(path, dash.mtime(path) if path else 0.0)
+                            if img is None:
+                                c.caption(f"image {side.upper()} not shown: {why}")
+                            else:
+                                c.image(img, caption=Path(path).name, width="stretch")
+                        inl = ev["inliers"][k]
+                        st.caption(f"{_kind_label(str(ev['kind'][k]))} · score {scores[k]:.4f} "
+                                   f"({'>' if scores[k] > t else '≤'} {t:.4f}) · "
+                                   + ("inliers n/a" if not np.isfinite(inl) else f"{int(inl)} inliers"))
+    st.stop()
 try:
     ds = _ui.dataset(cfg.dataset)
 except SiameseError as e:
@@ -121,7 +229,6 @@ for tab, key in ((tab_fn, "fn"), (tab_fp, "fp")):
         a, b = ev["a"][pos], ev["b"][pos]
         valid = [(int(i), int(j)) for i, j in zip(a, b)]
         imgs = _ui.tiles(ds, [x for pair in valid for x in pair])
-        PER_ROW = 4
         for start in range(0, len(pos), PER_ROW):
             cols = st.columns(PER_ROW)
             for col, k, (i, j) in zip(cols, pos[start:start + PER_ROW], valid[start:start + PER_ROW]):
