@@ -122,6 +122,7 @@ def main() -> int:
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--work", help="working folder (default: a temporary one, removed at the end)")
     ap.add_argument("--out", default=str(ROOT / "siamese_core/pretrained"))
+    ap.add_argument("--reuse", action="store_true", help="with --work: keep the model trained there, redo the rest")
     args = ap.parse_args()
     temporal, aerial = Path(args.temporal), Path(args.aerial)
     for p in (temporal, aerial):
@@ -138,12 +139,17 @@ def main() -> int:
     from siamese_core.train import run_training
 
     t0 = time.time()
-    staged = stage(temporal, aerial, work / "ab", args.seed)
-    print(f"staged {staged}", flush=True)
-    build_dataset(DataConfig(source="ab", path=str(work / "ab"), window=256, variants=2, seed=args.seed), "train")
-    cfg = RunConfig.for_preset("train", "default", epochs=args.epochs, seed=args.seed)
-    run_dir = create_run(cfg, run_id="pretrained-build")
-    run_training(run_dir, verbose=2)
+    run_dir = work / "workspace" / "runs" / "pretrained-build"
+    if args.reuse and (run_dir / "model.keras").exists():  # calibrate and measure an already trained model again
+        staged = json.loads((work / "staged.json").read_text())
+    else:
+        staged = stage(temporal, aerial, work / "ab", args.seed)
+        (work / "staged.json").write_text(json.dumps(staged))
+        print(f"staged {staged}", flush=True)
+        build_dataset(DataConfig(source="ab", path=str(work / "ab"), window=256, variants=2, seed=args.seed), "train")
+        cfg = RunConfig.for_preset("train", "default", epochs=args.epochs, seed=args.seed)
+        run_dir = create_run(cfg, run_id="pretrained-build")
+        run_training(run_dir, verbose=2)
     t_train = time.time() - t0
     cal = make_pairset(work / "calib", temporal, aerial, split="calibration", seed=args.seed + 1)
     test = make_pairset(work / "test", temporal, aerial, per_place=10, n_tiles=100, split="test", seed=args.seed + 2)
@@ -163,8 +169,12 @@ def main() -> int:
     (out / "status.json").write_text(json.dumps({k: st[k] for k in ("status", "device", "started", "updated") if k in st},
                                                 indent=2))
     (out / "build.json").write_text(json.dumps({
-        "command": "python scripts/build_pretrained.py " + " ".join(sys.argv[1:]), "seed": args.seed,
-        "epochs": args.epochs, "staged": staged, "train_minutes": round(t_train / 60, 1),
+        "command": "python scripts/build_pretrained.py"
+                   + (f" --seed {args.seed}" if args.seed else "") + (f" --epochs {args.epochs}" if args.epochs != 20 else ""),
+        "seed": args.seed,
+        "epochs": args.epochs, "staged": staged,
+        "train_minutes": json.loads((out / "build.json").read_text())["train_minutes"] if args.reuse and (out / "build.json").exists()
+        else round(t_train / 60, 1),
         "calibration": {k: rep[k] for k in ("pairs", "roc_auc", "accuracy")}, "test": ev["kinds"],
         "built": time.strftime("%Y-%m-%d %H:%M")}, indent=2))
     (out / "MODEL_CARD.md").write_text(model_card(json.loads((out / "build.json").read_text()),
