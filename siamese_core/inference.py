@@ -236,8 +236,11 @@ class _Cache:
             if got is not None:
                 self.items.move_to_end(name)
         if got is None:
+            path = self.base / name
+            if not path.exists() and Path(name).exists():
+                path = Path(name)  # a path relative to the working directory rather than to the CSV
             try:
-                got = self.scorer.prepare(self.base / name, name)
+                got = self.scorer.prepare(path, name)
             except ImageError as e:
                 got = e
             with self.lock:
@@ -252,7 +255,8 @@ class _Cache:
 def judge_rows(scorer: Scorer, rows: list[dict], base: Path, threshold: float | None = None,
                progress=None, chunk: int = 128) -> list:
     """A Judgement (or the SiameseError that stopped it) for every row with ``image_a``/``image_b`` paths
-    (absolute, or relative to ``base``). Tiles are decoded once and in parallel; memory stays bounded."""
+    (absolute, relative to ``base``, else relative to the working directory). Tiles are decoded once and
+    in parallel; memory stays bounded."""
     cache = _Cache(scorer, Path(base))
     out: list = [None] * len(rows)
     workers = os.cpu_count() or 1
@@ -292,7 +296,8 @@ def score_csv(scorer: Scorer, in_csv: Path, out_csv: Path, threshold: float | No
               progress=None) -> dict:
     """Score every valid row of ``in_csv`` into ``out_csv``: adds score, same_place, the evidence
     (GEO_COLUMNS: learned distance, keypoint inliers, estimated angle and scale, edge agreement, one
-    sentence) and error. Paths are absolute or relative to the CSV. Bad rows keep an empty score and say
+    sentence) and error. Paths are absolute, relative to the CSV, else to the working directory. Bad rows
+    keep an empty score and say
     why in ``error``. Returns {"scored": n, "failed": [(line_number, reason), ...], "threshold": t};
     the output is written atomically."""
     in_csv, out_csv = Path(in_csv), Path(out_csv)
