@@ -297,8 +297,7 @@ def score_csv(scorer: Scorer, in_csv: Path, out_csv: Path, threshold: float | No
     """Score every valid row of ``in_csv`` into ``out_csv``: adds score, same_place, the evidence
     (GEO_COLUMNS: learned distance, keypoint inliers, estimated angle and scale, edge agreement, one
     sentence) and error. Paths are absolute, relative to the CSV, else to the working directory. Bad rows
-    keep an empty score and say
-    why in ``error``. Returns {"scored": n, "failed": [(line_number, reason), ...], "threshold": t};
+    keep an empty score and say why in ``error``. Returns {"scored": n, "failed": [(line_number, reason), ...], "threshold": t};
     the output is written atomically."""
     in_csv, out_csv = Path(in_csv), Path(out_csv)
     rows, cols, lines = read_pairs_csv(in_csv)
