@@ -15,6 +15,7 @@ side, keeping their aspect; the transform is reported in the original pixels of 
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass, field
 
 import cv2
@@ -30,7 +31,6 @@ SCALE_RANGE = (0.2, 5.0)  # transforms outside this are not one place seen twice
 STRUCTURE_SIDE = 96       # edge-agreement maps are compared at this size
 
 cv2.setNumThreads(1)
-_CLAHE = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(4, 4))
 # SIFT's descriptor of a mirrored patch is this permutation of the original's: rows of the 4x4 grid
 # reversed, orientation bins negated (measured: 423 of 433 keypoints of a tile and its mirror agree)
 _MIRROR = np.array([((3 - r) * 4 + c) * 8 + (-o) % 8 for r in range(4) for c in range(4) for o in range(8)])
@@ -139,16 +139,17 @@ def _rootsift(desc: np.ndarray | None) -> np.ndarray | None:
     return np.sqrt(d).astype(np.float32)
 
 
-_SIFT = None
-_ORB = None
+_LOCAL = threading.local()
 
 
 def _detectors():
-    global _SIFT, _ORB  # created once per process (thread-safe to use: detectAndCompute keeps no state)
-    if _SIFT is None:
-        _SIFT = cv2.SIFT_create(nfeatures=SIFT_FEATURES, contrastThreshold=0.03)
-        _ORB = cv2.ORB_create(nfeatures=ORB_FEATURES, fastThreshold=10)
-    return _SIFT, _ORB
+    """(CLAHE, SIFT, ORB) of this thread: OpenCV's objects keep working buffers, so threads that share one
+    can disturb each other's results (seen as one pair's inlier count changing between runs)."""
+    if not hasattr(_LOCAL, "tools"):
+        _LOCAL.tools = (cv2.createCLAHE(clipLimit=2.0, tileGridSize=(4, 4)),
+                        cv2.SIFT_create(nfeatures=SIFT_FEATURES, contrastThreshold=0.03),
+                        cv2.ORB_create(nfeatures=ORB_FEATURES, fastThreshold=10))
+    return _LOCAL.tools
 
 
 def _detect(det, gray: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
@@ -167,8 +168,8 @@ def features(img: np.ndarray, factor: float = 1.0, shape: tuple | None = None) -
     shape = tuple(shape or img.shape[:2])
     small, f = working_image(img)
     f *= factor
-    gray = _CLAHE.apply(cv2.cvtColor(small, cv2.COLOR_RGB2GRAY) if small.ndim == 3 else small)
-    sift, orb = _detectors()
+    clahe, sift, orb = _detectors()
+    gray = clahe.apply(cv2.cvtColor(small, cv2.COLOR_RGB2GRAY) if small.ndim == 3 else small)
     sp, sd = _detect(sift, gray)
     op, od = _detect(orb, gray)
     return TileFeatures(gray, f, shape, sp, _rootsift(sd), op, od, _edge_field(gray))

@@ -124,3 +124,17 @@ def test_feature_row_from_a_match(tile):
     r = feature_row(0.25, m)
     assert r["distance"] == 0.25 and r["sift"] == pytest.approx(math.log1p(m.sift_inliers))
     assert set(r) == set(FEATURES)
+
+
+def test_threads_give_the_same_evidence_as_one_thread(tile):
+    """Batch scoring runs the geometric step in a thread pool: results must not depend on it."""
+    from concurrent.futures import ThreadPoolExecutor
+    tiles = [synthetic_tile(i, 256, seed=2) for i in range(6)]
+    pairs = [(t, _turn(t, 10.0 * i + 5)) for i, t in enumerate(tiles)] + [(tiles[0], tiles[3]), (tiles[1], tiles[4])]
+    one = [G.match_tiles(a, b) for a, b in pairs]
+    for _ in range(3):
+        with ThreadPoolExecutor(4) as pool:
+            many = list(pool.map(lambda p: G.match_tiles(*p), pairs * 3))
+        for m, n in zip(one * 3, many):
+            assert (m.inliers, m.sift_inliers, m.orb_inliers, round(m.structure, 6)) == \
+                   (n.inliers, n.sift_inliers, n.orb_inliers, round(n.structure, 6))
