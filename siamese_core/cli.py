@@ -208,6 +208,53 @@ def cmd_score(args) -> int:
     return 0
 
 
+def cmd_index(args) -> int:
+    from .search import build_index
+    from .store import open_dataset
+    open_dataset(args.dataset, args.workspace)  # an unknown dataset fails before the model loads
+    idx = build_index(_scorer(args), args.dataset, args.workspace, progress=_progress(f"index {args.dataset}", "tile"))
+    print(f"{idx.reason} -> {idx.path}")
+    return 0
+
+
+def cmd_search(args) -> int:
+    from .search import _check_k, build_index, dataset_row, search
+    from .store import open_dataset
+    k = _check_k(args.k)
+    open_dataset(args.dataset, args.workspace)
+    scorer = _scorer(args)
+    idx = build_index(scorer, args.dataset, args.workspace, progress=_progress(f"index {args.dataset}", "tile"))
+    if idx.status != "reused":
+        print(idx.reason, file=sys.stderr)
+    if args.image is not None:
+        prep = scorer.prepare(args.image)
+        hits = search(idx, prep.tile, k, check=args.check, prepared=[prep])[0]
+        query = {"image": args.image}
+    else:
+        hits = search(idx, dataset_row(idx, args.row), k, query_rows=[args.row], check=args.check)[0]
+        query = {"row": args.row, "group": int(idx.groups[args.row])}
+    if args.json:
+        print(json.dumps({"run": scorer.name, "dataset": args.dataset, "query": query, "k": k,
+                          "index": {"kind": idx.kind, "vectors": len(idx), "status": idx.status},
+                          "threshold": scorer.threshold if args.check else None,
+                          "hits": [h.as_dict() for h in hits]}))
+        return 0
+    what = args.image if args.image is not None else f"row {args.row} (group {query['group']})"
+    print(f"{len(hits)} nearest of {len(idx)} images in dataset {args.dataset} to {what} "
+          f"(run {scorer.name}; embedding distance, lower = more alike):")
+    for h in hits:
+        line = f"  {h.rank:>3}. row {h.row:<8} distance {h.distance:.4f}  group {h.group}"
+        if h.same_group is not None:
+            line += " (same place)" if h.same_group else ""
+        if h.tile_id:
+            line += f"  {h.tile_id}"
+        if h.score is not None:
+            line += (f"\n       check: score {h.score:.4f} -> {'same place' if h.same_place else 'different places'}; "
+                     f"{h.evidence}")
+        print(line)
+    return 0
+
+
 def cmd_list(args) -> int:
     from .runs import list_runs, read_config, read_status, run_path
     from .store import list_datasets, open_dataset
@@ -308,6 +355,22 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_score)
 
+    s = sub.add_parser("index", help="embed every image of a dataset once for search (reused until model or data change)")
+    s.add_argument("--dataset", required=True, help="dataset name")
+    s.add_argument("--run", help="run id (default: the model bundled with the package)")
+    s.set_defaults(func=cmd_index)
+
+    s = sub.add_parser("search", help="which images of a dataset are nearest to this tile? (embedding search)")
+    s.add_argument("--dataset", required=True, help="dataset name (indexed on first use)")
+    q = s.add_mutually_exclusive_group(required=True)
+    q.add_argument("--image", help="query image file")
+    q.add_argument("--row", type=int, help="query with image ROW of the dataset itself")
+    s.add_argument("--k", type=int, default=5, help="number of nearest images (default 5)")
+    s.add_argument("--run", help="run id (default: the model bundled with the package)")
+    s.add_argument("--check", action="store_true", help="also judge each hit (keypoints and the fused verdict)")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_search)
+
     s = sub.add_parser("list", help="datasets and runs in the workspace")
     s.set_defaults(func=cmd_list)
 
@@ -356,7 +419,7 @@ def main(argv=None) -> int:
     args = parser().parse_args(argv)
     if args.command == "train" and not args.resume and not args.dataset:
         parser().error("train needs --dataset NAME (or --resume RUN_ID)")
-    if args.command in ("train", "score", "evaluate", "calibrate", "_job"):
+    if args.command in ("train", "score", "evaluate", "calibrate", "_job", "index", "search"):
         _import_tensorflow_quietly()
     try:
         return args.func(args)
