@@ -28,11 +28,10 @@ from app_pages import _ui
 from siamese_core import dashboard as dash
 from siamese_core.errors import SiameseError
 from siamese_core.images import decode_image, encode_png
-from siamese_core.inference import GEO_COLUMNS, Judgement, explain, judge_rows, read_pairs_csv
+from siamese_core.inference import OUT_COLUMNS, Judgement, csv_text, explain, judge_rows, read_pairs_csv, scored_rows
 from siamese_core.runs import read_threshold
 from siamese_core.uploads import _safe_relpath, extract_zip
 
-OUT_EXTRA = ("score", "same_place", *GEO_COLUMNS, "error")  # what score_csv adds, in its order
 MAX_CSV_MB = 50
 MAX_ZIP_MB = 1024
 MAX_PROBLEM_LINES = 50
@@ -83,16 +82,6 @@ def _resolver(folder: Path, skipped: list, zip_name: str):
     return resolve
 
 
-def _scored_csv(rows: list[dict], cols: list[str]) -> bytes:
-    """The rows as score_csv writes them (same columns, same order, same csv dialect, UTF-8)."""
-    out_cols = cols + [c for c in OUT_EXTRA if c not in cols]
-    buf = io.StringIO(newline="")
-    w = csv.DictWriter(buf, fieldnames=out_cols, extrasaction="ignore")
-    w.writeheader()
-    w.writerows(rows)
-    return buf.getvalue().encode("utf-8")
-
-
 def score_upload(scorer, threshold: float, csv_bytes: bytes, csv_name: str, zip_bytes: bytes, zip_name: str,
                  tmp_root: Path | None = None, progress=None) -> dict:
     """Score the pairs of an uploaded CSV against the tiles of an uploaded zip.
@@ -132,16 +121,8 @@ def score_upload(scorer, threshold: float, csv_bytes: bytes, csv_name: str, zip_
             todo_rows.append({**r, "image_a": ma, "image_b": mb})
         for i, j in zip(todo, judge_rows(scorer, todo_rows, folder, threshold, progress)):
             results[i] = j if isinstance(j, Judgement) else str(j).replace(str(folder) + "/", "")
-    out, failed = [], []
-    for r, n, j in zip(rows, lines, results):
-        r = {**r, **{c: "" for c in OUT_EXTRA}}
-        if isinstance(j, Judgement):
-            r.update(j.as_row())
-        else:
-            r["error"] = j
-            failed.append((n, j))
-        out.append(r)
-    return {"csv": _scored_csv(out, cols), "rows": out, "cols": cols, "lines": lines, "failed": failed,
+    out, out_cols, failed = scored_rows(rows, cols, lines, results)
+    return {"csv": csv_text(out, out_cols).encode("utf-8"), "rows": out, "cols": cols, "lines": lines, "failed": failed,
             "members": members, "zip": zip_bytes, "threshold": threshold}
 
 
@@ -181,7 +162,7 @@ def random_pairs(ds, n: int, seed: int) -> tuple[bytes, bytes]:
 
 def table(res: dict) -> pd.DataFrame:
     """The result as a typed table (index = row number in the CSV's order)."""
-    df = pd.DataFrame(res["rows"], columns=res["cols"] + [c for c in OUT_EXTRA if c not in res["cols"]])
+    df = pd.DataFrame(res["rows"], columns=res["cols"] + [c for c in OUT_COLUMNS if c not in res["cols"]])
     df.insert(0, "line", res["lines"])
     for c in ("score", "distance", "inliers", "angle", "scale", "structure"):
         df[c] = pd.to_numeric(df[c], errors="coerce")

@@ -253,11 +253,12 @@ class _Cache:
 
 
 def judge_rows(scorer: Scorer, rows: list[dict], base: Path, threshold: float | None = None,
-               progress=None, chunk: int = 128) -> list:
+               progress=None, chunk: int = 0) -> list:
     """A Judgement (or the SiameseError that stopped it) for every row with ``image_a``/``image_b`` paths
     (absolute, relative to ``base``, else relative to the working directory). Tiles are decoded once and
     in parallel; memory stays bounded."""
     cache = _Cache(scorer, Path(base))
+    chunk = chunk or min(128, max(8, len(rows) // 20))  # progress at least every 5 %, memory bounded
     out: list = [None] * len(rows)
     workers = os.cpu_count() or 1
     with ThreadPoolExecutor(max_workers=workers) as pool:
@@ -290,6 +291,30 @@ def _safe(fn, *args):
 
 
 GEO_COLUMNS = ("distance", "inliers", "sift_inliers", "orb_inliers", "angle", "scale", "structure", "geometry")
+OUT_COLUMNS = ("score", "same_place", *GEO_COLUMNS, "error")  # what scoring adds to a pairs CSV, in order
+
+
+def scored_rows(rows: list[dict], cols: list[str], lines: list[int], results: list) -> tuple[list, list, list]:
+    """The table `score --pairs` writes: each row with OUT_COLUMNS filled from its Judgement, or its
+    error (a SiameseError or a string). Returns (rows, columns, [(line, reason), ...] of failed rows)."""
+    out, failed = [], []
+    for r, n, j in zip(rows, lines, results):
+        r = {**r, **{c: "" for c in OUT_COLUMNS}}
+        if isinstance(j, Judgement):
+            r.update(j.as_row())
+        else:
+            r["error"] = str(j)
+            failed.append((n, str(j)))
+        out.append(r)
+    return out, cols + [c for c in OUT_COLUMNS if c not in cols], failed
+
+
+def csv_text(rows: list[dict], cols: list[str]) -> str:
+    buf = io.StringIO(newline="")
+    w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore")
+    w.writeheader()
+    w.writerows(rows)
+    return buf.getvalue()
 
 
 def score_csv(scorer: Scorer, in_csv: Path, out_csv: Path, threshold: float | None = None,
@@ -297,33 +322,22 @@ def score_csv(scorer: Scorer, in_csv: Path, out_csv: Path, threshold: float | No
     """Score every valid row of ``in_csv`` into ``out_csv``: adds score, same_place, the evidence
     (GEO_COLUMNS: learned distance, keypoint inliers, estimated angle and scale, edge agreement, one
     sentence) and error. Paths are absolute, relative to the CSV, else to the working directory. Bad rows
-    keep an empty score and say why in ``error``. Returns {"scored": n, "failed": [(line_number, reason), ...], "threshold": t};
-    the output is written atomically."""
+    keep an empty score and say why in ``error``. Returns {"scored": n, "failed": [(line_number, reason),
+    ...], "threshold": t}; the output is written atomically."""
     in_csv, out_csv = Path(in_csv), Path(out_csv)
     rows, cols, lines = read_pairs_csv(in_csv)
     t = scorer.threshold if threshold is None else threshold
-    failed, scored = [], 0
-    for r, n, j in zip(rows, lines, judge_rows(scorer, rows, in_csv.parent, t, progress)):
-        r.update({c: "" for c in ("score", "same_place", *GEO_COLUMNS, "error")})
-        if isinstance(j, Judgement):
-            r.update(j.as_row())
-            scored += 1
-        else:
-            r["error"] = str(j)
-            failed.append((n, str(j)))
-    out_cols = cols + [c for c in ("score", "same_place", *GEO_COLUMNS, "error") if c not in cols]
+    out, out_cols, failed = scored_rows(rows, cols, lines, judge_rows(scorer, rows, in_csv.parent, t, progress))
     tmp = out_csv.with_name(f".{out_csv.name}.tmp")
     try:
         with open(tmp, "w", newline="", encoding="utf-8") as f:
-            w = csv.DictWriter(f, fieldnames=out_cols, extrasaction="ignore")
-            w.writeheader()
-            w.writerows(rows)
+            f.write(csv_text(out, out_cols))
         os.replace(tmp, out_csv)
     except OSError as e:
         Path(tmp).unlink(missing_ok=True)
         raise SiameseError(f"{out_csv}: cannot write output CSV ({e.strerror or e})") from None
-    return {"scored": scored, "failed": failed, "threshold": t}
+    return {"scored": len(out) - len(failed), "failed": failed, "threshold": t}
 
 
-__all__ = ["Scorer", "Judgement", "Prepared", "load_model_safe", "judge_rows", "score_csv", "read_pairs_csv", "explain",
-           "ImageError"]
+__all__ = ["Scorer", "Judgement", "Prepared", "load_model_safe", "judge_rows", "scored_rows", "csv_text", "score_csv",
+           "read_pairs_csv", "explain", "OUT_COLUMNS", "GEO_COLUMNS", "ImageError"]
