@@ -25,8 +25,8 @@ nav = st.navigation({
     "Model": [
         st.Page(_ui.PAGES["train"], title="Train", icon=":material/model_training:", url_path="train"),
         st.Page(_ui.PAGES["compare"], title="Compare", icon=":material/image_search:", url_path="compare"),
-        st.Page("app_pages/search.py", title="Search", icon=":material/travel_explore:", url_path="search"),
-        st.Page("app_pages/batch.py", title="Batch", icon=":material/table_rows:", url_path="batch"),
+        st.Page(_ui.PAGES["search"], title="Search", icon=":material/travel_explore:", url_path="search"),
+        st.Page(_ui.PAGES["batch"], title="Batch", icon=":material/table_rows:", url_path="batch"),
         st.Page(_ui.PAGES["threshold"], title="Threshold", icon=":material/tune:", url_path="threshold"),
     ],
 }, expanded=True)

@@ -26,6 +26,8 @@ PAGES = {
     "pairs": "app_pages/pairs.py",
     "train": "app_pages/train.py",
     "compare": "app_pages/compare.py",
+    "search": "app_pages/search.py",
+    "batch": "app_pages/batch.py",
     "threshold": "app_pages/threshold.py",
 }
 
