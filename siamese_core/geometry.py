@@ -159,6 +159,21 @@ def _detect(det, gray: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
     return np.float32([k.pt for k in kp]), desc
 
 
+SIFT_SCALE, SIFT_MIN_SIDE = 0.75, 192  # SIFT looks at the working tile shrunk by this much, not below this side:
+# it doubles the image it is given first, so its cost grows with 4× the area; on the development pairs
+# 0.75 (192 px for a 256 px tile) kept every ROC-AUC of the full size and cut its time by a third
+
+
+def _detect_sift(sift, gray: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    h, w = gray.shape
+    f = min(1.0, max(SIFT_SCALE, SIFT_MIN_SIDE / max(h, w)))
+    if f >= 1.0:
+        return _detect(sift, gray)
+    small = cv2.resize(gray, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
+    pts, desc = _detect(sift, small)
+    return (pts + 0.5) / f - 0.5, desc
+
+
 def features(img: np.ndarray, factor: float = 1.0, shape: tuple | None = None) -> TileFeatures:
     """Keypoints and the edge map of one uint8 tile (RGB or grey, any size). Pure function.
 
@@ -170,7 +185,7 @@ def features(img: np.ndarray, factor: float = 1.0, shape: tuple | None = None) -
     f *= factor
     clahe, sift, orb = _detectors()
     gray = clahe.apply(cv2.cvtColor(small, cv2.COLOR_RGB2GRAY) if small.ndim == 3 else small)
-    sp, sd = _detect(sift, gray)
+    sp, sd = _detect_sift(sift, gray)
     op, od = _detect(orb, gray)
     return TileFeatures(gray, f, shape, sp, _rootsift(sd), op, od, _edge_field(gray))
 

@@ -59,6 +59,7 @@ class Judgement:
                 "distance": f"{self.distance:.6f}", **self.geo.as_row()}
 
 
+EPS = 1e-7  # = model.EPS: the distance layer's floor under the squared distance
 ALIGN_MIN_INLIERS = 8  # below this a transform is too weak to realign tile B for the learned distance
 
 
@@ -134,17 +135,17 @@ class Scorer:
         if not pairs:
             return []
         t = self.threshold if threshold is None else threshold
-        with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
-            geos = list(pool.map(lambda p: match(p[0].features, p[1].features), pairs))
-        dist = self.score_tiles(np.stack([p[0].tile for p in pairs]), np.stack([p[1].tile for p in pairs]))
+        if len(pairs) == 1:
+            geos = [match(pairs[0][0].features, pairs[0][1].features)]
+        else:
+            with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
+                geos = list(pool.map(lambda p: match(p[0].features, p[1].features), pairs))
         # different footprints and scales: once the keypoints have found the transform, also compare tile A
         # with tile B laid onto it, and keep the better evidence
         redo = [i for i, g in enumerate(geos) if g.inliers >= ALIGN_MIN_INLIERS]
-        if redo:
-            aligned = np.stack([to_tile(warp_onto(pairs[i][0].image, pairs[i][1].image, geos[i], working=True),
-                                        self.size) for i in redo])
-            d2 = self.score_tiles(np.stack([pairs[i][0].tile for i in redo]), aligned)
-            dist[redo] = np.minimum(dist[redo], d2)
+        aligned = [to_tile(warp_onto(pairs[i][0].image, pairs[i][1].image, geos[i], working=True), self.size)
+                   for i in redo]
+        dist = self._distances([p[0].tile for p in pairs], [p[1].tile for p in pairs], redo, aligned)
         if self.fusion is not None:
             rows = [feature_row(d, g) for d, g in zip(dist, geos)]
             scores = self.fusion.scores(rows)
@@ -152,6 +153,23 @@ class Scorer:
         else:
             scores, contrib = dist, [{} for _ in pairs]
         return [Judgement(float(s), bool(s <= t), float(d), g, c) for s, d, g, c in zip(scores, dist, geos, contrib)]
+
+    def _distances(self, a: list, b: list, redo: list, aligned: list) -> np.ndarray:
+        """Learned distance of a[i] and b[i]; for i in ``redo`` the smaller of that and a[i] vs aligned."""
+        if self.preset == "seed":  # its score is a learned head on the distance: run the whole model
+            dist = self.score_tiles(np.stack(a), np.stack(b))
+            if redo:
+                dist[redo] = np.minimum(dist[redo], self.score_tiles(np.stack([a[i] for i in redo]), np.stack(aligned)))
+            return dist
+        # the model's output is the distance of the embeddings: embed every tile once, in one call
+        e = self.embed(np.stack(a + b + aligned))
+        n = len(a)
+        ea, eb, ec = e[:n], e[n:2 * n], e[2 * n:]
+        dist = np.sqrt(np.maximum(np.sum((ea - eb) ** 2, axis=1), EPS)).astype(np.float32)
+        if redo:
+            d2 = np.sqrt(np.maximum(np.sum((ea[redo] - ec) ** 2, axis=1), EPS))
+            dist[redo] = np.minimum(dist[redo], d2)
+        return dist
 
     def judge_pair(self, a, b, name_a: str | None = None, name_b: str | None = None,
                    threshold: float | None = None) -> Judgement:
