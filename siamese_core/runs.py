@@ -119,15 +119,31 @@ def read_status(run_dir: Path) -> dict:
     return st
 
 
-def write_status(run_dir: Path, status: str, **fields) -> dict:
+_LIVE_RANK = {"queued": 0, "running": 1, "finishing": 2}
+
+
+def write_status(run_dir: Path, status: str, reset: bool = False, **fields) -> dict:
+    """Merge ``fields`` into status.json and set ``status``, under the run's status lock.
+
+    Within one launch a status never goes backwards (queued → running → finishing → an end): the
+    launcher's late 'queued' cannot undo the job's 'running'. ``reset`` marks the first write of a new
+    launch or process (a run being created or resumed), which may start again from 'queued'/'running'."""
     p = Path(run_dir) / "status.json"
+    fd = os.open(Path(run_dir) / "status.lock", os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        old = json.loads(p.read_text())
-    except (OSError, ValueError):
-        old = {}
-    st = {**old, **fields, "status": status, "updated": time.time()}
-    write_json_atomic(p, st)
-    return st
+        fcntl.flock(fd, fcntl.LOCK_EX)  # held for a read and an atomic rename: microseconds
+        try:
+            old = json.loads(p.read_text())
+        except (OSError, ValueError):
+            old = {}
+        prev = old.get("status")
+        if not reset and prev in _LIVE_RANK and status in _LIVE_RANK and _LIVE_RANK[status] < _LIVE_RANK[prev]:
+            status = prev
+        st = {**old, **fields, "status": status, "updated": time.time()}
+        write_json_atomic(p, st)
+        return st
+    finally:
+        os.close(fd)
 
 
 def request_stop(run_dir: Path) -> None:
@@ -176,6 +192,23 @@ def _lock_path(workspace=None) -> Path:
     return d / "train.lock"
 
 
+PROBE_GRACE_S = 0.5
+
+
+def _flock_patiently(fd: int) -> None:
+    """Exclusive lock, retried for PROBE_GRACE_S: :func:`active_job` probes take the shared lock for a
+    moment, and a launch that meets one of those probes must not read it as a running job."""
+    deadline = time.monotonic() + PROBE_GRACE_S
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.005)
+
+
 def acquire_train_lock(run_id: str, workspace=None) -> int:
     """Take the workspace's training lock; returns its fd (keep it open while training).
 
@@ -184,7 +217,7 @@ def acquire_train_lock(run_id: str, workspace=None) -> int:
     path = _lock_path(workspace)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        _flock_patiently(fd)
     except BlockingIOError:
         try:
             holder = json.loads(path.read_text() or "{}").get("run_id", "another job")
@@ -225,7 +258,7 @@ def create_run(cfg: RunConfig, workspace=None, run_id: str | None = None) -> Pat
         raise RunError(f"run {run_id!r} already exists; choose another --run-id or resume it with --resume")
     path.mkdir(parents=True)
     write_json_atomic(path / "config.json", cfg.to_dict())
-    write_status(path, "queued", pid=None)
+    write_status(path, "queued", reset=True, pid=None)
     return path
 
 
@@ -244,7 +277,7 @@ def launch_background(cfg: RunConfig, workspace=None, run_id: str | None = None,
     try:
         path = open_run(rid, ws) if resume else create_run(cfg, ws, rid)
         (path / "stop").unlink(missing_ok=True)
-        write_status(path, "queued", pid=None, pid_start=None, error=None)
+        write_status(path, "queued", reset=True, pid=None, pid_start=None, error=None)
         log = open(path / "train.log", "ab")
         cmd = [sys.executable, "-m", "siamese_core", "--workspace", str(ws), "_job", rid] + (["--resume"] if resume else [])
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,

@@ -224,7 +224,7 @@ def run_training(run_dir: Path, resume: bool = False, lock_fd: int | None = None
     try:
         _one_op_at_a_time_on_cpu()
         keras.mixed_precision.set_global_policy(cfg.train.precision)  # layers built below take it
-        write_status(run_dir, "running", pid=os.getpid(), pid_start=process_start(os.getpid()),
+        write_status(run_dir, "running", reset=True, pid=os.getpid(), pid_start=process_start(os.getpid()),
                      device=device_name(), error=None, started=time.strftime("%Y-%m-%dT%H:%M:%S"))
         keras.utils.set_random_seed(cfg.train.seed)
         ds = open_dataset(cfg.dataset, workspace)

@@ -1,0 +1,70 @@
+"""A run's status under concurrent writers, and a launch that meets a status probe."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import threading
+
+from siamese_core import runs
+
+
+def test_status_never_goes_backwards_within_a_launch(tmp_path):
+    d = tmp_path / "r"
+    d.mkdir()
+    runs.write_status(d, "queued", reset=True, pid=None)
+    runs.write_status(d, "running", pid=123, epoch=1)
+    st = runs.write_status(d, "queued", pid=123)  # the launcher's late write
+    assert st["status"] == "running" and st["epoch"] == 1
+    runs.write_status(d, "finishing")
+    assert runs.write_status(d, "running", step=9)["status"] == "finishing"
+    assert runs.write_status(d, "finished")["status"] == "finished"
+    # a resume is a new launch: it may start again
+    assert runs.write_status(d, "queued", reset=True)["status"] == "queued"
+
+
+def _writer(d, prefix, n):
+    for i in range(n):
+        runs.write_status(d, "running", **{f"{prefix}{i}": i})
+
+
+def test_concurrent_writers_lose_no_field(tmp_path):
+    d = tmp_path / "r"
+    d.mkdir()
+    runs.write_status(d, "queued", reset=True)
+    ctx = mp.get_context("fork")
+    procs = [ctx.Process(target=_writer, args=(d, p, 60)) for p in ("a", "b", "c")]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    st = json.loads((d / "status.json").read_text())
+    assert all(f"{p}{i}" in st for p in "abc" for i in range(60))
+    assert st["status"] == "running"
+
+
+def test_a_launch_is_not_refused_because_the_dashboard_is_probing(tmp_path):
+    ws = tmp_path / "ws"
+    stop = threading.Event()
+
+    def probe():
+        while not stop.is_set():
+            runs.active_job(ws)
+
+    threads = [threading.Thread(target=probe) for _ in range(3)]
+    for t in threads:
+        t.start()
+    try:
+        for k in range(150):
+            fd = runs.acquire_train_lock(f"run{k}", ws)  # raises RunError on a false "already running"
+            os.close(fd)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    fd = runs.acquire_train_lock("holder", ws)
+    try:
+        assert runs.active_job(ws) == "holder"
+    finally:
+        os.close(fd)
