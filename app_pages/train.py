@@ -49,7 +49,7 @@ else:
         st.caption(f"**{preset}**: {PRESET_HELP[preset]}.")
         if "train_epochs" not in st.session_state:
             _reset_form()
-        with st.form("train_form"):
+        with st.form("train_form", enter_to_submit=False):  # a launch costs minutes: only the button starts one
             c1, c2, c3, c4 = st.columns(4)
             c1.number_input("Epochs", 1, 1000, key="train_epochs")
             c2.number_input("Batch size", 1, 4096, key="train_batch")
