@@ -1,6 +1,6 @@
 """A faithful re-implementation of the reference ("tutorial") pipeline, for benchmarking only.
 
-See /work/shared/REFERENCE.md. Everything here deliberately keeps the reference's costs:
+See ../shared/REFERENCE.md (beside the repository). Everything here deliberately keeps the reference's costs:
 
 * prepare: every source tile is written to disk together with two copies rotated by a random angle
   (same frame, black corners), so that every three consecutive files are one triplet;

@@ -8,7 +8,7 @@ measurement: ``os.wait4`` returns the child's own ``ru_maxrss``; Python children
 ``VmHWM``), prints a table (measure | reference | ours | ratio | target | met?) and writes
 ``<out>/results.json`` (per-child logs in ``<out>/logs/``, scratch data in ``<out>/work/``).
 
-Data: the 600 JPEG tiles of /work/shared/data/aerial-sample (each with 2 rotations = 1,800 images);
+Data: the 600 JPEG tiles of ../shared/data/aerial-sample (beside the repository) (each with 2 rotations = 1,800 images);
 when that folder is absent, 600 synthetic tiles written as 256×256 JPEGs are used instead, so that the
 reference (which reads files) and this project read the very same files.
 
@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-SAMPLE = Path(os.environ.get("BENCH_SAMPLE", "/work/shared/data/aerial-sample"))
+SAMPLE = Path(os.environ.get("BENCH_SAMPLE") or Path(__file__).resolve().parents[2] / "shared" / "data" / "aerial-sample")
 MAPS_TILES = 2194           # huggan/maps: 1,096 + 1,098 source tiles, × 3 = 6,582 images
 GB = 1e9
 
