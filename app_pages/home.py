@@ -5,7 +5,7 @@ import streamlit as st
 
 from app_pages import _ui
 from siamese_core import dashboard as dash
-from siamese_core.config import DISTORTIONS, DataConfig
+from siamese_core.config import DISTORTIONS, DataConfig, check_import_path
 from siamese_core.errors import SiameseError
 from siamese_core.sources.hf import download_hub
 
@@ -91,6 +91,8 @@ def build(name: str, cfg_fields: dict, *, zip_upload=None, keep: tuple = ()):
                                      on_skip=lambda f, why: skipped.append((f, why)), **cfg_fields)
             skipped[:0] = res.skipped
         else:
+            if cfg_fields.get("path"):
+                check_import_path(cfg_fields["path"], ws)  # server paths: only under the configured roots
             cfg = DataConfig(**cfg_fields)
             ds = build_dataset(cfg, name, ws, progress=dash.Throttle(progress),
                                on_skip=lambda f, why: skipped.append((f, why)))
@@ -113,7 +115,9 @@ def build(name: str, cfg_fields: dict, *, zip_upload=None, keep: tuple = ()):
 def path_form(prefix: str, source: str, button: str, placeholder: str, missing: str) -> None:
     """A form for a source read from a folder on the server (folder, pix2pix)."""
     with st.form(f"{prefix}_form"):
-        path = st.text_input("Folder path on the server", key=f"{prefix}_path", placeholder=placeholder)
+        path = st.text_input("Folder path on the server", key=f"{prefix}_path", placeholder=placeholder,
+                             help="Only inside the workspace or a folder listed in SIAMESE_IMPORT_ROOTS "
+                                  "(set before starting the dashboard)")
         name, fields = options(prefix, source)
         go = st.form_submit_button(button, type="primary", key=f"{prefix}_go")
     if go:

@@ -24,6 +24,25 @@ def workspace_dir(path: str | os.PathLike | None = None) -> Path:
     return Path(path or os.environ.get("SIAMESE_WORKSPACE") or "workspace").expanduser().resolve()
 
 
+def import_roots(workspace=None) -> list[Path]:
+    """Folders whose files the dashboard may import by server path: the workspace, plus every folder in
+    ``$SIAMESE_IMPORT_ROOTS`` (separated by ``os.pathsep``, e.g. ``/data/tiles:/srv/archive``)."""
+    extra = [p for p in os.environ.get("SIAMESE_IMPORT_ROOTS", "").split(os.pathsep) if p.strip()]
+    return [workspace_dir(workspace)] + [Path(p).expanduser().resolve() for p in extra]
+
+
+def check_import_path(path: str, workspace=None) -> Path:
+    """``path`` resolved (symlinks followed) if it lies inside one of :func:`import_roots`, else a
+    one-line SiameseError: someone who can reach the dashboard must not pull any folder of the server."""
+    p = Path(path).expanduser().resolve()
+    roots = import_roots(workspace)
+    if not any(p == r or p.is_relative_to(r) for r in roots):
+        raise SiameseError(f"{path}: outside the folders the dashboard may import from "
+                           f"({', '.join(str(r) for r in roots)}); add its folder to SIAMESE_IMPORT_ROOTS "
+                           f"(separated by '{os.pathsep}') and restart the dashboard, or use the command line")
+    return p
+
+
 class _Config:
     """Mixin: ``to_dict`` / ``from_dict`` with a clear error for unknown keys."""
 

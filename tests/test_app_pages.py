@@ -418,11 +418,17 @@ def test_home_creates_datasets_from_synthetic_and_zip_and_reports_errors(app_ws,
     assert widget(at, "selectbox", "app_dataset").value == "syn2"
     assert "syn2" in texts(at)  # the success message after the rerun
 
-    # a folder that does not exist: the one-line message, with the path the user typed
-    widget(at, "text_input", "home_folder_path").set_value("/no/such/folder")
+    # a folder outside the import roots: refused in one line, nothing read
+    widget(at, "text_input", "home_folder_path").set_value("/etc")
     widget(at, "button", "home_folder_go").click().run()
     ok(at)
-    assert any("/no/such/folder" in e.value and "does not exist" in e.value for e in at.error)
+    assert any("/etc" in e.value and "SIAMESE_IMPORT_ROOTS" in e.value for e in at.error)
+    # a folder inside the workspace that does not exist: the one-line message, with the path the user typed
+    missing = str(app_ws / "no" / "such" / "folder")
+    widget(at, "text_input", "home_folder_path").set_value(missing)
+    widget(at, "button", "home_folder_go").click().run()
+    ok(at)
+    assert any("no/such/folder" in e.value and "does not exist" in e.value for e in at.error)
 
     # an uploaded zip: imported through a temporary folder that is removed afterwards
     widget(at, "file_uploader", "home_zip_upload").set_value(("tiles.zip", zipped, "application/zip"))

@@ -68,3 +68,21 @@ def test_a_launch_is_not_refused_because_the_dashboard_is_probing(tmp_path):
         assert runs.active_job(ws) == "holder"
     finally:
         os.close(fd)
+
+
+def test_server_paths_are_confined_to_the_import_roots(tmp_path, monkeypatch):
+    import pytest
+    from siamese_core.config import check_import_path, import_roots
+    from siamese_core.errors import SiameseError
+    ws, data = tmp_path / "ws", tmp_path / "data"
+    (data / "tiles").mkdir(parents=True)
+    (ws / "inside").mkdir(parents=True)
+    (ws / "link").symlink_to(tmp_path / "data")  # a link out of the workspace does not escape
+    monkeypatch.delenv("SIAMESE_IMPORT_ROOTS", raising=False)
+    assert check_import_path(str(ws / "inside"), ws) == (ws / "inside").resolve()
+    for bad in ("/etc", str(data / "tiles"), str(ws / "link" / "tiles"), str(ws / ".." / "data")):
+        with pytest.raises(SiameseError, match="SIAMESE_IMPORT_ROOTS"):
+            check_import_path(bad, ws)
+    monkeypatch.setenv("SIAMESE_IMPORT_ROOTS", f"{data}{os.pathsep}/nonexistent")
+    assert check_import_path(str(data / "tiles"), ws) == (data / "tiles").resolve()
+    assert len(import_roots(ws)) == 3
