@@ -162,9 +162,7 @@ if all_runs:
             if st.button("Resume from its last checkpoint", key="train_resume"):
                 try:
                     d = runs.open_run(rid, ws)
-                    if not (d / "checkpoint.keras").exists():
-                        raise SiameseError(f"run {rid!r} has no checkpoint yet (it stopped during its first epoch); "
-                                           f"launch a new run instead")
+                    runs.resume_check(d)
                     runs.launch_background(runs.read_config(d), ws, run_id=rid, resume=True)
                 except SiameseError as e:
                     _ui.error(e)

@@ -69,7 +69,8 @@ def cmd_train(args) -> int:
     ws = workspace_dir(args.workspace)
     if args.resume:
         run_dir = open_run(args.resume, ws)
-        from .train import resume_check, run_training
+        from .runs import resume_check
+        from .train import run_training
         resume_check(run_dir)
         (run_dir / "stop").unlink(missing_ok=True)
         run_training(run_dir, resume=True, verbose=args.verbose)
@@ -118,20 +119,32 @@ def cmd_evaluate(args) -> int:
 
     from .evaluate import report
     from .runs import open_run, read_threshold
-    if args.pairs:
-        from .calibration import evaluate_pairs
-        res = evaluate_pairs(_scorer(args), Path(args.pairs), args.threshold, progress=_progress("evaluate", "pair"))
+    if args.pairs and args.dataset:
+        raise SiameseError("give --pairs LABELLED.csv or --dataset NAME, not both")
+    if args.pairs or args.dataset:
+        from .calibration import evaluate_dataset, evaluate_pairs
+        if args.dataset:
+            from .store import open_dataset
+            ds = open_dataset(args.dataset, args.workspace)  # an unknown dataset fails before the model loads
+            res = evaluate_dataset(_scorer(args), ds, args.workspace, progress=_progress("evaluate", "pair"),
+                                   threshold=args.threshold)
+            what = f"dataset {args.dataset}"
+        else:
+            res = evaluate_pairs(_scorer(args), Path(args.pairs), args.threshold,
+                                 progress=_progress("evaluate", "pair"), workspace=args.workspace)
+            what = args.pairs
         if args.json:
             print(json.dumps(res, indent=2))
             return 0
-        print(f"{args.pairs}: threshold {res['threshold']:.4f} (score > threshold = different place)")
+        print(f"{what}: threshold {res['threshold']:.4f} (score > threshold = different place)")
         for k, e in res["kinds"].items():
             print(f"  {k:>20}: n={e['pairs']} ({e['same']} same)  ROC-AUC={e['roc_auc_score']}  "
                   f"accuracy={e['accuracy']}  [learned distance alone {e['roc_auc_distance']}, "
                   f"inliers alone {e['roc_auc_inliers']}, edges alone {e['roc_auc_structure']}]")
+        print(f"stored -> {res['stored']} (and .npz: the scores, for the dashboard's Threshold page)", file=sys.stderr)
         return 0
     if not args.run:
-        raise SiameseError("evaluate needs --run RUN_ID (its validation pairs) or --pairs LABELLED.csv")
+        raise SiameseError("evaluate needs --run RUN_ID (its validation pairs), --pairs LABELLED.csv or --dataset NAME")
     run_dir = open_run(args.run, args.workspace)
     p = run_dir / "val_scores.npz"
     if not p.exists():
@@ -320,9 +333,13 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2), help="Keras progress output")
     s.set_defaults(func=cmd_train)
 
-    s = sub.add_parser("evaluate", help="a run's metrics on its validation pairs, or on labelled pairs (--pairs)")
-    s.add_argument("--run", help="run id (with --pairs: default the bundled model)")
+    s = sub.add_parser("evaluate", help="a run's metrics on its validation pairs, on labelled pairs (--pairs) "
+                                        "or on pairs drawn from a dataset (--dataset)")
+    s.add_argument("--run", help="run id (with --pairs or --dataset: default the bundled model)")
     s.add_argument("--pairs", help="labelled CSV image_a,image_b,label[,kind]: ROC-AUC and accuracy per kind")
+    s.add_argument("--dataset", help="dataset name: score pairs drawn from it (each image with another of its "
+                                     "place and one of another place, at most 2,000, seeded); stored under the "
+                                     "run as evaluations/dataset-NAME.json and .npz")
     s.add_argument("--threshold", type=float)
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_evaluate)

@@ -304,3 +304,15 @@ def stop_run(run_dir: Path, wait_s: float = 0.0) -> dict:
     if wait_s and st.get("status") in ("running", "queued") and _job_alive(st):
         os.kill(int(st["pid"]), signal.SIGTERM)
     return st
+
+
+def resume_check(run_dir: Path) -> None:
+    """Refuse, in one line, to resume a run that is live, finished, or has no checkpoint to continue from."""
+    st = read_status(run_dir)
+    if st.get("status") in ("running", "queued", "finishing"):
+        raise RunError(f"run {run_dir.name} is still {st['status']}; stop it before resuming")
+    if st.get("status") == "finished":
+        raise RunError(f"run {run_dir.name} already finished; start a new run to train more")
+    if not (Path(run_dir) / "checkpoint.keras").exists():
+        raise RunError(f"run {run_dir.name} has no checkpoint yet (it stopped during its first epoch); "
+                       f"launch a new run instead")

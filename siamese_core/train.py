@@ -176,7 +176,16 @@ def _one_op_at_a_time_on_cpu() -> None:
         pass
 
 
-def _finish(run_dir: Path, model: keras.Model, images, pairs: Pairs, cfg: RunConfig) -> None:
+def _user_threshold(run_dir: Path) -> float | None:
+    try:
+        info = json.loads((run_dir / "threshold.json").read_text())
+        return float(info["threshold"]) if info.get("source") == "user" else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _finish(run_dir: Path, model: keras.Model, images, pairs: Pairs, cfg: RunConfig,
+            keep_user_threshold: bool = False) -> None:
     from .evaluate import report, suggest_thresholds
 
     tmp = run_dir / ".model.tmp.keras"
@@ -186,7 +195,10 @@ def _finish(run_dir: Path, model: keras.Model, images, pairs: Pairs, cfg: RunCon
     scores = predict_scores(model, images, val, batch_size=cfg.train.batch_size)
     np.savez(run_dir / ".val_scores.tmp.npz", score=scores, label=val.label, a=val.a, b=val.b)
     os.replace(run_dir / ".val_scores.tmp.npz", run_dir / "val_scores.npz")
-    if cfg.train.threshold > 0:
+    user = _user_threshold(run_dir) if keep_user_threshold else None
+    if user is not None:  # a resumed run keeps the threshold its user saved
+        threshold, source = user, "user"
+    elif cfg.train.threshold > 0:
         threshold, source = cfg.train.threshold, "preset"
     else:
         keep = ~val.identical
@@ -245,18 +257,24 @@ def run_training(run_dir: Path, resume: bool = False, lock_fd: int | None = None
             fit_val = _positives(pairs.validation, ds.groups)
         else:
             fit_train, fit_val = pairs.train, pairs.validation
+        if len(fit_train) == 0:
+            raise RunError(f"dataset {cfg.dataset!r} gives no same-place training pairs (each place has a single "
+                           f"image, e.g. prepared with --variants 0); prepare it with --variants 2, or from a source "
+                           f"with several views of each place (--source ab)")
         steps = t.steps_per_epoch or max(1, math.ceil(len(fit_train) / bs))
-        train_ds = pair_dataset(images, fit_train, bs, shuffle=True, augment=t.augment and in_batch, seed=t.seed)
+        ckpt = run_dir / "checkpoint.keras"
+        initial_epoch = int(json.loads((run_dir / "checkpoint.json").read_text())["epoch"]) \
+            if resume and ckpt.exists() else 0
+        # a resumed run draws a new shuffle order instead of replaying the first epoch's
+        train_ds = pair_dataset(images, fit_train, bs, shuffle=True, augment=t.augment and in_batch,
+                                seed=t.seed + initial_epoch)
         if t.steps_per_epoch:
             train_ds = train_ds.repeat()
         val_ds = pair_dataset(images, fit_val, bs)  # activations, not data, set the peak memory
 
-        initial_epoch = 0
-        ckpt = run_dir / "checkpoint.keras"
-        if resume and ckpt.exists():
+        if initial_epoch:
             from .inference import load_model_safe
             fit_model = load_model_safe(ckpt, compile=True)
-            initial_epoch = int(json.loads((run_dir / "checkpoint.json").read_text())["epoch"])
         else:
             model = build_model(cfg.model)
             fit_model = embedding_trainer(tower_of(model)) if in_batch else model
@@ -274,7 +292,7 @@ def run_training(run_dir: Path, resume: bool = False, lock_fd: int | None = None
                           steps_per_epoch=steps, callbacks=callbacks, verbose=verbose, shuffle=False)
         status = "stopped" if stop.stopped else "finished"
         write_status(run_dir, "finishing", final=status)
-        _finish(run_dir, model, images, pairs, cfg)
+        _finish(run_dir, model, images, pairs, cfg, keep_user_threshold=resume)
         return write_status(run_dir, status, ended=time.strftime("%Y-%m-%dT%H:%M:%S"))
     except BaseException as e:
         with open(run_dir / "train.log", "a") as log:
@@ -288,11 +306,3 @@ def run_training(run_dir: Path, resume: bool = False, lock_fd: int | None = None
     finally:
         keras.mixed_precision.set_global_policy(policy)
         os.close(lock_fd)
-
-
-def resume_check(run_dir: Path) -> None:
-    st = read_status(run_dir)
-    if st.get("status") in ("running", "queued", "finishing"):
-        raise RunError(f"run {run_dir.name} is still {st['status']}; stop it before resuming")
-    if st.get("status") == "finished":
-        raise RunError(f"run {run_dir.name} already finished; start a new run to train more")
