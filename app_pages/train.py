@@ -75,14 +75,12 @@ else:
         if launch:
             s = st.session_state
             try:
-                cfg = RunConfig.for_preset(dataset, preset, epochs=int(s.train_epochs), batch_size=int(s.train_batch),
-                                           learning_rate=float(s.train_lr) or None, steps_per_epoch=int(s.train_steps),
-                                           seed=int(s.train_seed), augment=bool(s.train_augment) and preset != "seed",
-                                           precision=s.train_precision)
-                cfg = cfg.replace(pairs=cfg.pairs.replace(identical=bool(s.train_identical),
-                                                          val_fraction=float(s.train_val),
-                                                          negatives=int(s.train_negatives),
-                                                          limit=int(s.train_pair_limit), seed=int(s.train_seed)))
+                cfg = RunConfig.build(dataset, preset, epochs=int(s.train_epochs), batch_size=int(s.train_batch),
+                                      learning_rate=float(s.train_lr) or None, steps_per_epoch=int(s.train_steps),
+                                      seed=int(s.train_seed), augment=bool(s.train_augment) and preset != "seed",
+                                      precision=s.train_precision, identical=bool(s.train_identical),
+                                      val_fraction=float(s.train_val), negatives=int(s.train_negatives),
+                                      pair_limit=int(s.train_pair_limit))
                 path = runs.launch_background(cfg, ws, run_id=(s.get("train_run_id") or "").strip() or None)
             except SiameseError as e:
                 _ui.error(e)

@@ -51,17 +51,10 @@ def cmd_prepare(args) -> int:
 
 
 def _run_config(args) -> RunConfig:
-    cfg = RunConfig.for_preset(args.dataset, args.preset, epochs=args.epochs, batch_size=args.batch_size,
-                               learning_rate=args.learning_rate, seed=args.seed,
-                               steps_per_epoch=args.steps_per_epoch, precision=args.precision)
-    pairs = cfg.pairs
-    if args.pair_limit is not None:
-        pairs = pairs.replace(limit=args.pair_limit)
-    if args.val_fraction is not None:
-        pairs = pairs.replace(val_fraction=args.val_fraction)
-    if args.identical is not None:
-        pairs = pairs.replace(identical=args.identical)
-    return cfg.replace(pairs=pairs.replace(seed=args.seed if args.seed is not None else pairs.seed))
+    return RunConfig.build(args.dataset, args.preset, epochs=args.epochs, batch_size=args.batch_size,
+                           learning_rate=args.learning_rate, seed=args.seed, steps_per_epoch=args.steps_per_epoch,
+                           precision=args.precision, augment=args.augment, identical=args.identical,
+                           val_fraction=args.val_fraction, negatives=args.negatives, pair_limit=args.pair_limit)
 
 
 def cmd_train(args) -> int:
@@ -328,6 +321,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--val-fraction", type=float)
     s.add_argument("--identical", action=argparse.BooleanOptionalAction, default=None,
                    help="include (i, i) pairs (seed: on, default: off)")
+    s.add_argument("--negatives", type=int, help="different-place pairs drawn per image (seed: 1, default: 2)")
+    s.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
+                   help="augment on the fly (default preset: on; the seed preset has none)")
     s.add_argument("--run-id", help="name for the run (default: time-preset)")
     s.add_argument("--resume", metavar="RUN_ID", help="continue an interrupted or stopped run from its checkpoint")
     s.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2), help="Keras progress output")

@@ -206,6 +206,17 @@ class RunConfig(_Config):
                    model=ModelConfig.from_dict(d.get("model")), train=TrainConfig.from_dict(d.get("train")))
 
     @classmethod
+    def build(cls, dataset: str, preset: str = "default", *, seed: int | None = None, identical: bool | None = None,
+              val_fraction: float | None = None, negatives: int | None = None, pair_limit: int | None = None,
+              **train_overrides) -> "RunConfig":
+        """The one way the CLI and the dashboard turn a user's choices into a run's config: the preset's
+        defaults, then every option given (None = keep the preset's). ``seed`` seeds pairs and training."""
+        cfg = cls.for_preset(dataset, preset, seed=seed, **train_overrides)
+        chosen = {"identical": identical, "val_fraction": val_fraction, "negatives": negatives,
+                  "limit": pair_limit, "seed": seed}
+        return cfg.replace(pairs=cfg.pairs.replace(**{k: v for k, v in chosen.items() if v is not None}))
+
+    @classmethod
     def for_preset(cls, dataset: str, preset: str = "default", **train_overrides) -> "RunConfig":
         pairs, model, train = preset_defaults(preset)
         overrides = {k: v for k, v in train_overrides.items() if v is not None}
