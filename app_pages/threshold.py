@@ -3,6 +3,10 @@
 A fused run (one calibrated on labelled pairs, with ``calibration_scores.npz``) is swept on the fused
 scores of its calibration pairs instead — what ``score`` and Compare output — optionally restricted to
 some kinds of pair, and its mistakes show the calibration images themselves.
+
+"Drag to explore" is a Plotly figure with its own slider: its steps are precomputed, so the matrix and
+its counts follow the handle in the browser while it is dragged; the Streamlit slider below it sets (and
+saves) the threshold on release.
 """
 
 import json
@@ -108,11 +112,24 @@ if st.session_state.get("thr_for") != rid or "thr_slider" not in st.session_stat
     st.session_state["thr_for"] = rid
     st.session_state["thr_slider"] = float(saved)
 st.session_state["thr_slider"] = float(min(max(st.session_state["thr_slider"], lo), hi))
+t_now = float(st.session_state["thr_slider"])
 
 
 def _snap(value: float) -> None:
     st.session_state["thr_slider"] = float(value)
 
+
+# --- drag to explore: the matrix follows the handle in the browser ------------------------------------------
+st.subheader("Drag to explore")
+st.caption("Drag the handle under the matrix: the counts follow it in your browser while you drag, over 101 "
+           "thresholds across the scores plus the saved and suggested ones. It starts at the threshold set below; "
+           "to save one, set it with the slider below.")
+d1, d2 = st.columns(2)
+smin, smax = sweep.score_range
+d1.plotly_chart(dash.live_confusion_figure(sweep, [*np.linspace(smin, smax, 101), sug.best_f1, sug.best_accuracy,
+                                                   sug.target_precision], saved, active=t_now), key="thr_live")
+hist = dash.histogram_data(scores, labels, lo, hi)
+d2.plotly_chart(dash.histogram_figure(hist, t_now), key="thr_hist")
 
 snaps = [("Saved", saved, "thr_snap_saved", "the threshold saved for this run"),
          ("Best F1", sug.best_f1, "thr_snap_f1", "highest F1 for 'same place'"),
@@ -163,10 +180,6 @@ k5.metric("ROC-AUC", "n/a" if ev["auc"] != ev["auc"] else f"{ev['auc']:.3f}", he
 st.markdown(f"<div id='thr-counts'>At {m.threshold:.4f}: <b>TP {m.tp}</b> · <b>FN {m.fn}</b> · <b>FP {m.fp}</b> · "
             f"<b>TN {m.tn}</b> of {m.n} {'calibration' if fused else 'validation'} pairs</div>", unsafe_allow_html=True)
 
-g1, g2 = st.columns(2)
-g1.plotly_chart(dash.confusion_figure(m), key="thr_matrix")
-hist = dash.histogram_data(scores, labels, lo, hi)
-g2.plotly_chart(dash.histogram_figure(hist, t), key="thr_hist")
 fpr_now = m.fp / (m.fp + m.tn) if (m.fp + m.tn) else float("nan")
 g3, g4 = st.columns(2)
 g3.plotly_chart(dash.roc_figure(*ev["roc"], point=(fpr_now, m.recall)), key="thr_roc")

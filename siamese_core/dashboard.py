@@ -466,6 +466,58 @@ def confusion_figure(m):
     return fig
 
 
+def live_confusion_figure(sweep, thresholds, saved=None, active=None):
+    """The confusion matrix with its own Plotly slider, which redraws it in the browser while the handle
+    is dragged (no round trip to the server; Streamlit's slider only reruns on release).
+
+    One slider step per threshold in ``thresholds`` (plus ``saved`` and ``active``; sorted, duplicates and
+    non-finite values dropped); each step is an ``update`` call that swaps the heatmap's z/text and the
+    title's TP/FN/FP/TN counts, all precomputed here in one vectorised pass over the sweep's sorted scores.
+    The handle starts at ``active`` (else ``saved``) and the figure is drawn at that step."""
+    import plotly.graph_objects as go
+    extra = [x for x in (saved, active) if x is not None]
+    ts = np.asarray([float(x) for x in list(thresholds) + extra if x is not None], float)
+    ts = np.unique(ts[np.isfinite(ts)])
+    if not len(ts):
+        ts = np.array([sweep.score_range[1]], float)
+    same, diff = sweep._same, sweep._different  # the sweep's sorted scores of same / different pairs
+    tp = np.searchsorted(same, ts, side="right")
+    fp = np.searchsorted(diff, ts, side="right")
+    fn, tn = len(same) - tp, len(diff) - fp
+    n_same, n_diff = max(len(same), 1), max(len(diff), 1)
+    names = [["TP", "FN"], ["FP", "TN"]]
+
+    def cells(k):
+        mat = [[int(tp[k]), int(fn[k])], [int(fp[k]), int(tn[k])]]
+        rates = [[mat[0][0] / n_same, mat[0][1] / n_same], [mat[1][0] / n_diff, mat[1][1] / n_diff]]
+        text = [[f"<b>{mat[i][j]}</b><br>{names[i][j]} · {100 * rates[i][j]:.1f}% of row" for j in range(2)]
+                for i in range(2)]
+        title = (f"At {ts[k]:.4f}: TP {mat[0][0]} · FN {mat[0][1]} · FP {mat[1][0]} · TN {mat[1][1]}"
+                 f"{' (saved)' if saved is not None and abs(ts[k] - saved) < 1e-12 else ''}")
+        return rates, text, title
+
+    target = active if active is not None else saved
+    k0 = int(np.argmin(np.abs(ts - target))) if target is not None else len(ts) // 2
+    steps = []
+    for k in range(len(ts)):
+        rates, text, title = cells(k)
+        label = f"{ts[k]:.4f}" + (" (saved)" if saved is not None and abs(ts[k] - saved) < 1e-12 else "")
+        steps.append(dict(method="update", label=label, args=[{"z": [rates], "text": [text]}, {"title.text": title}]))
+    rates, text, title = cells(k0)
+    fig = go.Figure(go.Heatmap(z=rates, x=["predicted same", "predicted different"],
+                               y=["truly same", "truly different"], text=text, texttemplate="%{text}",
+                               textfont=dict(size=15), colorscale=[[0, "#f4f7fb"], [1, ACCENT]], zmin=0, zmax=1,
+                               showscale=False, hovertemplate="%{y}, %{x}: %{text}<extra></extra>"))
+    fig.update_yaxes(autorange="reversed")
+    fig.update_layout(
+        height=400, margin=dict(l=10, r=10, t=40, b=10), title=title,
+        sliders=[dict(active=k0, steps=steps, x=0.0, len=1.0, pad=dict(t=45, b=5),
+                      currentvalue=dict(prefix="Threshold ", font=dict(size=13, color="#31333f")), transition=dict(duration=0),
+                      ticklen=0, minorticklen=0, tickcolor="rgba(0,0,0,0)",
+                      font=dict(size=1, color="rgba(0,0,0,0)"))])  # 100+ tick labels would overlap: hidden
+    return fig
+
+
 def roc_figure(fpr, tpr, point=None):
     import plotly.graph_objects as go
     fpr, tpr = _thin_xy(np.asarray(fpr), np.asarray(tpr))

@@ -192,3 +192,51 @@ def test_compare_shows_the_geometric_second_opinion_in_chromium(server, browser)
         page.wait_for_timeout(1000)
         page.screenshot(path=shot, full_page=True)
     page.close()
+
+
+def test_threshold_matrix_follows_the_dragged_handle_before_release(server, browser):
+    """'Drag to explore': the Plotly figure's own slider redraws the matrix and its counts in the browser while
+    the handle is dragged: the counts change before the mouse button is released (no rerun needed)."""
+    rid = _default_run(server["ws"])
+    page = browser.new_page(viewport={"width": 1400, "height": 1400})
+    page.set_default_timeout(60_000)
+    page.goto(f"{server['url']}/threshold?run={rid}")
+    _counts(page)  # the page has rendered
+    live = page.locator('[data-testid="stPlotlyChart"]').filter(has=page.locator("g.slider-container")).first
+    live.wait_for()
+    live.scroll_into_view_if_needed()
+    grip = live.locator(".slider-grip-rect").first
+    rail = live.locator("g.slider-container .slider-rail-rect").first
+    grip.wait_for()
+
+    def title() -> str:
+        return live.locator(".gtitle").first.text_content()
+
+    def cells() -> str:
+        return " ".join(t for t in live.locator("g.heatmaplayer text, .heatmaplayer text").all_text_contents())
+
+    page.wait_for_timeout(500)
+    before_title, before_cells = title(), cells()
+    assert re.search(r"TP \d+ · FN \d+ · FP \d+ · TN \d+", before_title), before_title
+    g, r = grip.bounding_box(), rail.bounding_box()
+    y = g["y"] + g["height"] / 2
+    x0 = g["x"] + g["width"] / 2
+    # drag toward the far end of the rail (whichever side is longer), in steps
+    x_end = r["x"] + 4 if x0 - r["x"] > r["x"] + r["width"] - x0 else r["x"] + r["width"] - 4
+    page.mouse.move(x0, y)
+    page.mouse.down()
+    seen = []
+    try:
+        for k in range(1, 11):
+            page.mouse.move(x0 + (x_end - x0) * k / 10, y, steps=4)
+            page.wait_for_timeout(150)
+            seen.append((title(), cells()))
+        changed = [s for s in seen if s[0] != before_title]
+        assert changed, f"the title did not follow the handle: {before_title!r} -> {seen[-1][0]!r}"
+        assert any(c != before_cells for _, c in changed), "the matrix cells did not follow the handle"
+        assert len({s[0] for s in seen}) >= 2, "the counts moved only once along the rail"
+    finally:
+        page.mouse.up()
+    page.wait_for_timeout(300)
+    assert "Traceback" not in page.locator("body").inner_text()
+    page.close()
