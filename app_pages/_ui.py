@@ -338,3 +338,89 @@ def calibration(run_id: str, kinds=None) -> dict:
 
 def score_note(preset: str | None, threshold: float | None = None, fused: bool = False) -> None:
     st.caption(dash.score_direction(preset, threshold, fused))
+
+
+# --- scores to tune a threshold on (Threshold page) ---------------------------------------------------
+
+def evaluations_dir(run_id: str):
+    """Where run ``run_id``'s stored evaluations live (the workspace's for the bundled run)."""
+    from siamese_core.calibration import evaluations_dir as where
+    from siamese_core.runs import run_path
+    ws = workspace()
+    return where(run_path(run_id, ws), ws)
+
+
+def score_sources(run_id: str) -> dict:
+    """What the Threshold page can sweep for this run, in order: {key: label}. ``val`` (the validation
+    pairs) for an unfused run, ``calibration`` (its calibration pairs) for a fused one, and ``eval:<stem>``
+    for each stored evaluation (``evaluations/<stem>.npz``) scored the way the run scores now (fused or not)."""
+    import json
+    from siamese_core.runs import run_path
+    d = run_path(run_id, workspace())
+    fused = (d / CALIBRATION_SCORES).exists()
+    has_fusion = (d / "fusion.json").exists()  # what the run's scorer outputs now: fused or not
+    out = {}
+    if fused:
+        out["calibration"] = "Calibration pairs (fused scores, what the run was calibrated on)"
+    elif (d / "val_scores.npz").exists():
+        out["val"] = "Validation pairs (stored when the run finished training)"
+    ed = evaluations_dir(run_id)
+    for npz in sorted(ed.glob("*.npz")) if ed.is_dir() else []:
+        if npz.name.startswith("."):
+            continue
+        try:
+            info = json.loads(npz.with_suffix(".json").read_text())
+        except (OSError, ValueError):
+            info = {}
+        if bool(info.get("fused", has_fusion)) != has_fusion:  # scored before (or without) the run's fusion
+            continue
+        n = sum(e.get("pairs", 0) for k, e in info.get("kinds", {}).items() if k == "all" or len(info["kinds"]) == 1)
+        when = str(info.get("created", ""))[:16].replace("T", " ")
+        if info.get("dataset"):
+            what = f"Dataset {info['dataset']}"
+        else:
+            what = f"Pairs {Path(str(info.get('pairs_csv', npz.stem))).name}"
+        out[f"eval:{npz.stem}"] = f"{what}: {n or '?'} pairs (evaluated {when or '?'})"
+    return out
+
+
+_EVAL_KEYS = ("score", "label", "kind", "path_a", "path_b", "a", "b", "distance", "inliers")
+
+
+@st.cache_data(max_entries=8, show_spinner="Reading the stored evaluation…")
+def _stored_evaluation(path: str, stamp: float):
+    import json
+    from siamese_core.evaluate import ThresholdSweep, pr_curve, roc_auc, roc_curve, suggest_thresholds
+    p = Path(path)
+    try:
+        with np.load(p, allow_pickle=False) as z:
+            v = {k: np.asarray(z[k]) for k in _EVAL_KEYS if k in z.files}
+    except (OSError, ValueError, KeyError) as e:
+        raise SiameseError(f"the stored evaluation {p.stem!r} is unreadable ({type(e).__name__}); run "
+                           f"`evaluate` again") from None
+    if "score" not in v or "label" not in v or len(v["score"]) != len(v["label"]) or not len(v["score"]):
+        raise SiameseError(f"the stored evaluation {p.stem!r} lacks scores or labels; run `evaluate` again")
+    try:
+        info = json.loads(p.with_suffix(".json").read_text())
+    except (OSError, ValueError):
+        info = {}
+    n = len(v["score"])
+    for k in ("kind", "path_a", "path_b"):
+        v[k] = np.asarray(v[k]).astype(str) if k in v and len(v[k]) == n else np.full(n, "", dtype=str)
+    for k in ("distance", "inliers"):
+        v[k] = np.asarray(v[k], dtype=float) if k in v and len(v[k]) == n else np.full(n, np.nan)
+    s, y = v["score"].astype(np.float64), v["label"].astype(np.int64)
+    fpr, tpr, _ = roc_curve(s, y)
+    prec, rec, _ = pr_curve(s, y)
+    out = {**v, "scores": s, "labels": y, "sweep": ThresholdSweep(s, y), "roc": (fpr, tpr), "pr": (prec, rec),
+           "auc": roc_auc(s, y), "suggest": suggest_thresholds(s, y), "info": info,
+           "dataset": info.get("dataset") if "a" in v and "b" in v else None}
+    return out
+
+
+def stored_evaluation(run_id: str, stem: str) -> dict:
+    """A stored evaluation (``evaluations/<stem>.npz``): scores, labels, what to show its pairs with (dataset
+    rows ``a``/``b`` and ``dataset``, or image paths), the ThresholdSweep, curves and suggestions; read once per
+    file version."""
+    p = evaluations_dir(run_id) / f"{stem}.npz"
+    return _stored_evaluation(str(p), dash.mtime(p))

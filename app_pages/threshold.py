@@ -1,8 +1,10 @@
-"""Threshold: choose the run's decision threshold on its validation pairs and save it.
+"""Threshold: choose the run's decision threshold on stored scores and save it.
 
-A fused run (one calibrated on labelled pairs, with ``calibration_scores.npz``) is swept on the fused
-scores of its calibration pairs instead — what ``score`` and Compare output — optionally restricted to
-some kinds of pair, and its mistakes show the calibration images themselves.
+The scores to tune on ("Scores to tune on"): an unfused run's validation pairs; a fused run's calibration
+pairs (one calibrated on labelled pairs, with ``calibration_scores.npz``: the fused scores, what ``score``
+and Compare output), optionally restricted to some kinds of pair; and any stored evaluation of the run
+(``evaluate --run R --dataset D`` or ``--pairs CSV``). The bundled run, which ships without validation
+scores, can be evaluated on the active dataset from here. The model is not run again to sweep.
 
 "Drag to explore" is a Plotly figure with its own slider: its steps are precomputed, so the matrix and
 its counts follow the handle in the browser while it is dragged; the Streamlit slider below it sets (and
@@ -47,14 +49,71 @@ def _kind_label(kind: str) -> str:
 
 
 st.title("Threshold")
-rid, run_dir, cfg = _ui.require_finished_run()
+rid, run_dir, cfg = _ui.require_finished_run(scores=False)
 bundled = is_bundled(run_dir)
-fused = (run_dir / _ui.CALIBRATION_SCORES).exists()
 try:
     saved_info = json.loads((run_dir / "threshold.json").read_text())
     saved = float(saved_info["threshold"])
 except (OSError, ValueError, KeyError, TypeError):
     saved_info, saved = {"source": "none"}, None
+sources = _ui.score_sources(rid)
+active_ds = _ui.active_dataset()
+offer_demo = bundled and active_ds is not None and f"eval:dataset-{active_ds}" not in sources
+
+
+def _evaluate_demo() -> None:
+    """The button that scores the bundled run on pairs of the active dataset (stored in the workspace)."""
+    if not st.button(f"Evaluate the bundled model on dataset {active_ds}", key="thr_eval_demo",
+                     icon=":material/play_arrow:", type="secondary" if sources else "primary",
+                     help="Scores up to 2,000 pairs drawn from the dataset (each image with another view of its "
+                          "place, and with an image of another place) the way Compare does, once; the scores are "
+                          "stored in the workspace (the bundled run is read-only)."):
+        return
+    bar = st.progress(0.0, text="Loading the model…")
+    try:
+        from siamese_core.calibration import evaluate_dataset
+        scorer = _ui.scorer(rid)
+        res = evaluate_dataset(scorer, _ui.dataset(active_ds), _ui.workspace(), progress=dash.Throttle(
+            lambda d, n: bar.progress(min(1.0, d / max(n, 1)), text=f"Scoring pairs of {active_ds}: {d}/{n}")))
+    except (SiameseError, OSError) as e:
+        bar.empty()
+        _ui.error(e)
+        return
+    st.session_state["_thr_eval_pending"] = f"eval:dataset-{active_ds}"
+    _ui.flash("success", f"Evaluated **{rid}** on {res['kinds']['all']['pairs']} pairs of dataset **{active_ds}**; "
+                         f"tune on them below.")
+    st.rerun()
+
+
+st.markdown(f"Run **{rid}** ({cfg.model.preset} preset on `{cfg.dataset}`). Saved threshold: "
+            + (f"**{saved:.4f}** ({saved_info.get('source', '?')})" if saved is not None else "none yet") + ".")
+if not sources:
+    if offer_demo:
+        st.info(f"The bundled run **{rid}** ships without validation scores: its numbers are in its model card "
+                f"(siamese_core/pretrained/MODEL_CARD.md). Evaluate it on dataset **{active_ds}** to tune a threshold "
+                f"on its scores here (`python -m siamese_core evaluate --dataset {active_ds}` does the same).",
+                icon=":material/info:")
+        _evaluate_demo()
+        st.stop()
+    _ui.require_finished_run()  # today's message for a run with nothing to sweep; stops
+    st.stop()
+
+keys = list(sources)
+default = keys[0]
+if st.session_state.get("thr_eval_for") != rid or st.session_state.get("thr_eval") not in keys:
+    st.session_state["thr_eval_for"] = rid
+    st.session_state["thr_eval"] = default
+pending = st.session_state.pop("_thr_eval_pending", None)
+if pending in keys:
+    st.session_state["thr_eval"] = pending
+choice = st.selectbox("Scores to tune on", keys, key="thr_eval", format_func=lambda k: sources[k],
+                      help="The sweep, the matrix, the curves and the mistakes below use these pairs' stored scores. "
+                           "Store more with `python -m siamese_core evaluate --run RUN --dataset NAME` "
+                           "(or `--pairs LABELLED.csv`).")
+if offer_demo:
+    _evaluate_demo()
+fused = choice == "calibration"
+gallery_dataset = None  # the dataset whose rows ev["a"], ev["b"] are (val and dataset evaluations)
 if fused:
     try:
         cal_all = _ui.calibration(rid)
@@ -63,12 +122,29 @@ if fused:
         st.stop()
     what = (f"Everything below sweeps the fused scores of {cal_all['n_all']} calibration pairs: learned distance "
             f"+ keypoints (what `score` and Compare output); the model is not run again.")
-else:
+    word = "calibration"
+elif choice == "val":
     what = "Everything below uses the run's stored validation scores; the model is not run again."
-st.markdown(f"Run **{rid}** ({cfg.model.preset} preset on `{cfg.dataset}`). Saved threshold: "
-            + (f"**{saved:.4f}** ({saved_info.get('source', '?')})" if saved is not None else "none yet")
-            + ". " + what)
-_ui.score_note(cfg.model.preset, saved, fused=fused)
+    word, gallery_dataset = "validation", cfg.dataset
+else:
+    try:
+        ev = _ui.stored_evaluation(rid, choice.split(":", 1)[1])
+    except SiameseError as e:
+        _ui.error(e)
+        st.stop()
+    info = ev["info"]
+    when = str(info.get("created", "?"))[:16].replace("T", " ")
+    how = "fused scores (learned distance + keypoints)" if info.get("fused") else "scores"
+    if ev["dataset"]:
+        gallery_dataset = ev["dataset"]
+        what = (f"Everything below sweeps the stored {how} of {len(ev['scores'])} pairs drawn from dataset "
+                f"`{ev['dataset']}` (evaluated {when}); the model is not run again.")
+    else:
+        what = (f"Everything below sweeps the stored {how} of {len(ev['scores'])} labelled pairs of "
+                f"`{Path(str(info.get('pairs_csv', choice))).name}` (evaluated {when}); the model is not run again.")
+    word = "evaluation"
+st.markdown(what)
+_ui.score_note(cfg.model.preset, saved, fused=(run_dir / "fusion.json").exists() if not fused else True)
 
 if fused:
     kinds_all = cal_all["kinds"]
@@ -91,7 +167,7 @@ if fused:
     if "sweep" not in ev:  # pragma: no cover - an empty selection stops above
         st.info("No calibration pairs of the chosen kinds.", icon=":material/info:")
         st.stop()
-else:
+elif choice == "val":
     try:
         ev_all = _ui.evaluation(rid, False)
     except SiameseError as e:
@@ -108,8 +184,9 @@ if saved is None:
     saved = float(sug.best_accuracy)
 lo, hi, step = dash.slider_spec(scores, [saved, sug.best_f1, sug.best_accuracy, sug.target_precision])
 
-if st.session_state.get("thr_for") != rid or "thr_slider" not in st.session_state:
-    st.session_state["thr_for"] = rid
+slider_for = (rid, choice)
+if st.session_state.get("thr_for") != slider_for or "thr_slider" not in st.session_state:
+    st.session_state["thr_for"] = slider_for
     st.session_state["thr_slider"] = float(saved)
 st.session_state["thr_slider"] = float(min(max(st.session_state["thr_slider"], lo), hi))
 t_now = float(st.session_state["thr_slider"])
@@ -178,7 +255,7 @@ k3.metric("Recall (same)", f"{m.recall:.3f}", _delta(m.recall, base.recall),
 k4.metric("F1", f"{m.f1:.3f}", _delta(m.f1, base.f1))
 k5.metric("ROC-AUC", "n/a" if ev["auc"] != ev["auc"] else f"{ev['auc']:.3f}", help="independent of the threshold")
 st.markdown(f"<div id='thr-counts'>At {m.threshold:.4f}: <b>TP {m.tp}</b> · <b>FN {m.fn}</b> · <b>FP {m.fp}</b> · "
-            f"<b>TN {m.tn}</b> of {m.n} {'calibration' if fused else 'validation'} pairs</div>", unsafe_allow_html=True)
+            f"<b>TN {m.tn}</b> of {m.n} {word} pairs</div>", unsafe_allow_html=True)
 
 fpr_now = m.fp / (m.fp + m.tn) if (m.fp + m.tn) else float("nan")
 g3, g4 = st.columns(2)
@@ -189,11 +266,13 @@ g4.plotly_chart(dash.pr_figure(*ev["pr"], point=(m.recall, m.precision) if m.tp 
 st.subheader("Pairs misclassified at this threshold")
 wrong = dash.misclassified(scores, labels, t, limit=12)
 PER_ROW = 4
-if fused:
+if gallery_dataset is None:  # pairs of image files (calibration or a labelled CSV): their paths, if stored
     no_images = not any(map(len, ev["path_a"])) and not any(map(len, ev["path_b"]))
     if no_images:
         st.caption("This run does not store the paths of its calibration images (the bundled run ships without "
-                   "them), so each mistake shows its kind, score and keypoint inliers only.")
+                   "them), so each mistake shows its kind, score and keypoint inliers only." if fused else
+                   "These pairs were stored without their image paths, so each mistake shows its kind, score and "
+                   "keypoint inliers only.")
     tab_fn, tab_fp = st.tabs([f"Same place judged different ({wrong['n_fn']})",
                               f"Different places judged same ({wrong['n_fp']})"])
     for tab, key in ((tab_fn, "fn"), (tab_fp, "fp")):
@@ -222,12 +301,16 @@ if fused:
                                    + ("inliers n/a" if not np.isfinite(inl) else f"{int(inl)} inliers"))
     st.stop()
 try:
-    ds = _ui.dataset(cfg.dataset)
+    ds = _ui.dataset(gallery_dataset)
 except SiameseError as e:
-    st.info(f"The run's dataset is not available, so its images cannot be shown ({dash.user_message(e, _ui.workspace())}).")
+    st.info(f"Dataset `{gallery_dataset}` is not available, so the images of these pairs cannot be shown "
+            f"({dash.user_message(e, _ui.workspace())}).")
     st.stop()
-if ds.size != cfg.model.size:
+if choice == "val" and ds.size != cfg.model.size:
     st.caption(f"Note: dataset `{cfg.dataset}` now holds {ds.size} px tiles; the run was trained on {cfg.model.size} px.")
+if choice != "val" and ev["info"].get("dataset_images") not in (None, len(ds.groups)):
+    st.caption(f"Note: dataset `{gallery_dataset}` has changed since this evaluation ({ev['info']['dataset_images']} "
+               f"images then, {len(ds.groups)} now): the images shown may not be the pairs that were scored.")
 tab_fn, tab_fp = st.tabs([f"Same place judged different ({wrong['n_fn']})",
                           f"Different places judged same ({wrong['n_fp']})"])
 groups = ds.groups

@@ -96,16 +96,32 @@ def save_calibration_scores(run_dir: Path, scores, labels, rows, base: Path, js)
     tmp.replace(Path(run_dir) / CALIBRATION_SCORES)
 
 
-def evaluate_pairs(scorer: Scorer, pairs_csv: Path, threshold: float | None = None, progress=None) -> dict:
-    """ROC-AUC and accuracy of the run on labelled pairs, overall and per ``kind`` (fused score, and each
-    piece of evidence alone). Stored under the run as ``evaluations/<csv name>.json`` when writable."""
-    rows, y, js = judged(scorer, pairs_csv, progress)
-    t = scorer.threshold if threshold is None else threshold
-    kinds = [r.get("kind", "").strip() or "all" for r in rows]
-    parts = {"score": np.array([j.score for j in js]), "distance": np.array([j.distance for j in js]),
-             "inliers": -np.array([j.geo.inliers for j in js], float),
-             "structure": -np.array([j.geo.structure for j in js])}
-    out = {"pairs_csv": str(pairs_csv), "threshold": t, "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "kinds": {}}
+EVAL_SEED = 0          # the pairs drawn from a dataset by evaluate_dataset: same dataset, same pairs
+EVAL_MAX_PAIRS = 2000  # at most this many of them (a seeded sample)
+_PARTS = ("score", "distance", "inliers", "structure")
+
+
+def evaluations_dir(run_dir: Path, workspace=None) -> Path:
+    """Where a run's stored evaluations live: ``<run>/evaluations/`` for a workspace run, and
+    ``<workspace>/evaluations/<run>/`` for the bundled run, which is read-only."""
+    run_dir = Path(run_dir)
+    if is_bundled(run_dir):
+        from .config import workspace_dir
+        return workspace_dir(workspace) / "evaluations" / run_dir.name
+    return run_dir / "evaluations"
+
+
+def _evidence(js: list) -> dict:
+    """Each piece of evidence as a score where lower = more alike (for a ROC-AUC of each alone)."""
+    return {"score": np.array([j.score for j in js], float), "distance": np.array([j.distance for j in js], float),
+            "inliers": -np.array([j.geo.inliers for j in js], float),
+            "structure": -np.array([j.geo.structure for j in js], float)}
+
+
+def _summary(kinds: list, y: np.ndarray, parts: dict, t: float) -> dict:
+    """Per kind (and "all" when there are several): pairs, ROC-AUC of each piece of evidence, accuracy and
+    the confusion counts at ``t``."""
+    out = {}
     for k in sorted(set(kinds)) + (["all"] if len(set(kinds)) > 1 else []):
         m = np.array([kk == k for kk in kinds]) if k != "all" or len(set(kinds)) == 1 else np.ones(len(y), bool)
         yk = y[m]
@@ -115,11 +131,109 @@ def evaluate_pairs(scorer: Scorer, pairs_csv: Path, threshold: float | None = No
             entry[f"roc_auc_{name}"] = round(roc_auc(v[m], yk), 4) if both else None
         mt = metrics_at(parts["score"][m], yk, t)
         entry.update(accuracy=round(mt.accuracy, 4), tp=mt.tp, fp=mt.fp, tn=mt.tn, fn=mt.fn)
-        out["kinds"][k] = entry
-    if not is_bundled(scorer.run_dir):
-        (scorer.run_dir / "evaluations").mkdir(exist_ok=True)
-        write_json_atomic(scorer.run_dir / "evaluations" / f"{Path(pairs_csv).stem}.json", out)
+        out[k] = entry
     return out
 
 
-__all__ = ["read_labelled", "judged", "calibrate", "evaluate_pairs", "save_calibration_scores", "CALIBRATION_SCORES"]
+def _store(run_dir: Path, workspace, stem: str, summary: dict, arrays: dict) -> Path:
+    """``<stem>.json`` (the summary) and ``<stem>.npz`` (the raw scores, for the Threshold page) under
+    :func:`evaluations_dir`; returns the json's path."""
+    d = evaluations_dir(run_dir, workspace)
+    d.mkdir(parents=True, exist_ok=True)
+    tmp = d / f".{stem}.tmp.npz"
+    np.savez(tmp, **arrays)
+    tmp.replace(d / f"{stem}.npz")
+    write_json_atomic(d / f"{stem}.json", summary)
+    return d / f"{stem}.json"
+
+
+def evaluate_pairs(scorer: Scorer, pairs_csv: Path, threshold: float | None = None, progress=None,
+                   workspace=None) -> dict:
+    """ROC-AUC and accuracy of the run on labelled pairs, overall and per ``kind`` (fused score, and each
+    piece of evidence alone). Stored as ``<csv name>.json`` + ``.npz`` (score, label, kind, image paths,
+    distance, inliers) under :func:`evaluations_dir` (the workspace's for the bundled run)."""
+    rows, y, js = judged(scorer, pairs_csv, progress)
+    t = scorer.threshold if threshold is None else threshold
+    kinds = [r.get("kind", "").strip() or "all" for r in rows]
+    parts = _evidence(js)
+    out = {"pairs_csv": str(pairs_csv), "threshold": t, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+           "fused": scorer.fusion is not None, "kinds": _summary(kinds, y, parts, t)}
+    base = Path(pairs_csv).parent
+
+    def path(p):
+        q = Path(p.strip())
+        return str(q if q.is_absolute() else (base / q).resolve())
+    arrays = {"score": parts["score"].astype(np.float32), "label": np.asarray(y, np.uint8),
+              "kind": np.array([r.get("kind", "").strip() for r in rows]),
+              "path_a": np.array([path(r["image_a"]) for r in rows]),
+              "path_b": np.array([path(r["image_b"]) for r in rows]),
+              "distance": parts["distance"].astype(np.float32),
+              "inliers": np.array([j.geo.inliers for j in js], np.int32)}
+    out["stored"] = str(_store(scorer.run_dir, workspace, Path(pairs_csv).stem, out, arrays))
+    return out
+
+
+def dataset_pairs(groups: np.ndarray, max_pairs: int = EVAL_MAX_PAIRS):
+    """Validation-like pairs over all of a dataset's groups: one other member of the anchor's group (label 0)
+    and one image of another group (label 1) per image, no identical pairs, seed ``EVAL_SEED``; a seeded
+    sample of ``max_pairs`` when there are more."""
+    from .config import PairsConfig
+    from .pairs import make_pairs
+    p = make_pairs(groups, PairsConfig(identical=False, negatives=1, seed=EVAL_SEED))
+    p = p.subset(~p.identical)
+    if max_pairs and len(p) > max_pairs:
+        keep = np.zeros(len(p), bool)
+        keep[np.random.default_rng([EVAL_SEED, 3]).choice(len(p), max_pairs, replace=False)] = True
+        p = p.subset(keep)
+    if not len(p) or not (p.label == 0).any() or not (p.label == 1).any():
+        raise SiameseError("the dataset gives no pairs of both kinds (same place and different places); "
+                           "it needs groups with at least two images")
+    return p
+
+
+def evaluate_dataset(scorer: Scorer, dataset, workspace=None, progress=None, threshold: float | None = None,
+                     max_pairs: int = EVAL_MAX_PAIRS, chunk: int = 128) -> dict:
+    """The run on pairs drawn from a dataset (:func:`dataset_pairs`), judged like ``score`` does (the fused
+    verdict when the run has one). Stored as ``dataset-<name>.json`` (the structure of
+    :func:`evaluate_pairs`, kind "all") and ``dataset-<name>.npz`` (score, label, a, b, distance, inliers)
+    under :func:`evaluations_dir`. ``dataset`` is a name or an open Dataset."""
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+
+    from .store import open_dataset
+    ds = open_dataset(dataset, workspace) if isinstance(dataset, str) else dataset
+    p = dataset_pairs(np.asarray(ds.groups), max_pairs)
+    t = scorer.threshold if threshold is None else threshold
+    images = ds.images
+    js: list = []
+    cache: dict = {}
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        for lo in range(0, len(p), chunk):
+            a, b = p.a[lo:lo + chunk], p.b[lo:lo + chunk]
+            need = sorted({int(i) for i in np.concatenate([a, b])} - set(cache))
+            for i, prep in zip(need, pool.map(lambda i: scorer.prepare(np.asarray(images[i])), need)):
+                cache[i] = prep
+            js += scorer.judge([(cache[int(i)], cache[int(j)]) for i, j in zip(a, b)], t)
+            if len(cache) > 4 * chunk:  # bounded memory: keep only what the next chunk needs
+                nxt = slice(lo + chunk, lo + 2 * chunk)
+                keep = {int(i) for i in np.concatenate([p.a[nxt], p.b[nxt]])}
+                cache = {i: v for i, v in cache.items() if i in keep}
+            if progress:
+                progress(min(lo + chunk, len(p)), len(p))
+    y = np.asarray(p.label, np.int64)
+    parts = _evidence(js)
+    info = ds.info
+    out = {"dataset": ds.name, "dataset_images": int(info.get("images", len(ds.groups))), "threshold": t,
+           "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "fused": scorer.fusion is not None,
+           "pairs_rule": f"every image with another of its group and one of another group; no identical pairs; "
+                         f"seed {EVAL_SEED}; at most {max_pairs}",
+           "kinds": _summary(["all"] * len(y), y, parts, t)}
+    arrays = {"score": parts["score"].astype(np.float32), "label": np.asarray(y, np.uint8),
+              "a": p.a.astype(np.int64), "b": p.b.astype(np.int64), "distance": parts["distance"].astype(np.float32),
+              "inliers": np.array([j.geo.inliers for j in js], np.int32)}
+    out["stored"] = str(_store(scorer.run_dir, workspace, f"dataset-{ds.name}", out, arrays))
+    return out
+
+
+__all__ = ["read_labelled", "judged", "calibrate", "evaluate_pairs", "evaluate_dataset", "dataset_pairs",
+           "evaluations_dir", "save_calibration_scores", "CALIBRATION_SCORES", "EVAL_MAX_PAIRS", "EVAL_SEED"]
