@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ._backend import keras
 
-from .runs import stop_requested, write_status
+from .runs import CHECKPOINT_FILES, checkpoint_path, stop_requested, write_status
 from .store import write_json_atomic
 
 
@@ -76,17 +76,22 @@ class LiveMetrics(keras.callbacks.Callback):
 
 
 class EpochCheckpoint(keras.callbacks.Callback):
-    """Save the whole model (weights + optimizer) after every epoch, atomically, for resume."""
+    """Save the whole model (weights + optimizer) after every epoch, for resume, so that a kill at any
+    moment leaves a consistent pair: the model goes to whichever of two files ``checkpoint.json`` does
+    not point to, and only then does ``checkpoint.json`` (replaced atomically) point to it and name its
+    epoch. Until that moment the previous pair is untouched (as Keras' BackupAndRestore keeps its own)."""
 
     def __init__(self, run_dir):
         super().__init__()
         self.run_dir = Path(run_dir)
 
     def on_epoch_end(self, epoch, logs=None):
-        tmp = self.run_dir / ".checkpoint.tmp.keras"
+        current = checkpoint_path(self.run_dir)
+        name = CHECKPOINT_FILES[1] if current is not None and current.name == CHECKPOINT_FILES[0] else CHECKPOINT_FILES[0]
+        tmp = self.run_dir / f".{name}.tmp.keras"
         self.model.save(tmp)
-        os.replace(tmp, self.run_dir / "checkpoint.keras")
-        write_json_atomic(self.run_dir / "checkpoint.json", {"epoch": epoch + 1, **_clean(logs)})
+        os.replace(tmp, self.run_dir / name)
+        write_json_atomic(self.run_dir / "checkpoint.json", {"epoch": epoch + 1, "file": name, **_clean(logs)})
 
 
 class StopOnRequest(keras.callbacks.Callback):

@@ -306,6 +306,27 @@ def stop_run(run_dir: Path, wait_s: float = 0.0) -> dict:
     return st
 
 
+CHECKPOINT_FILES = ("checkpoint.keras", "checkpoint.b.keras")  # written in turn; checkpoint.json names the latest
+
+
+def checkpoint_path(run_dir: Path) -> Path | None:
+    """The run's latest complete checkpoint (named by ``checkpoint.json``), or None."""
+    try:
+        info = json.loads((Path(run_dir) / "checkpoint.json").read_text())
+    except (OSError, ValueError):
+        return None
+    name = info.get("file", CHECKPOINT_FILES[0]) if isinstance(info, dict) else CHECKPOINT_FILES[0]
+    p = Path(run_dir) / name
+    return p if name in CHECKPOINT_FILES and p.exists() else None
+
+
+def checkpoint_epoch(run_dir: Path) -> int:
+    try:
+        return int(json.loads((Path(run_dir) / "checkpoint.json").read_text())["epoch"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
+
+
 def resume_check(run_dir: Path) -> None:
     """Refuse, in one line, to resume a run that is live, finished, or has no checkpoint to continue from."""
     st = read_status(run_dir)
@@ -313,6 +334,6 @@ def resume_check(run_dir: Path) -> None:
         raise RunError(f"run {run_dir.name} is still {st['status']}; stop it before resuming")
     if st.get("status") == "finished":
         raise RunError(f"run {run_dir.name} already finished; start a new run to train more")
-    if not (Path(run_dir) / "checkpoint.keras").exists():
+    if checkpoint_path(run_dir) is None:
         raise RunError(f"run {run_dir.name} has no checkpoint yet (it stopped during its first epoch); "
                        f"launch a new run instead")

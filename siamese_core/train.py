@@ -24,7 +24,8 @@ from .config import RunConfig
 from .errors import RunError
 from .model import assemble, build_model, compile_model, embedding_trainer, preprocess, tower_of
 from .pairs import Pairs, make_pairs
-from .runs import acquire_train_lock, process_start, read_config, read_status, save_threshold, write_status
+from .runs import (acquire_train_lock, checkpoint_epoch, checkpoint_path, process_start, read_config, read_status,
+                   save_threshold, write_status)
 from .store import open_dataset, write_json_atomic
 
 
@@ -262,9 +263,8 @@ def run_training(run_dir: Path, resume: bool = False, lock_fd: int | None = None
                            f"image, e.g. prepared with --variants 0); prepare it with --variants 2, or from a source "
                            f"with several views of each place (--source ab)")
         steps = t.steps_per_epoch or max(1, math.ceil(len(fit_train) / bs))
-        ckpt = run_dir / "checkpoint.keras"
-        initial_epoch = int(json.loads((run_dir / "checkpoint.json").read_text())["epoch"]) \
-            if resume and ckpt.exists() else 0
+        ckpt = checkpoint_path(run_dir) if resume else None
+        initial_epoch = checkpoint_epoch(run_dir) if ckpt is not None else 0
         # a resumed run draws a new shuffle order instead of replaying the first epoch's
         train_ds = pair_dataset(images, fit_train, bs, shuffle=True, augment=t.augment and in_batch,
                                 seed=t.seed + initial_epoch)

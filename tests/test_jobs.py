@@ -141,7 +141,7 @@ def test_sigkill_leaves_an_interrupted_run_with_a_loadable_checkpoint(jobs):
     assert json.loads((run / "status.json").read_text())["status"] == "running"  # what the dead job left
     st = runs.read_status(run)
     assert st["status"] == "interrupted" and "resume" in st["error"]
-    model = load_model_safe(run / "checkpoint.keras")
+    model = load_model_safe(runs.checkpoint_path(run))
     assert len(model.inputs) == 2
     # the lock file is still there, naming the dead job, but no longer held by anyone
     assert json.loads((jobs.ws.a / "train.lock").read_text())["run_id"] == "killed"
@@ -164,7 +164,7 @@ def test_stop_run_ends_a_background_job_within_seconds(jobs):
     assert stopped_after < 10
     epoch = json.loads((run / "checkpoint.json").read_text())["epoch"]
     assert epoch < 500
-    assert len(load_model_safe(run / "checkpoint.keras").inputs) == 2
+    assert len(load_model_safe(runs.checkpoint_path(run)).inputs) == 2
     assert runs.active_job(jobs.ws.b) is None
 
 
@@ -175,7 +175,7 @@ def test_stop_requested_while_queued_is_not_lost(jobs):
                run / "train.log")
     assert st["status"] == "stopped", st
     assert json.loads((run / "checkpoint.json").read_text())["epoch"] == 1  # stopped in its first epoch
-    assert len(load_model_safe(run / "checkpoint.keras").inputs) == 2
+    assert len(load_model_safe(runs.checkpoint_path(run)).inputs) == 2
 
 
 def test_resume_continues_after_the_checkpointed_epoch(jobs):

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from siamese_core.config import ModelConfig
+from siamese_core.runs import checkpoint_path
 
 
 def test_seed_matches_reference_parameter_count():
@@ -66,7 +67,7 @@ def test_run_directory_contents(tiny_ws):
         assert len(z["score"]) == len(z["label"]) > 0
         t = read_threshold(d)
         assert (t == 0.2) if preset == "seed" else (0 <= t <= 2)
-        assert (d / "model.keras").exists() and (d / "checkpoint.keras").exists()
+        assert (d / "model.keras").exists() and checkpoint_path(d) is not None
 
 
 def test_saved_model_reloads_safely_and_scores_the_same(tiny_ws):
@@ -198,7 +199,7 @@ def test_mixed_float16_run_resumes_with_its_loss_scaling(tiny_ws):
     import keras
     keras.mixed_precision.set_global_policy("mixed_float16")  # as run_training loads it
     try:
-        opt = load_model_safe(d / "checkpoint.keras", compile=True).optimizer
+        opt = load_model_safe(checkpoint_path(d), compile=True).optimizer
     finally:
         keras.mixed_precision.set_global_policy("float32")
     assert type(opt).__name__ == "LossScaleOptimizer" and int(opt.iterations.numpy()) == 4

@@ -86,3 +86,28 @@ def test_server_paths_are_confined_to_the_import_roots(tmp_path, monkeypatch):
     monkeypatch.setenv("SIAMESE_IMPORT_ROOTS", f"{data}{os.pathsep}/nonexistent")
     assert check_import_path(str(data / "tiles"), ws) == (data / "tiles").resolve()
     assert len(import_roots(ws)) == 3
+
+
+def test_a_kill_between_the_two_checkpoint_files_leaves_the_previous_pair(tmp_path):
+    """checkpoint.json only ever names a complete model file; the other file is the one being written."""
+    from siamese_core.callbacks import EpochCheckpoint
+
+    class Model:  # stands in for a Keras model: save() writes a file named after the epoch it holds
+        epoch = 0
+
+        def save(self, path):
+            path.write_text(f"epoch {self.epoch}")
+
+    d = tmp_path / "r"
+    d.mkdir()
+    cb, m = EpochCheckpoint(d), Model()
+    cb.set_model(m) if hasattr(cb, "set_model") else setattr(cb, "model", m)
+    for e in range(3):
+        m.epoch = e + 1
+        cb.on_epoch_end(e, {"loss": 1.0})
+        p = runs.checkpoint_path(d)
+        assert p.read_text() == f"epoch {e + 1}" and runs.checkpoint_epoch(d) == e + 1
+    # the next epoch dies after writing its model file but before checkpoint.json: the pair is still epoch 3's
+    other = next(n for n in runs.CHECKPOINT_FILES if n != runs.checkpoint_path(d).name)
+    (d / other).write_text("epoch 4, checkpoint.json not yet written")
+    assert runs.checkpoint_path(d).read_text() == "epoch 3" and runs.checkpoint_epoch(d) == 3
