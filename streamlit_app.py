@@ -26,6 +26,7 @@ nav = st.navigation({
         st.Page(_ui.PAGES["train"], title="Train", icon=":material/model_training:", url_path="train"),
         st.Page(_ui.PAGES["compare"], title="Compare", icon=":material/image_search:", url_path="compare"),
         st.Page(_ui.PAGES["search"], title="Search", icon=":material/travel_explore:", url_path="search"),
+        st.Page(_ui.PAGES["map"], title="Map", icon=":material/scatter_plot:", url_path="map"),
         st.Page(_ui.PAGES["batch"], title="Batch", icon=":material/table_rows:", url_path="batch"),
         st.Page(_ui.PAGES["threshold"], title="Threshold", icon=":material/tune:", url_path="threshold"),
     ],

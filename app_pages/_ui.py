@@ -27,6 +27,7 @@ PAGES = {
     "train": "app_pages/train.py",
     "compare": "app_pages/compare.py",
     "search": "app_pages/search.py",
+    "map": "app_pages/map.py",
     "batch": "app_pages/batch.py",
     "threshold": "app_pages/threshold.py",
 }

@@ -121,9 +121,33 @@ def score_upload(scorer, threshold: float, csv_bytes: bytes, csv_name: str, zip_
             todo_rows.append({**r, "image_a": ma, "image_b": mb})
         for i, j in zip(todo, judge_rows(scorer, todo_rows, folder, threshold, progress)):
             results[i] = j if isinstance(j, Judgement) else str(j).replace(str(folder) + "/", "")
+        unfamiliar = _unfamiliar(scorer, folder, members, results)
     out, out_cols, failed = scored_rows(rows, cols, lines, results)
     return {"csv": csv_text(out, out_cols).encode("utf-8"), "rows": out, "cols": cols, "lines": lines, "failed": failed,
-            "members": members, "zip": zip_bytes, "threshold": threshold}
+            "members": members, "zip": zip_bytes, "threshold": threshold, "unfamiliar": unfamiliar}
+
+
+def _unfamiliar(scorer, folder: Path, members: list, results: list, chunk: int = 256) -> dict | None:
+    """Which tiles of the scored rows are unlike the run's training tiles: ``{"rows": [bool per row],
+    "why": {member: reason}}``; None when the run has no reference.npz (nothing is shown then)."""
+    check = getattr(scorer, "familiarity", None)
+    if check is None or check([]) is None:
+        return None
+    used = sorted({m for (ma, mb), r in zip(members, results) if isinstance(r, Judgement) for m in (ma, mb)})
+    why = {}
+    for lo in range(0, len(used), chunk):
+        names, tiles = [], []
+        for m in used[lo:lo + chunk]:
+            try:
+                tiles.append(scorer.load(folder / m, m))
+                names.append(m)
+            except SiameseError:
+                pass
+        for m, f in zip(names, check(tiles) or []):
+            if f.unfamiliar:
+                why[m] = f.reason
+    return {"rows": [isinstance(r, Judgement) and (ma in why or mb in why) for (ma, mb), r in zip(members, results)],
+            "why": why}
 
 
 def random_pairs(ds, n: int, seed: int) -> tuple[bytes, bytes]:
@@ -168,6 +192,8 @@ def table(res: dict) -> pd.DataFrame:
         df[c] = pd.to_numeric(df[c], errors="coerce")
     df["verdict"] = np.where(df["error"].astype(str) != "", "error",
                              np.where(df["same_place"] == "true", "same place", "different places"))
+    if res.get("unfamiliar"):  # a tile unlike the run's training tiles (only for a run with reference.npz)
+        df["unfamiliar"] = np.asarray(res["unfamiliar"]["rows"], bool)
     return df
 
 
@@ -271,8 +297,8 @@ view = df if verdict == "all" else df[df.verdict == {"same": "same place", "diff
                                                      "errors": "error"}[verdict]]
 if order != "CSV order":
     view = view.sort_values("score", ascending=order.startswith("score ↑"), na_position="last", kind="stable")
-shown = [c for c in ("line", "image_a", "image_b", "truth", "verdict", "score", "distance", "inliers", "angle",
-                     "scale", "geometry", "error") if c in view.columns]
+shown = [c for c in ("line", "image_a", "image_b", "truth", "verdict", "unfamiliar", "score", "distance", "inliers",
+                     "angle", "scale", "geometry", "error") if c in view.columns]
 st.caption(f"Showing {len(view):,} of {len(df):,} pairs. Click a row (or pick it below) to see its tiles.")
 if view.empty:
     st.info(f"No pairs with verdict “{VERDICTS[verdict]}”.", icon=":material/filter_alt_off:")
@@ -317,6 +343,10 @@ else:
     (st.success if row.verdict == "same place" else st.warning)(
         f"**{row.verdict.capitalize()}** · score {row.score:.4f}", icon=":material/check_circle:"
         if row.verdict == "same place" else ":material/cancel:")
+    for side, member in (("A", ma), ("B", mb)):
+        if member in (res.get("unfamiliar") or {}).get("why", {}):
+            st.warning(f"Tile {side} is unlike anything this model was trained on: {res['unfamiliar']['why'][member]}; "
+                       f"treat the verdict with caution.", icon=":material/help:")
     sentence = explain(float(row.score), float(res["threshold"]))
     st.markdown(sentence[:1].upper() + sentence[1:] + ".  \n"
                 f"**Keypoints:** {row.geometry}.  \n**Learned distance:** {row.distance:.4f}")

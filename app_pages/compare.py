@@ -121,6 +121,20 @@ def verdict(score: float, fused: bool = False) -> None:
         st.markdown(sentence[:1].upper() + sentence[1:] + ".")
 
 
+def familiarity_note(pa, pb) -> None:
+    """One warning line under the verdict for each tile unlike the run's training tiles (nothing when the run
+    has no reference.npz)."""
+    try:
+        fam = _load_scorer().familiarity([pa, pb]) or []
+    except (SiameseError, ValueError) as e:
+        st.caption(f"Could not compare the tiles with the training tiles: {e}")
+        return
+    for side, f in zip("AB", fam):
+        if f.unfamiliar:
+            st.warning(f"Tile {side} is unlike anything this model was trained on: {f.reason}; treat the verdict "
+                       f"with caution.", icon=":material/help:")
+
+
 def evidence(j, pa, pb, interactive: bool = True) -> None:
     """The evidence behind a judgement: one sentence each, what pushed the verdict, the matches drawn
     and (``interactive``) tile B warped onto tile A with a blend slider."""
@@ -165,6 +179,7 @@ if len(tiles) == 2:
         _ui.error(e)
     else:
         verdict(judgement.score, bool(judgement.contributions))
+        familiarity_note(pa, pb)
         evidence(judgement, pa, pb)
 elif not tiles:
     st.info("Upload two tiles to compare them.", icon=":material/upload:")
@@ -195,4 +210,5 @@ with st.expander(f"No tiles at hand? Compare two images of dataset `{_pick_ds}`"
             st.caption("Truth: " + ("same place" if g[ia] == g[ib] else "different places"))
             j = _judge(pa, pb)
             verdict(j.score, bool(j.contributions))
+            familiarity_note(pa, pb)
             evidence(j, pa, pb, interactive=False)

@@ -32,7 +32,7 @@ from siamese_core.images import IMAGE_EXTENSIONS, decode_image  # noqa: E402
 from siamese_core.pairsets import make_pairset, split_of  # noqa: E402
 
 BUNDLE_FILES = ("config.json", "model.keras", "threshold.json", "fusion.json", "status.json",
-                "calibration_scores.npz")
+                "calibration_scores.npz", "reference.npz")
 TEST_FRACTION = 0.25
 
 
@@ -120,6 +120,22 @@ fused verdict to them.
 """
 
 
+def write_reference(run_id: str = "pretrained-build", dataset: str = "train", out: Path | None = None,
+                    seed: int = 0) -> Path:
+    """Write the run's ``reference.npz`` (what it was trained on: :mod:`siamese_core.familiarity`) from its
+    training dataset, into the run (or ``out``). The workspace is ``$SIAMESE_WORKSPACE``."""
+    from siamese_core.familiarity import build_reference, save_reference
+    from siamese_core.inference import Scorer
+    from siamese_core.store import open_dataset
+    scorer = Scorer.from_run(run_id)
+    ds = open_dataset(dataset)
+    ref = build_reference(scorer, ds.images, seed=seed, groups=ds.groups)
+    path = save_reference(out or scorer.run_dir, ref)
+    print(f"reference of run {run_id!r}: {ref['count']} tiles of dataset {dataset!r}, nn_p99 {ref['nn_p99']:.3f} "
+          f"-> {path} ({path.stat().st_size / 1e6:.2f} MB)", flush=True)
+    return path
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--temporal", default=str(ROOT.parent / "shared/data/temporal-dev"))
@@ -129,7 +145,17 @@ def main() -> int:
     ap.add_argument("--work", help="working folder (default: a temporary one, removed at the end)")
     ap.add_argument("--out", default=str(ROOT / "siamese_core/pretrained"))
     ap.add_argument("--reuse", action="store_true", help="with --work: keep the model trained there, redo the rest")
+    ap.add_argument("--reference-only", action="store_true",
+                    help="with --work: only write reference.npz of the model trained there into --out (no retraining)")
     args = ap.parse_args()
+    if args.reference_only:
+        if not args.work or not (Path(args.work) / "workspace/runs/pretrained-build/model.keras").exists():
+            print("error: --reference-only needs --work WORK with WORK/workspace/runs/pretrained-build/model.keras",
+                  file=sys.stderr)
+            return 2
+        os.environ["SIAMESE_WORKSPACE"] = str(Path(args.work) / "workspace")
+        write_reference(out=Path(args.out), seed=args.seed)
+        return 0
     temporal, aerial = Path(args.temporal), Path(args.aerial)
     for p in (temporal, aerial):
         if not p.is_dir():
@@ -155,6 +181,7 @@ def main() -> int:
         cfg = RunConfig.for_preset("train", "default", epochs=args.epochs, seed=args.seed)
         run_dir = create_run(cfg, run_id="pretrained-build")
         run_training(run_dir, verbose=2)
+    write_reference(seed=args.seed)  # reference.npz: what the model saw, for the "unfamiliar tile" warning
     cal = make_pairset(work / "calib", temporal, aerial, split="calibration", seed=args.seed + 1)
     test = make_pairset(work / "test", temporal, aerial, per_place=10, n_tiles=100, split="test", seed=args.seed + 2)
     scorer = Scorer.from_run("pretrained-build")

@@ -187,6 +187,25 @@ class Scorer:
                for i in range(0, len(tiles), batch_size)]
         return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
+    def familiarity(self, prepared: list) -> list | None:
+        """How each tile (a :class:`Prepared`, or a uint8 tile at the run's size) compares with what the run was
+        trained on (:mod:`siamese_core.familiarity`), or None when the run has no ``reference.npz``. The
+        reference is read on first use and again only when its file changes."""
+        from .familiarity import REFERENCE, _at_size, familiarity, load_reference
+        path = Path(self.run_dir) / REFERENCE
+        try:
+            stamp = path.stat().st_mtime_ns
+        except OSError:
+            return None
+        cached = self.__dict__.get("_reference")
+        if cached is None or cached[0] != stamp:
+            cached = (stamp, load_reference(self.run_dir))
+            self.__dict__["_reference"] = cached
+        if cached[1] is None or not prepared:
+            return None if cached[1] is None else []
+        tiles = np.concatenate([_at_size(getattr(p, "tile", p), self.size) for p in prepared])
+        return familiarity(cached[1], self.embed(tiles), tiles)
+
 
 def explain(score: float, threshold: float) -> str:
     """What a score means in words (lower = more alike)."""
