@@ -480,11 +480,8 @@ def live_confusion_figure(sweep, thresholds, saved=None, active=None):
     ts = np.unique(ts[np.isfinite(ts)])
     if not len(ts):
         ts = np.array([sweep.score_range[1]], float)
-    same, diff = sweep._same, sweep._different  # the sweep's sorted scores of same / different pairs
-    tp = np.searchsorted(same, ts, side="right")
-    fp = np.searchsorted(diff, ts, side="right")
-    fn, tn = len(same) - tp, len(diff) - fp
-    n_same, n_diff = max(len(same), 1), max(len(diff), 1)
+    tp, fn, fp, tn = sweep.counts_at(ts)
+    n_same, n_diff = max(int(tp[0] + fn[0]), 1), max(int(fp[0] + tn[0]), 1)
     names = [["TP", "FN"], ["FP", "TN"]]
 
     def cells(k):

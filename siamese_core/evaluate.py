@@ -325,6 +325,13 @@ class ThresholdSweep:
         above max predicts all same."""
         return self._min, self._max
 
+    def counts_at(self, thresholds: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Vectorised ``(tp, fn, fp, tn)`` at every threshold of an array (same place when score ≤ t)."""
+        t = np.asarray(thresholds, dtype=np.float64)
+        tp = np.searchsorted(self._same, t, side="right")
+        fp = np.searchsorted(self._different, t, side="right")
+        return tp, self._same.shape[0] - tp, fp, self._different.shape[0] - fp
+
     def at(self, threshold: float) -> Metrics:
         """:class:`Metrics` at ``threshold`` via two binary searches."""
         t = _as_threshold(threshold)
