@@ -209,6 +209,30 @@ def _flock_patiently(fd: int) -> None:
             time.sleep(0.005)
 
 
+def _holder(path: Path) -> str:
+    """The run id written in the lock file by the job holding it. A job writes it just after taking the
+    lock, so for a moment the file may still name the previous (ended) job: wait for a live pid."""
+    deadline = time.monotonic() + 0.5
+    while True:
+        try:
+            info = json.loads(path.read_text() or "{}")
+        except (OSError, ValueError):
+            info = {}
+        pid = info.get("pid")
+        alive = False
+        if pid:
+            try:
+                os.kill(int(pid), 0)
+                alive = True
+            except (ProcessLookupError, ValueError, TypeError):
+                pass
+            except PermissionError:
+                alive = True
+        if alive or time.monotonic() > deadline:
+            return info.get("run_id", "another job") if alive else "another job"
+        time.sleep(0.01)
+
+
 def acquire_train_lock(run_id: str, workspace=None) -> int:
     """Take the workspace's training lock; returns its fd (keep it open while training).
 
@@ -219,10 +243,7 @@ def acquire_train_lock(run_id: str, workspace=None) -> int:
     try:
         _flock_patiently(fd)
     except BlockingIOError:
-        try:
-            holder = json.loads(path.read_text() or "{}").get("run_id", "another job")
-        except ValueError:
-            holder = "another job"
+        holder = _holder(path)
         os.close(fd)
         raise RunError(f"a training job is already running ({holder}); wait for it to finish or stop it first") from None
     os.ftruncate(fd, 0)
