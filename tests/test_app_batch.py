@@ -27,6 +27,7 @@ from streamlit.testing.v1 import AppTest  # noqa: E402
 from siamese_core.augment import rotate  # noqa: E402
 from siamese_core.images import encode_png  # noqa: E402
 from siamese_core.sources.synthetic import synthetic_tile  # noqa: E402
+from apptools import ok, widget  # noqa: E402
 
 APP = str(ROOT / "streamlit_app.py")
 TIMEOUT = 180
@@ -94,16 +95,6 @@ def open_batch() -> AppTest:
     at.switch_page("app_pages/batch.py").run()
     ok(at)
     return at
-
-
-def ok(at: AppTest) -> None:
-    assert not at.exception, [e.value for e in at.exception]
-
-
-def widget(at: AppTest, kind: str, key: str):
-    items = [w for w in getattr(at, kind) if w.key == key]
-    assert items, f"no {kind} with key {key!r}; have {[w.key for w in getattr(at, kind)]}"
-    return items[0]
 
 
 def upload_and_score(at: AppTest, csv_bytes: bytes, zip_bytes: bytes, csv_name="pairs.csv", zip_name="tiles.zip"):

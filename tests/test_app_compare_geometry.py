@@ -23,6 +23,7 @@ if str(ROOT) not in sys.path:
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
 from siamese_core.images import encode_png  # noqa: E402
+from apptools import ok, texts, widget  # noqa: E402
 
 APP = str(ROOT / "streamlit_app.py")
 TIMEOUT = 120
@@ -66,22 +67,7 @@ def open_compare(rid: str) -> AppTest:
     return at
 
 
-def ok(at: AppTest) -> None:
-    assert not at.exception, [e.value for e in at.exception]
     assert not at.error, [e.value for e in at.error]
-
-
-def widget(at: AppTest, kind: str, key: str):
-    items = [w for w in getattr(at, kind) if w.key == key]
-    assert items, f"no {kind} with key {key!r}; have {[w.key for w in getattr(at, kind)]}"
-    return items[0]
-
-
-def texts(at: AppTest) -> str:
-    parts = []
-    for kind in ("markdown", "caption", "info", "success", "warning", "error", "title", "subheader", "header"):
-        parts += [str(e.value) for e in getattr(at, kind)]
-    return "\n".join(parts)
 
 
 def captions(at: AppTest) -> list[str]:

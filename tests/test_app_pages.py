@@ -23,11 +23,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from streamlit.testing.v1 import AppTest  # noqa: E402
-
 from siamese_core.images import encode_png  # noqa: E402
+from apptools import APP, counts_line, ok, open_app, texts, widget  # noqa: E402
 
-APP = str(ROOT / "streamlit_app.py")
 PAGES = ("home", "triplets", "pairs", "train", "compare", "threshold")
 TIMEOUT = 120
 
@@ -69,41 +67,6 @@ def empty_ws(tmp_path, monkeypatch) -> Path:
     monkeypatch.setenv("SIAMESE_WORKSPACE", str(ws))
     monkeypatch.chdir(ROOT)
     return ws
-
-
-def open_app(page: str | None = None, query: dict | None = None) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
-    if query:
-        at.query_params.update(query)
-    at.run()
-    ok(at)
-    if page and page != "home":
-        at.switch_page(f"app_pages/{page}.py").run()
-        ok(at)
-    return at
-
-
-def ok(at: AppTest) -> None:
-    assert not at.exception, [e.value for e in at.exception]
-
-
-def widget(at: AppTest, kind: str, key: str):
-    items = [w for w in getattr(at, kind) if w.key == key]
-    assert items, f"no {kind} with key {key!r}; have {[w.key for w in getattr(at, kind)]}"
-    return items[0]
-
-
-def texts(at: AppTest) -> str:
-    parts = []
-    for kind in ("markdown", "caption", "info", "success", "warning", "error", "title", "subheader", "header"):
-        parts += [str(e.value) for e in getattr(at, kind)]
-    return "\n".join(parts)
-
-
-def counts_line(at: AppTest) -> str:
-    lines = [m.value for m in at.markdown if "thr-counts" in m.value]
-    assert lines, "the confusion counts line is missing"
-    return lines[0]
 
 
 def png_of(ws: Path, index: int) -> bytes:

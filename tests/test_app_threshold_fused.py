@@ -26,6 +26,7 @@ if str(ROOT) not in sys.path:
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
 from siamese_core.images import encode_png  # noqa: E402
+from apptools import ok, open_app, texts, widget  # noqa: E402
 
 APP = str(ROOT / "streamlit_app.py")
 TIMEOUT = 120
@@ -35,35 +36,6 @@ FUSION = {"kind": "logistic", "names": ["distance"], "mean": [0.5], "std": [0.2]
 
 
 # --- helpers (small copies of those in test_app_pages.py) ------------------------------------------------
-
-def open_app(page: str | None = None, query: dict | None = None) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
-    if query:
-        at.query_params.update(query)
-    at.run()
-    ok(at)
-    if page and page != "home":
-        at.switch_page(f"app_pages/{page}.py").run()
-        ok(at)
-    return at
-
-
-def ok(at: AppTest) -> None:
-    assert not at.exception, [e.value for e in at.exception]
-
-
-def widget(at: AppTest, kind: str, key: str):
-    items = [w for w in getattr(at, kind) if w.key == key]
-    assert items, f"no {kind} with key {key!r}; have {[w.key for w in getattr(at, kind)]}"
-    return items[0]
-
-
-def texts(at: AppTest) -> str:
-    parts = []
-    for kind in ("markdown", "caption", "info", "success", "warning", "error", "title", "subheader", "header"):
-        parts += [str(e.value) for e in getattr(at, kind)]
-    return "\n".join(parts)
-
 
 def counts(at: AppTest) -> dict:
     lines = [m.value for m in at.markdown if "thr-counts" in m.value]
