@@ -1,6 +1,6 @@
 """Streamlit glue shared by the pages: workspace, active dataset/run, caches, messages.
 
-Everything that is not about Streamlit lives in :mod:`siamese_core.dashboard`. Caches are keyed by
+Everything that is not about Streamlit lives in :mod:`app_pages.views`. Caches are keyed by
 the workspace, the artifact's name and its file's modification time, so a rebuilt dataset, a new
 model or a re-saved threshold is picked up without restarting the app. Nothing here imports
 TensorFlow; the model is only loaded inside :func:`scorer` (a ``st.cache_resource``).
@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
-from siamese_core import dashboard as dash
+from app_pages import views as dash
 from siamese_core.config import workspace_dir
 from siamese_core.errors import SiameseError
 

@@ -25,7 +25,7 @@ import pandas as pd
 import streamlit as st
 
 from app_pages import _ui
-from siamese_core import dashboard as dash
+from app_pages import views as dash
 from siamese_core.errors import SiameseError
 from siamese_core.images import decode_image, encode_png
 from siamese_core.inference import OUT_COLUMNS, Judgement, csv_text, explain, judge_rows, read_pairs_csv, scored_rows

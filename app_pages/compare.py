@@ -13,7 +13,7 @@ import streamlit as st
 
 from app_pages import _geometry_view as gv
 from app_pages import _ui
-from siamese_core import dashboard as dash
+from app_pages import views as dash
 from siamese_core.errors import SiameseError
 from siamese_core.images import IMAGE_EXTENSIONS
 from siamese_core.runs import read_threshold

@@ -4,7 +4,7 @@ import numpy as np
 import streamlit as st
 
 from app_pages import _ui
-from siamese_core import dashboard as dash
+from app_pages import views as dash
 from siamese_core.config import PairsConfig
 from siamese_core.errors import SiameseError
 

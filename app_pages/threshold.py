@@ -18,7 +18,7 @@ import numpy as np
 import streamlit as st
 
 from app_pages import _ui
-from siamese_core import dashboard as dash
+from app_pages import views as dash
 from siamese_core.errors import SiameseError
 from siamese_core.runs import is_bundled, save_threshold
 

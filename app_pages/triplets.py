@@ -5,7 +5,7 @@ import streamlit as st
 
 from app_pages import _ui
 from siamese_core import augment
-from siamese_core import dashboard as dash
+from app_pages import views as dash
 
 st.title("Triplets")
 st.caption("Each group is one place: the original tile and its rotated (and optionally distorted) variants. "

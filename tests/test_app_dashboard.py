@@ -1,4 +1,4 @@
-"""siamese_core.dashboard: the non-Streamlit helpers behind the pages (messages, tables, filters,
+"""app_pages.views: the non-Streamlit helpers behind the pages (messages, tables, filters,
 slider range, figures, mistakes), on small hand-made inputs."""
 
 from __future__ import annotations
@@ -15,14 +15,14 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from siamese_core import dashboard as dash  # noqa: E402
+from app_pages import views as dash  # noqa: E402
 from siamese_core.errors import DatasetError  # noqa: E402
 from siamese_core.evaluate import ThresholdSweep  # noqa: E402
 
 
 def test_dashboard_does_not_import_streamlit_or_tensorflow():
     import subprocess
-    code = ("import sys, siamese_core.dashboard, siamese_core.uploads; "
+    code = ("import sys, app_pages.views, siamese_core.uploads; "
             "print(any(m.split('.')[0] in ('streamlit', 'tensorflow', 'keras') for m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert out.stdout.strip() == "False", out.stderr
@@ -132,3 +132,11 @@ def test_tables_and_demo_dataset(tmp_path, monkeypatch):
     rows = dash.dataset_rows(ws)
     assert rows[0]["dataset"] == "demo" and rows[0]["tiles"] == 5 and rows[0]["images"] == 15
     assert dash.unique_name("demo", ["demo", "demo-2"]) == "demo-3"
+
+
+def test_the_library_holds_no_view_code():
+    """Figures, tables and page messages live in app_pages/; siamese_core never draws (no Plotly, no Streamlit)."""
+    lib = ROOT / "siamese_core"
+    offenders = [str(p.relative_to(ROOT)) for p in lib.rglob("*.py")
+                 if any(w in p.read_text() for w in ("import plotly", "from plotly", "import streamlit", "from streamlit"))]
+    assert offenders == []

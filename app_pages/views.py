@@ -1,8 +1,9 @@
-"""Helpers for the Streamlit dashboard that do not need Streamlit: tables, filters, figures, messages.
+"""The dashboard's view helpers that do not need Streamlit: tables, filters, figures, messages.
 
-The pages (``pages/*.py``) only lay out widgets; what they show is shaped here, so it can be tested
-without a browser and reused elsewhere. This module never imports Streamlit or TensorFlow; Plotly and
-pandas are imported inside the functions that need them.
+The pages (``app_pages/*.py``) only lay out widgets; what they show is shaped here, on the app side of
+the line (the library, ``siamese_core``, holds no view code), so it can be tested without a browser.
+This module never imports Streamlit or TensorFlow; Plotly and pandas are imported inside the functions
+that need them.
 
 Score direction everywhere: **lower score = more alike**. A pair is judged "same place" when
 ``score <= threshold`` (see :mod:`siamese_core.evaluate`).
@@ -19,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import DataConfig, workspace_dir
-from .errors import SiameseError
+from siamese_core.config import DataConfig, workspace_dir
+from siamese_core.errors import SiameseError
 
 SAME_COLOR = "#2a9d8f"
 DIFF_COLOR = "#e76f51"
@@ -108,7 +109,7 @@ def mtime(path) -> float:
 
 def dataset_rows(workspace=None) -> list[dict]:
     """One row per dataset, newest first: name, images, tiles, size, source, skipped, created."""
-    from .store import datasets_dir, list_datasets
+    from siamese_core.store import datasets_dir, list_datasets
     rows = []
     for name in list_datasets(workspace):
         p = datasets_dir(workspace) / name / "dataset.json"
@@ -130,7 +131,7 @@ def dataset_rows(workspace=None) -> list[dict]:
 
 def run_rows(workspace=None) -> list[dict]:
     """One row per run, newest first: id, status, preset, dataset, progress, threshold, error."""
-    from .runs import is_bundled, list_runs, read_config, read_status, run_path
+    from siamese_core.runs import is_bundled, list_runs, read_config, read_status, run_path
     rows = []
     for rid in list_runs(workspace):
         d = run_path(rid, workspace)
@@ -183,8 +184,8 @@ def ensure_demo_dataset(workspace=None, tiles: int = DEMO_TILES, progress=None) 
     Returns its name, or None when the workspace already has a datasets folder (even an empty one:
     then the user removed their datasets on purpose) or ``$SIAMESE_AUTO_DATASET`` is ``0``.
     """
-    from .errors import DatasetError
-    from .store import build_dataset, datasets_dir, list_datasets
+    from siamese_core.errors import DatasetError
+    from siamese_core.store import build_dataset, datasets_dir, list_datasets
     if os.environ.get("SIAMESE_AUTO_DATASET", "1") == "0" or datasets_dir(workspace).exists():
         return None
     try:
