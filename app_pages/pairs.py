@@ -5,7 +5,7 @@ import streamlit as st
 
 from app_pages import _ui
 from app_pages import views as dash
-from siamese_core.config import PairsConfig
+from siamese_core.config import PairsConfig, preset_defaults
 from siamese_core.errors import SiameseError
 
 st.title("Pairs")
@@ -16,15 +16,16 @@ st.caption("Training sees pairs of images, labelled **same place** (0: an image 
 ds = _ui.require_dataset()
 manifest = ds.manifest
 
+DEFAULT = preset_defaults("default")[0]  # the Train page starts from the same preset's options
 with st.form("pairs_form"):
-    st.markdown("**Pair options** (the Train page uses the same options)")
+    st.markdown("**Pair options** (they start as the `default` preset's, as on the Train page)")
     c1, c2, c3, c4, c5 = st.columns(5)
-    identical = c1.toggle("Identical pairs (i, i)", value=True, key="pairs_identical",
+    identical = c1.toggle("Identical pairs (i, i)", value=DEFAULT.identical, key="pairs_identical",
                           help="Also pair each image with itself as 'same' (the seed preset does; default does not).")
-    val_fraction = c2.slider("Validation fraction", 0.05, 0.5, 0.1, 0.05, key="pairs_val")
-    negatives = c3.number_input("Different pairs per image", 1, 16, 1, key="pairs_negatives")
-    seed = c4.number_input("Seed", 0, 1_000_000, 0, key="pairs_seed")
-    limit = c5.number_input("Anchor images (0 = all)", 0, None, 0, step=100, key="pairs_limit")
+    val_fraction = c2.slider("Validation fraction", 0.05, 0.5, float(DEFAULT.val_fraction), 0.05, key="pairs_val")
+    negatives = c3.number_input("Different pairs per image", 1, 16, int(DEFAULT.negatives), key="pairs_negatives")
+    seed = c4.number_input("Seed", 0, 1_000_000, int(DEFAULT.seed), key="pairs_seed")
+    limit = c5.number_input("Anchor images (0 = all)", 0, None, int(DEFAULT.limit), step=100, key="pairs_limit")
     st.form_submit_button("Draw pairs", type="primary", key="pairs_go", icon=":material/shuffle:")
 
 try:
