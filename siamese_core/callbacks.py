@@ -9,12 +9,16 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections import deque
 from pathlib import Path
 
 from ._backend import keras
 
 from .runs import CHECKPOINT_FILES, checkpoint_path, stop_requested, write_status
 from .store import write_json_atomic
+
+
+ETA_WINDOW = 20  # steps the ETA's speed is measured over
 
 
 def _clean(logs: dict | None) -> dict:
@@ -49,6 +53,7 @@ class LiveMetrics(keras.callbacks.Callback):
         self._f = open(self.run_dir / "metrics.jsonl", "a", buffering=1)
         self._t0 = time.time()
         self._done_steps = 0
+        self._ends = deque(maxlen=ETA_WINDOW + 1)  # end times of the latest steps
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
@@ -58,13 +63,21 @@ class LiveMetrics(keras.callbacks.Callback):
         self._write({"kind": "batch", "epoch": self._epoch + 1, "step": batch + 1, "steps": self.steps,
                      "time": round(now, 3), **_clean(logs)})
         self._done_steps += 1
+        self._ends.append(now)
         if now - self._last_status >= self.status_every:
             self._last_status = now
             remaining = (self.epochs - self._epoch) * self.steps - (batch + 1)
-            rate = self._done_steps / max(now - self._t0, 1e-6)
+            rate = self.steps_per_s(now)
             write_status(self.run_dir, "running", epoch=self._epoch + 1, epochs=self.epochs, step=batch + 1,
                          steps=self.steps, eta_s=round(remaining / max(rate, 1e-6), 1),
                          steps_per_s=round(rate, 2))
+
+    def steps_per_s(self, now: float) -> float:
+        """Measured speed: over the latest ETA_WINDOW steps once there are two, so the first step's
+        graph tracing (often many times a step) does not stretch the ETA; before that, since the start."""
+        if len(self._ends) >= 2:
+            return (len(self._ends) - 1) / max(self._ends[-1] - self._ends[0], 1e-6)
+        return self._done_steps / max(now - self._t0, 1e-6)
 
     def on_epoch_end(self, epoch, logs=None):
         self._write({"kind": "epoch", "epoch": epoch + 1, "time": round(time.time(), 3), **_clean(logs)})
