@@ -9,6 +9,7 @@ invariances the tool promises.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -50,7 +51,7 @@ def _gaussian_kernel(sigma):
     return tf.tile(k2[:, :, None, None], [1, 1, 3, 1])
 
 
-def augment_batch(x):
+def augment_batch(x, seed=None):
     """Random rotation (any angle), mirror, zoom, brightness/contrast, colour balance, gamma, saturation,
     haze, blur, coarser resolution, noise and occlusion per image.
 
@@ -59,14 +60,27 @@ def augment_batch(x):
     ``x``: float32 (B, S, S, 3) in [0, 1]. Rotation, mirror and zoom are one projective transform
     about the centre with black fill, as in the stored variants. Everything is vectorised over the
     batch; the blur sigma and the resampling factor are drawn once per batch, which images get them
-    per image.
+    per image. ``seed`` (an int64 pair) makes every draw a stateless function of it: the input pipeline
+    passes one per batch, drawn from the run's seed, so the same command trains the same model; without
+    one, a seed is drawn.
     """
+    if seed is None:
+        seed = tf.random.uniform([2], 0, 2 ** 31 - 1, dtype=tf.int64)
+    seed = tf.cast(seed, tf.int64)
+    draw = itertools.count(1)  # each draw below gets its own stream, fixed when the function is traced
+
+    def uniform(shape, lo=0.0, hi=1.0):
+        return tf.random.stateless_uniform(shape, seed + tf.constant([0, next(draw)], tf.int64), lo, hi)
+
+    def normal(shape):
+        return tf.random.stateless_normal(shape, seed + tf.constant([0, next(draw)], tf.int64))
+
     b = tf.shape(x)[0]
     s = tf.cast(tf.shape(x)[1], tf.float32)
     c = (s - 1.0) / 2.0
-    theta = tf.random.uniform([b], 0.0, 2.0 * math.pi)
-    zoom = tf.where(tf.random.uniform([b]) < 0.3, tf.random.uniform([b], 1.0, 1.4), 1.0)
-    mirror = tf.where(tf.random.uniform([b]) < 0.5, -1.0, 1.0)
+    theta = uniform([b], 0.0, 2.0 * math.pi)
+    zoom = tf.where(uniform([b]) < 0.3, uniform([b], 1.0, 1.4), 1.0)
+    mirror = tf.where(uniform([b]) < 0.5, -1.0, 1.0)
     cos, sin = tf.cos(theta) / zoom, tf.sin(theta) / zoom
     a0, a1, b0, b1 = mirror * cos, -sin, mirror * sin, cos
     t = tf.stack([a0, a1, c - a0 * c - a1 * c, b0, b1, c - b0 * c - b1 * c,
@@ -75,45 +89,45 @@ def augment_batch(x):
                                               fill_value=0.0, interpolation="BILINEAR", fill_mode="CONSTANT")
     # exposure
     mean = tf.reduce_mean(x, axis=[1, 2, 3], keepdims=True)
-    contrast = tf.random.uniform([b, 1, 1, 1], 0.7, 1.3)
-    bright = tf.random.uniform([b, 1, 1, 1], -0.15, 0.15)
+    contrast = uniform([b, 1, 1, 1], 0.7, 1.3)
+    bright = uniform([b, 1, 1, 1], -0.15, 0.15)
     x = tf.clip_by_value((x - mean) * contrast + mean + bright, 0.0, 1.0)
     # another acquisition: per-channel gain (colour balance), saturation and a haze veil on a random
     # quarter are one affine colour map per image (a 3x3 matrix and an offset), then gamma
-    gain = tf.random.uniform([b, 3, 1], 0.8, 1.2)
-    sat = tf.random.uniform([b, 1, 1], 0.6, 1.4)
-    haze = tf.where(tf.random.uniform([b, 1, 1]) < 0.25, tf.random.uniform([b, 1, 1], 0.0, 0.35), 0.0)
-    veil = tf.random.uniform([b, 1, 1], 0.7, 0.9)
+    gain = uniform([b, 3, 1], 0.8, 1.2)
+    sat = uniform([b, 1, 1], 0.6, 1.4)
+    haze = tf.where(uniform([b, 1, 1]) < 0.25, uniform([b, 1, 1], 0.0, 0.35), 0.0)
+    veil = uniform([b, 1, 1], 0.7, 0.9)
     lum = tf.constant([[0.299], [0.587], [0.114]])  # row c: how much input channel c adds to the luminance
     mix = gain * (sat * tf.eye(3) + (1.0 - sat) * lum) * (1.0 - haze)  # (B, 3 in, 3 out)
     x = tf.reshape(tf.matmul(tf.reshape(x, [b, -1, 3]), mix) + veil * haze, tf.shape(x))
-    gamma = tf.exp(tf.random.uniform([b, 1, 1, 1], math.log(0.7), math.log(1.4)))
+    gamma = tf.exp(uniform([b, 1, 1, 1], math.log(0.7), math.log(1.4)))
     x = tf.exp(tf.math.log(tf.clip_by_value(x, 1e-6, 1.0)) * gamma)  # x ** gamma, cheaper than tf.pow
     # blur a random third of the batch
-    blurred = tf.nn.depthwise_conv2d(x, _gaussian_kernel(tf.random.uniform([], 0.7, 2.0)), [1, 1, 1, 1], "SAME")
-    x = tf.where(tf.random.uniform([b, 1, 1, 1]) < 0.3, blurred, x)
+    blurred = tf.nn.depthwise_conv2d(x, _gaussian_kernel(uniform([], 0.7, 2.0)), [1, 1, 1, 1], "SAME")
+    x = tf.where(uniform([b, 1, 1, 1]) < 0.3, blurred, x)
     # a coarser sensor on a random quarter: down by f in 1.5-3 (area average), back up (bilinear);
     # only the chosen images are resampled
     size = tf.shape(x)[1:3]
-    small = tf.maximum(tf.cast(tf.round(tf.cast(size, tf.float32) / tf.random.uniform([], 1.5, 3.0)), tf.int32), 2)
-    pick = tf.where(tf.random.uniform([b]) < 0.25)
+    small = tf.maximum(tf.cast(tf.round(tf.cast(size, tf.float32) / uniform([], 1.5, 3.0)), tf.int32), 2)
+    pick = tf.where(uniform([b]) < 0.25)
     coarse = tf.image.resize(tf.image.resize(tf.gather_nd(x, pick), small, method="area"), size, method="bilinear")
     x = tf.tensor_scatter_nd_update(x, pick, coarse)
     # Gaussian sensor noise (sigma 0-0.03) on a random half; drawing normals is the costly part
-    pick = tf.where(tf.random.uniform([b]) < 0.5)
+    pick = tf.where(uniform([b]) < 0.5)
     some = tf.gather_nd(x, pick)
-    sigma = tf.random.uniform(tf.stack([tf.shape(some)[0], 1, 1, 1]), 0.0, 0.03)
-    noisy = tf.clip_by_value(some + tf.random.normal(tf.shape(some)) * sigma, 0.0, 1.0)
+    sigma = uniform(tf.stack([tf.shape(some)[0], 1, 1, 1]), 0.0, 0.03)
+    noisy = tf.clip_by_value(some + normal(tf.shape(some)) * sigma, 0.0, 1.0)
     x = tf.tensor_scatter_nd_update(x, pick, noisy)
     # black out a square patch in a random third of the batch
-    side = tf.random.uniform([b, 1, 1], 0.15, 0.35) * s
-    y0 = tf.random.uniform([b, 1, 1]) * (s - side)
-    x0 = tf.random.uniform([b, 1, 1]) * (s - side)
+    side = uniform([b, 1, 1], 0.15, 0.35) * s
+    y0 = uniform([b, 1, 1]) * (s - side)
+    x0 = uniform([b, 1, 1]) * (s - side)
     grid = tf.range(s)
     inside = ((grid[None, :, None] >= y0) & (grid[None, :, None] < y0 + side)
               & (grid[None, None, :] >= x0) & (grid[None, None, :] < x0 + side))
-    occlude = inside & (tf.random.uniform([b, 1, 1]) < 0.3)
-    return tf.where(occlude[..., None], 0.0, x)
+    occlude = inside & (uniform([b, 1, 1]) < 0.3)
+    return tf.where(occlude[..., None], 0.0, tf.clip_by_value(x, 0.0, 1.0))  # blur and resampling may round past 1
 
 
 # --- input pipeline -----------------------------------------------------------------------------
@@ -127,17 +141,20 @@ def pair_dataset(images, pairs: Pairs, batch_size: int, shuffle: bool = False,
     if shuffle:
         ds = ds.shuffle(len(pairs), seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size)
+    if augment:  # one seed pair per batch, a new stream every epoch, the same streams for the same seed
+        ds = tf.data.Dataset.zip(ds, tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2))
+        ds = ds.map(lambda t, r: (*t, r))
 
     def gather(ia, ib):
         return np.asarray(images[np.asarray(ia)]), np.asarray(images[np.asarray(ib)])
 
-    def load(ia, ib, y):
+    def load(ia, ib, y, r=None):
         ta, tb = tf.numpy_function(gather, [ia, ib], [tf.uint8, tf.uint8], stateful=False)
         ta = tf.ensure_shape(ta, [None, size, size, 3])
         tb = tf.ensure_shape(tb, [None, size, size, 3])
         ta, tb = preprocess(ta), preprocess(tb)
         if augment:
-            ta, tb = augment_batch(ta), augment_batch(tb)
+            ta, tb = augment_batch(ta, r), augment_batch(tb, r + tf.constant([0, 1_000_003], tf.int64))
         return ((ta, tb), y) if with_labels else (ta, tb)
 
     # two batches in flight: enough to keep the model busy, and memory stays bounded

@@ -103,14 +103,29 @@ def test_lambda_model_is_refused(tiny_ws, tmp_path):
         load_model_safe(bad)
 
 
-def test_training_is_seeded(tiny_ws):
+def test_training_is_seeded(tiny_ws, tmp_path):
+    """The same command with the same seed gives the same pairs, split and trained scores; another seed does not."""
+    import shutil
+    from conftest import cli
     from siamese_core.pairs import Pairs
+    from siamese_core.store import open_dataset
     a = Pairs.load(tiny_ws / "runs" / "seed1" / "pairs.npz")
     b = Pairs.load(tiny_ws / "runs" / "def1" / "pairs.npz")
     # same dataset, same pair seed → the same split (presets differ in rules, not in split)
-    from siamese_core.store import open_dataset
     g = open_dataset("tiny", tiny_ws).groups
     assert set(g[a.a[a.val]]) == set(g[b.a[b.val]])
+    ws = tmp_path / "ws"
+    shutil.copytree(tiny_ws, ws, ignore=shutil.ignore_patterns("train.lock"))
+    out = {}
+    for rid, seed in (("s1", 3), ("s1again", 3), ("s2", 4)):
+        assert cli("--workspace", ws, "train", "--dataset", "tiny", "--epochs", 1, "--steps-per-epoch", 3,
+                   "--batch-size", 16, "--seed", seed, "--run-id", rid, "--verbose", 0) == 0
+        with np.load(ws / "runs" / rid / "val_scores.npz") as z:
+            out[rid] = (z["a"], z["b"], z["score"])
+    assert all(np.array_equal(x, y) for x, y in zip(out["s1"][:2], out["s1again"][:2]))
+    assert np.allclose(out["s1"][2], out["s1again"][2], atol=1e-6)  # the same training, not only the same pairs
+    same_pairs = len(out["s1"][0]) == len(out["s2"][0]) and np.array_equal(out["s1"][0], out["s2"][0])
+    assert not same_pairs or not np.allclose(out["s1"][2], out["s2"][2], atol=1e-6)
 
 
 def test_batch_contrastive_loss_closed_form():
