@@ -363,7 +363,6 @@ def _thin(df, n: int = MAX_CURVE_POINTS):
 
 def training_figure(records: list[dict], steps: int | None = None):
     """Loss and accuracy, per batch (thin lines) and per epoch (train and validation markers)."""
-    import plotly.graph_objects as go
     from plotly.subplots import make_subplots
     bdf, edf = split_metrics(records, steps)
     fig = make_subplots(rows=1, cols=2, subplot_titles=("Loss", "Accuracy"), horizontal_spacing=0.08)

@@ -7,7 +7,6 @@ perfect on rotated copies and at chance on two dates must not hide behind one av
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from pathlib import Path

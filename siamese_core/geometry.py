@@ -237,7 +237,6 @@ def match(fa: TileFeatures, fb: TileFeatures) -> GeoMatch:
         return GeoMatch(structure=ident, structure_identity=ident,
                         reason=f"tile {which} has almost no texture (blank, flat or tiny): no keypoints to match")
     wb = fb.gray.shape[1]
-    flip = _mirror_x(wb)
     best = None  # (inliers, matches, method, mirrored, m_working, pts)
     results = {}
     # mirrored views are tried with SIFT only (its descriptors mirror by a permutation; ORB's do not)

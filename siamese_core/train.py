@@ -25,8 +25,8 @@ from .config import RunConfig
 from .errors import RunError
 from .model import assemble, build_model, compile_model, embedding_trainer, preprocess, tower_of
 from .pairs import Pairs, make_pairs
-from .runs import (acquire_train_lock, checkpoint_epoch, checkpoint_path, process_start, read_config, read_status,
-                   save_threshold, write_status)
+from .runs import (acquire_train_lock, checkpoint_epoch, checkpoint_path, process_start, read_config, save_threshold,
+                   write_status)
 from .store import open_dataset, write_json_atomic
 
 

@@ -6,7 +6,6 @@ dataset changes, the IVF kind answers too, the CLI prints JSON and one-line erro
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sys
 import time
