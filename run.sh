@@ -18,6 +18,8 @@ setup() {
   echo "==> installing requirements.txt"
   "$VENV/bin/python" -m pip install -q --upgrade pip
   "$VENV/bin/python" -m pip install -q -r requirements.txt
+  # the package itself, editable: `python -m siamese_core` and `siamese-tiles` then work from any folder
+  "$VENV/bin/python" -m pip install -q --no-deps -e .
 }
 
 browser() {  # Debian's Chromium for the end-to-end browser test (Playwright drives it; nothing is downloaded)
