@@ -104,3 +104,15 @@ def test_score_without_run_uses_the_bundled_model_on_any_size(imagery, tmp_path,
     assert rows[2]["score"] == "" and "missing.png" in rows[2]["error"]
     assert cli("score", tmp_path / "a.jpg", tmp_path / "b.png") == 0
     assert "matched at 35° rotation" in capsys.readouterr().out
+
+
+def test_the_command_line_works_from_any_folder(tmp_path):
+    """./run.sh installs the package into the environment: a user need not stand in the repository."""
+    import os
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, "-m", "siamese_core", "--workspace", str(tmp_path / "ws"), "list"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                         env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+    assert out.returncode == 0, out.stderr[-500:]
+    assert "pretrained" in out.stdout  # the bundled run is found from there too
