@@ -80,7 +80,9 @@ What answers `score` with no `--run`, and Compare on a fresh workspace. Rebuilt 
 (seed {build['seed']}, {build['epochs']} epochs; built {build['built']}; {build['train_minutes']} min to train on the build
 machine's CPU). The files here are that command's output, nothing edited by hand: `model.keras` (the twin
 network, loads with Keras `safe_mode`), `fusion.json` (the fused verdict), `threshold.json`, `config.json`,
-`calibration_scores.npz` (the fused scores of the calibration pairs, for the Threshold page) and `build.json`.
+`calibration_scores.npz` (the fused scores of the calibration pairs, for the Threshold page), `reference.npz`
+(2,000 training tiles' embeddings and colour statistics, for the "unlike anything it was trained on" warning)
+and `build.json`.
 
 ## What it is
 - **Learned part:** the `default` preset (per-tile standardisation, disc mask, ReLU/BN CNN with global pooling,
