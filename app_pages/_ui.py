@@ -425,3 +425,24 @@ def stored_evaluation(run_id: str, stem: str) -> dict:
     file version."""
     p = evaluations_dir(run_id) / f"{stem}.npz"
     return _stored_evaluation(str(p), dash.mtime(p))
+
+
+def build_index(scorer, ds, what: str):
+    """The search index of ``scorer``'s run over dataset ``ds``, built here with a progress bar when it is
+    missing or stale (then a toast says why); a failure is one error line and stops the page."""
+    from siamese_core import search as srch
+    bar = st.progress(0.0, text=f"{what}: {len(ds):,} images…")
+
+    def progress(done, total):
+        bar.progress(min(1.0, done / max(total, 1)), text=f"{what}: {done:,} / {total:,}")
+
+    try:
+        idx = srch.build_index(scorer, ds.name, workspace(), progress=progress)
+    except SiameseError as e:
+        bar.empty()
+        error(e)
+        st.stop()
+    bar.empty()
+    if idx.status != "reused":
+        st.toast(idx.reason[:1].upper() + idx.reason[1:], icon=":material/database:")
+    return idx

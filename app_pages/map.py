@@ -41,21 +41,7 @@ def _index() -> srch.Index:
     except SiameseError as e:
         _ui.error(e)
         st.stop()
-    holder = st.empty()
-
-    def progress(done, total):
-        holder.progress(min(1.0, done / max(total, 1)), text=f"Embedding the dataset: {done:,} / {total:,}")
-
-    try:
-        idx = srch.build_index(scorer, ds.name, _ui.workspace(), progress=progress)
-    except SiameseError as e:
-        holder.empty()
-        _ui.error(e)
-        st.stop()
-    holder.empty()
-    if idx.status != "reused":
-        st.toast(idx.reason[:1].upper() + idx.reason[1:], icon=":material/database:")
-    return idx
+    return _ui.build_index(scorer, ds, "Embedding the dataset")
 
 
 @st.cache_data(max_entries=4, show_spinner="Laying out the map…")

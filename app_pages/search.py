@@ -48,20 +48,7 @@ def _index() -> srch.Index:
     cache = _loaded()
     if key in cache:
         return cache[key]
-    bar = st.progress(0.0, text=f"Preparing the search index of {len(ds):,} images…")
-
-    def progress(done, total):
-        bar.progress(min(1.0, done / max(total, 1)), text=f"Embedding the dataset for search: {done:,} / {total:,}")
-
-    try:
-        idx = srch.build_index(scorer, ds.name, _ui.workspace(), progress=progress)
-    except SiameseError as e:
-        bar.empty()
-        _ui.error(e)
-        st.stop()
-    bar.empty()
-    if idx.status != "reused":
-        st.toast(idx.reason[:1].upper() + idx.reason[1:], icon=":material/database:")
+    idx = _ui.build_index(scorer, ds, "Embedding the dataset for search")
     for old in [k for k in cache if k[:3] == key[:3]]:
         cache.pop(old)
     while len(cache) >= 4:
