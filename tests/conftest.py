@@ -6,6 +6,7 @@ Everything is real (real Keras training on 32-48 px tiles for a few steps); only
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -37,3 +38,21 @@ def ws(tmp_path, monkeypatch) -> Path:
     """An empty workspace, also set as $SIAMESE_WORKSPACE."""
     monkeypatch.setenv("SIAMESE_WORKSPACE", str(tmp_path / "ws"))
     return tmp_path / "ws"
+
+
+@pytest.fixture(scope="module")
+def app_base(tiny_ws, tmp_path_factory) -> Path:
+    """A copy of the tiny workspace, made once per test module (never changed: tests get app_ws)."""
+    base = tmp_path_factory.mktemp("appws") / "ws"
+    shutil.copytree(tiny_ws, base, ignore=shutil.ignore_patterns("train.lock"))
+    return base
+
+
+@pytest.fixture
+def app_ws(app_base, tmp_path, monkeypatch) -> Path:
+    """A private copy of the tiny workspace, set as $SIAMESE_WORKSPACE, in the repository root (tests may change it)."""
+    ws = tmp_path / "ws"
+    shutil.copytree(app_base, ws)
+    monkeypatch.setenv("SIAMESE_WORKSPACE", str(ws))
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])
+    return ws

@@ -9,7 +9,6 @@ The workspace is a copy of the shared ``tiny_ws`` fixture, as in tests/test_app_
 from __future__ import annotations
 
 import re
-import shutil
 import sys
 from pathlib import Path
 
@@ -38,23 +37,6 @@ def _run_of(ws: Path, preset: str = "default") -> str:
         if (d / "model.keras").exists() and (d / "val_scores.npz").exists() and read_config(d).model.preset == preset:
             return rid
     raise AssertionError(f"no finished {preset} run in {ws}")
-
-
-@pytest.fixture(scope="module")
-def app_base(tiny_ws, tmp_path_factory) -> Path:
-    base = tmp_path_factory.mktemp("cmpgeo") / "ws"
-    shutil.copytree(tiny_ws, base, ignore=shutil.ignore_patterns("train.lock"))
-    return base
-
-
-@pytest.fixture
-def app_ws(app_base, tmp_path, monkeypatch) -> Path:
-    """A private copy of the tiny workspace, set as $SIAMESE_WORKSPACE."""
-    ws = tmp_path / "ws"
-    shutil.copytree(app_base, ws)
-    monkeypatch.setenv("SIAMESE_WORKSPACE", str(ws))
-    monkeypatch.chdir(ROOT)
-    return ws
 
 
 def open_compare(rid: str) -> AppTest:

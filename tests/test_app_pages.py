@@ -42,23 +42,6 @@ def _runs_by_preset(ws: Path) -> dict:
     return out
 
 
-@pytest.fixture(scope="module")
-def app_base(tiny_ws, tmp_path_factory) -> Path:
-    base = tmp_path_factory.mktemp("appws") / "ws"
-    shutil.copytree(tiny_ws, base, ignore=shutil.ignore_patterns("train.lock"))
-    return base
-
-
-@pytest.fixture
-def app_ws(app_base, tmp_path, monkeypatch) -> Path:
-    """A private copy of the tiny workspace, set as $SIAMESE_WORKSPACE (tests may change it)."""
-    ws = tmp_path / "ws"
-    shutil.copytree(app_base, ws)
-    monkeypatch.setenv("SIAMESE_WORKSPACE", str(ws))
-    monkeypatch.chdir(ROOT)
-    return ws
-
-
 @pytest.fixture
 def empty_ws(tmp_path, monkeypatch) -> Path:
     """A workspace with an (empty) datasets folder: no demo dataset is made, nothing to show."""
