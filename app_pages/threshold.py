@@ -262,17 +262,8 @@ g3, g4 = st.columns(2)
 g3.plotly_chart(dash.roc_figure(*ev["roc"], point=(fpr_now, m.recall)), key="thr_roc")
 g4.plotly_chart(dash.pr_figure(*ev["pr"], point=(m.recall, m.precision) if m.tp + m.fp else None), key="thr_pr")
 
-# --- mistakes at this threshold ---------------------------------------------------------------------------
-st.subheader("Pairs misclassified at this threshold")
-wrong = dash.misclassified(scores, labels, t, limit=12)
-PER_ROW = 4
-if gallery_dataset is None:  # pairs of image files (calibration or a labelled CSV): their paths, if stored
-    no_images = not any(map(len, ev["path_a"])) and not any(map(len, ev["path_b"]))
-    if no_images:
-        st.caption("This run does not store the paths of its calibration images (the bundled run ships without "
-                   "them), so each mistake shows its kind, score and keypoint inliers only." if fused else
-                   "These pairs were stored without their image paths, so each mistake shows its kind, score and "
-                   "keypoint inliers only.")
+def _mistakes(wrong: dict, card) -> None:
+    """The two tabs of misclassified pairs, PER_ROW cards a row; ``card(k)`` draws pair ``k`` in its card."""
     tab_fn, tab_fp = st.tabs([f"Same place judged different ({wrong['n_fn']})",
                               f"Different places judged same ({wrong['n_fp']})"])
     for tab, key in ((tab_fn, "fn"), (tab_fp, "fp")):
@@ -284,21 +275,37 @@ if gallery_dataset is None:  # pairs of image files (calibration or a labelled C
             if wrong[f"n_{key}"] > len(pos):
                 st.caption(f"The {len(pos)} most confident mistakes of {wrong[f'n_{key}']}.")
             for start in range(0, len(pos), PER_ROW):
-                cols = st.columns(PER_ROW)
-                for col, k in zip(cols, pos[start:start + PER_ROW]):
+                for col, k in zip(st.columns(PER_ROW), pos[start:start + PER_ROW]):
                     with col.container(border=True):
-                        c1, c2 = st.columns(2) if not no_images else (None, None)
-                        for c, side in (((c1, "a"), (c2, "b")) if not no_images else ()):
-                            path = str(ev[f"path_{side}"][k])
-                            img, why = _thumb(path, dash.mtime(path) if path else 0.0)
-                            if img is None:
-                                c.caption(f"image {side.upper()} not shown: {why}")
-                            else:
-                                c.image(img, caption=Path(path).name, width="stretch")
-                        inl = ev["inliers"][k]
-                        st.caption(f"{_kind_label(str(ev['kind'][k]))} · score {scores[k]:.4f} "
-                                   f"({'>' if scores[k] > t else '≤'} {t:.4f}) · "
-                                   + ("inliers n/a" if not np.isfinite(inl) else f"{int(inl)} inliers"))
+                        card(k)
+
+
+# --- mistakes at this threshold ---------------------------------------------------------------------------
+st.subheader("Pairs misclassified at this threshold")
+wrong = dash.misclassified(scores, labels, t, limit=12)
+PER_ROW = 4
+if gallery_dataset is None:  # pairs of image files (calibration or a labelled CSV): their paths, if stored
+    no_images = not any(map(len, ev["path_a"])) and not any(map(len, ev["path_b"]))
+    if no_images:
+        st.caption("This run does not store the paths of its calibration images (the bundled run ships without "
+                   "them), so each mistake shows its kind, score and keypoint inliers only." if fused else
+                   "These pairs were stored without their image paths, so each mistake shows its kind, score and "
+                   "keypoint inliers only.")
+    def _paths_card(k):
+        c1, c2 = st.columns(2) if not no_images else (None, None)
+        for c, side in (((c1, "a"), (c2, "b")) if not no_images else ()):
+            path = str(ev[f"path_{side}"][k])
+            img, why = _thumb(path, dash.mtime(path) if path else 0.0)
+            if img is None:
+                c.caption(f"image {side.upper()} not shown: {why}")
+            else:
+                c.image(img, caption=Path(path).name, width="stretch")
+        inl = ev["inliers"][k]
+        st.caption(f"{_kind_label(str(ev['kind'][k]))} · score {scores[k]:.4f} "
+                   f"({'>' if scores[k] > t else '≤'} {t:.4f}) · "
+                   + ("inliers n/a" if not np.isfinite(inl) else f"{int(inl)} inliers"))
+
+    _mistakes(wrong, _paths_card)
     st.stop()
 try:
     ds = _ui.dataset(gallery_dataset)
@@ -311,28 +318,19 @@ if choice == "val" and ds.size != cfg.model.size:
 if choice != "val" and ev["info"].get("dataset_images") not in (None, len(ds.groups)):
     st.caption(f"Note: dataset `{gallery_dataset}` has changed since this evaluation ({ev['info']['dataset_images']} "
                f"images then, {len(ds.groups)} now): the images shown may not be the pairs that were scored.")
-tab_fn, tab_fp = st.tabs([f"Same place judged different ({wrong['n_fn']})",
-                          f"Different places judged same ({wrong['n_fp']})"])
 groups = ds.groups
-for tab, key in ((tab_fn, "fn"), (tab_fp, "fp")):
-    with tab:
-        pos = wrong[key]
-        if not pos:
-            st.caption("None at this threshold.")
-            continue
-        if wrong[f"n_{key}"] > len(pos):
-            st.caption(f"The {len(pos)} most confident mistakes of {wrong[f'n_{key}']}.")
-        a, b = ev["a"][pos], ev["b"][pos]
-        valid = [(int(i), int(j)) for i, j in zip(a, b)]
-        imgs = _ui.tiles(ds, [x for pair in valid for x in pair])
-        for start in range(0, len(pos), PER_ROW):
-            cols = st.columns(PER_ROW)
-            for col, k, (i, j) in zip(cols, pos[start:start + PER_ROW], valid[start:start + PER_ROW]):
-                with col.container(border=True):
-                    if i not in imgs or j not in imgs:
-                        st.caption(f"images #{i}, #{j} are not in the dataset any more")
-                        continue
-                    c1, c2 = st.columns(2)
-                    c1.image(imgs[i], caption=f"#{i} · g{groups[i]}", width="stretch")
-                    c2.image(imgs[j], caption=f"#{j} · g{groups[j]}", width="stretch")
-                    st.caption(f"score {scores[k]:.4f} ({'>' if scores[k] > t else '≤'} {t:.4f})")
+imgs = _ui.tiles(ds, sorted({int(x) for k in wrong["fn"] + wrong["fp"] for x in (ev["a"][k], ev["b"][k])}))
+
+
+def _dataset_card(k):
+    i, j = int(ev["a"][k]), int(ev["b"][k])
+    if i not in imgs or j not in imgs:
+        st.caption(f"images #{i}, #{j} are not in the dataset any more")
+        return
+    c1, c2 = st.columns(2)
+    c1.image(imgs[i], caption=f"#{i} · g{groups[i]}", width="stretch")
+    c2.image(imgs[j], caption=f"#{j} · g{groups[j]}", width="stretch")
+    st.caption(f"score {scores[k]:.4f} ({'>' if scores[k] > t else '≤'} {t:.4f})")
+
+
+_mistakes(wrong, _dataset_card)
