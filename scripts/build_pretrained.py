@@ -8,6 +8,12 @@ acquisition) become one A/B dataset; the ``default`` preset trains on it; its fu
 calibrated on labelled pairs of every kind drawn from the same calibration places; and the model card
 reports the test split (places and tiles never used for training or calibration). Takes about 20 minutes
 on a 2-core CPU. The data stay outside the repository; only the model (a few MB) is bundled.
+
+    python scripts/build_pretrained.py --recalibrate
+
+keeps the bundled model and redoes only its calibration and test numbers (a few minutes): what a change to
+the geometric step needs, since the fused verdict weighs the keypoint evidence. Training is seeded, so the
+first command alone gives the same bundle.
 """
 
 from __future__ import annotations
@@ -147,6 +153,9 @@ def main() -> int:
     ap.add_argument("--work", help="working folder (default: a temporary one, removed at the end)")
     ap.add_argument("--out", default=str(ROOT / "siamese_core/pretrained"))
     ap.add_argument("--reuse", action="store_true", help="with --work: keep the model trained there, redo the rest")
+    ap.add_argument("--recalibrate", action="store_true",
+                    help="keep the bundled model as it is (no training): redo its calibration and its test numbers, "
+                         "e.g. after a change to the geometric step")
     ap.add_argument("--reference-only", action="store_true",
                     help="with --work: only write reference.npz of the model trained there into --out (no retraining)")
     args = ap.parse_args()
@@ -173,7 +182,15 @@ def main() -> int:
     from siamese_core.train import run_training
 
     run_dir = work / "workspace" / "runs" / "pretrained-build"
-    if args.reuse and (run_dir / "model.keras").exists():  # calibrate and measure an already trained model again
+    old_build = Path(args.out) / "build.json"
+    minutes = None
+    if args.recalibrate:  # the bundled model and its reference, as they are
+        run_dir.mkdir(parents=True)
+        for f in BUNDLE_FILES:
+            shutil.copy2(Path(args.out) / f, run_dir / f)
+        old = json.loads(old_build.read_text())
+        staged, minutes = old["staged"], old["train_minutes"]
+    elif args.reuse and (run_dir / "model.keras").exists():  # calibrate and measure an already trained model again
         staged = json.loads((work / "staged.json").read_text())
     else:
         staged = stage(temporal, aerial, work / "ab", args.seed)
@@ -183,7 +200,8 @@ def main() -> int:
         cfg = RunConfig.for_preset("train", "default", epochs=args.epochs, seed=args.seed)
         run_dir = create_run(cfg, run_id="pretrained-build")
         run_training(run_dir, verbose=2)
-    write_reference(seed=args.seed)  # reference.npz: what the model saw, for the "unfamiliar tile" warning
+    if not args.recalibrate:
+        write_reference(seed=args.seed)  # reference.npz: what the model saw, for the "unfamiliar tile" warning
     cal = make_pairset(work / "calib", temporal, aerial, split="calibration", seed=args.seed + 1)
     test = make_pairset(work / "test", temporal, aerial, per_place=10, n_tiles=100, split="test", seed=args.seed + 2)
     scorer = Scorer.from_run("pretrained-build")
@@ -206,7 +224,7 @@ def main() -> int:
                    + (f" --seed {args.seed}" if args.seed else "") + (f" --epochs {args.epochs}" if args.epochs != 20 else ""),
         "seed": args.seed,
         "epochs": args.epochs, "staged": staged,
-        "train_minutes": train_minutes(run_dir),
+        "train_minutes": minutes or train_minutes(run_dir),
         "calibration": {k: rep[k] for k in ("pairs", "roc_auc", "accuracy")}, "test": ev["kinds"],
         "built": time.strftime("%Y-%m-%d %H:%M")}, indent=2))
     (out / "MODEL_CARD.md").write_text(model_card(json.loads((out / "build.json").read_text()),

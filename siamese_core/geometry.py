@@ -23,7 +23,7 @@ import numpy as np
 
 MAX_SIDE = 320            # working resolution: tiles are shrunk (never enlarged) to this longest side
 MIN_FEATURES = 8          # fewer keypoints than this: "no evidence" (blank, flat or tiny tile)
-SIFT_FEATURES = 500
+SIFT_FEATURES = 300       # the strongest keypoints kept: their descriptors are most of SIFT's cost
 ORB_FEATURES = 500
 RATIO = 0.8               # Lowe's ratio test
 RANSAC_PX = 4.0           # reprojection tolerance at the working resolution
@@ -203,26 +203,37 @@ def _ransac(pb: np.ndarray, pa: np.ndarray) -> tuple[np.ndarray | None, int]:
     return m, int(inl.sum())
 
 
-def _knn(da: np.ndarray, db: np.ndarray, norm: int) -> list:
+def _knn(da: np.ndarray, db: np.ndarray, norm: int) -> tuple[np.ndarray, np.ndarray]:
+    """Lowe's ratio test: (index in B, index in A) of each descriptor of B whose nearest neighbour in A is
+    clearly nearer than the second nearest. RootSIFT descriptors have unit length, so their distances come
+    from one matrix product (three times faster than OpenCV's brute-force matcher at 300 keypoints)."""
+    none = np.zeros(0, np.intp)
     if da is None or db is None or len(da) < 2 or len(db) < 2:
-        return []
+        return none, none
+    if norm == cv2.NORM_L2:
+        d2 = np.maximum(2.0 - 2.0 * (db @ da.T), 0.0)  # squared distances, B × A
+        two = np.argpartition(d2, 1, axis=1)[:, :2]  # nearest first
+        rows = np.arange(len(db))
+        keep = d2[rows, two[:, 0]] < RATIO * RATIO * d2[rows, two[:, 1]]
+        return rows[keep], two[keep, 0]
     pairs = cv2.BFMatcher(norm).knnMatch(db, da, k=2)
-    return [p[0] for p in pairs if len(p) == 2 and p[0].distance < RATIO * p[1].distance]
+    good = [p[0] for p in pairs if len(p) == 2 and p[0].distance < RATIO * p[1].distance]
+    return np.array([g.queryIdx for g in good], np.intp), np.array([g.trainIdx for g in good], np.intp)
 
 
 def _attempt(pa, da, pb, db, norm) -> tuple[np.ndarray | None, int, int, np.ndarray]:
     """(transform B→A in working px, inliers, matches, inlier mask) for one descriptor set."""
-    good = _knn(da, db, norm)
-    if len(good) < 3:
-        return None, 0, len(good), np.zeros((0, 4), np.float32)
-    src = pb[[g.queryIdx for g in good]]
-    dst = pa[[g.trainIdx for g in good]]
+    ib, ia = _knn(da, db, norm)
+    if len(ib) < 3:
+        return None, 0, len(ib), np.zeros((0, 4), np.float32)
+    src = pb[ib]
+    dst = pa[ia]
     m, n = _ransac(src, dst)
     if m is None:
-        return None, 0, len(good), np.zeros((0, 4), np.float32)
+        return None, 0, len(ib), np.zeros((0, 4), np.float32)
     err = np.linalg.norm(src @ m[:, :2].T + m[:, 2] - dst, axis=1)
     keep = err <= RANSAC_PX
-    return m, n, len(good), np.hstack([dst[keep], src[keep]])
+    return m, n, len(ib), np.hstack([dst[keep], src[keep]])
 
 
 def _mirror_x(width: int) -> np.ndarray:
