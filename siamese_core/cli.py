@@ -58,32 +58,31 @@ def _run_config(args) -> RunConfig:
 
 
 def cmd_train(args) -> int:
-    from .runs import acquire_train_lock, create_run, new_run_id, open_run, read_status
+    from .runs import acquire_train_lock, create_run, new_run_id, open_run
     ws = workspace_dir(args.workspace)
     if args.resume:
-        run_dir = open_run(args.resume, ws)
-        from .runs import resume_check
+        run = open_run(args.resume, ws)
         from .train import run_training
-        resume_check(run_dir)
-        (run_dir / "stop").unlink(missing_ok=True)
-        run_training(run_dir, resume=True, verbose=args.verbose)
+        run.resume_check(ws)
+        run.clear_stop()
+        run_training(run, resume=True, verbose=args.verbose)
     else:
         cfg = _run_config(args)
         rid = args.run_id or new_run_id(cfg.model.preset, ws)
         fd = acquire_train_lock(rid, ws)  # refuse before creating anything
         try:
-            run_dir = create_run(cfg, ws, rid)
+            run = create_run(cfg, ws, rid)
         except BaseException:
             os.close(fd)
             raise
-        print(f"run {rid}: training preset {cfg.model.preset!r} on {cfg.dataset} -> {run_dir}", file=sys.stderr)
+        print(f"run {rid}: training preset {cfg.model.preset!r} on {cfg.dataset} -> {run.path}", file=sys.stderr)
         from .train import run_training
-        run_training(run_dir, lock_fd=fd, verbose=args.verbose)
-    st = read_status(run_dir)
-    ev = json.loads((run_dir / "evaluation.json").read_text()) if (run_dir / "evaluation.json").exists() else {}
+        run_training(run, lock_fd=fd, verbose=args.verbose)
+    st = run.status()
+    ev = run.evaluation()
     m = (ev.get("without_identical") or ev.get("all") or {})
-    thr = json.loads((run_dir / "threshold.json").read_text())
-    print(f"run {run_dir.name}: {st['status']} on {st.get('device')}; threshold {thr['threshold']:.4f} ({thr['source']}); "
+    thr = run.threshold_info() or {"threshold": float("nan"), "source": "none"}
+    print(f"run {run.name}: {st['status']} on {st.get('device')}; threshold {thr['threshold']:.4f} ({thr['source']}); "
           f"validation ROC-AUC {m.get('roc_auc')}, accuracy {m.get('metrics', {}).get('accuracy')}")
     return 0 if st["status"] == "finished" else 1
 
@@ -108,10 +107,8 @@ def _scorer(args):
 
 
 def cmd_evaluate(args) -> int:
-    import numpy as np
-
     from .evaluate import report
-    from .runs import open_run, read_threshold
+    from .runs import open_run
     if args.pairs and args.dataset:
         raise SiameseError("give --pairs LABELLED.csv or --dataset NAME, not both")
     if args.pairs or args.dataset:
@@ -138,14 +135,11 @@ def cmd_evaluate(args) -> int:
         return 0
     if not args.run:
         raise SiameseError("evaluate needs --run RUN_ID (its validation pairs), --pairs LABELLED.csv or --dataset NAME")
-    run_dir = open_run(args.run, args.workspace)
-    p = run_dir / "val_scores.npz"
-    if not p.exists():
-        raise SiameseError(f"run {args.run!r} has no validation scores yet; wait for training to finish")
-    with np.load(p) as z:
-        s, y, a, b = z["score"], z["label"], z["a"], z["b"]
-    t = args.threshold if args.threshold is not None else read_threshold(run_dir)
-    rep = report(s, y, t, identical=(a == b))
+    run = open_run(args.run, args.workspace)
+    v = run.val_scores()
+    s, y = v["score"], v["label"]
+    t = args.threshold if args.threshold is not None else run.threshold()
+    rep = report(s, y, t, identical=v["identical"])
     if args.json:
         print(json.dumps({"run": args.run, "threshold": t, **rep}, indent=2))
         return 0
@@ -262,7 +256,7 @@ def cmd_search(args) -> int:
 
 
 def cmd_list(args) -> int:
-    from .runs import list_runs, read_config, read_status, run_path
+    from .runs import Run, list_runs, run_path
     from .store import list_datasets, open_dataset
     print("datasets:")
     for n in list_datasets(args.workspace):
@@ -270,15 +264,16 @@ def cmd_list(args) -> int:
         print(f"  {n}: {i['images']} images, {i['groups']} tiles, source {i['config']['source']}")
     print("runs:")
     for r in list_runs(args.workspace):
-        st, cfg = read_status(run_path(r, args.workspace)), read_config(run_path(r, args.workspace))
+        run = Run(run_path(r, args.workspace))
+        st, cfg = run.status(), run.config
         print(f"  {r}: {st.get('status')} ({cfg.model.preset} on {cfg.dataset})"
               + (f" - {st['error']}" if st.get("error") and st.get("status") != "finished" else ""))
     return 0
 
 
 def cmd_stop(args) -> int:
-    from .runs import open_run, stop_run
-    st = stop_run(open_run(args.run, args.workspace), wait_s=args.wait)
+    from .runs import open_run
+    st = open_run(args.run, args.workspace).stop(wait_s=args.wait)
     print(f"stop requested for {args.run} (status now: {st.get('status')})")
     return 0
 

@@ -13,26 +13,26 @@ from siamese_core import runs
 def test_status_never_goes_backwards_within_a_launch(tmp_path):
     d = tmp_path / "r"
     d.mkdir()
-    runs.write_status(d, "queued", reset=True, pid=None)
-    runs.write_status(d, "running", pid=123, epoch=1)
-    st = runs.write_status(d, "queued", pid=123)  # the launcher's late write
+    runs.Run(d).write_status("queued", reset=True, pid=None)
+    runs.Run(d).write_status("running", pid=123, epoch=1)
+    st = runs.Run(d).write_status("queued", pid=123)  # the launcher's late write
     assert st["status"] == "running" and st["epoch"] == 1
-    runs.write_status(d, "finishing")
-    assert runs.write_status(d, "running", step=9)["status"] == "finishing"
-    assert runs.write_status(d, "finished")["status"] == "finished"
+    runs.Run(d).write_status("finishing")
+    assert runs.Run(d).write_status("running", step=9)["status"] == "finishing"
+    assert runs.Run(d).write_status("finished")["status"] == "finished"
     # a resume is a new launch: it may start again
-    assert runs.write_status(d, "queued", reset=True)["status"] == "queued"
+    assert runs.Run(d).write_status("queued", reset=True)["status"] == "queued"
 
 
 def _writer(d, prefix, n):
     for i in range(n):
-        runs.write_status(d, "running", **{f"{prefix}{i}": i})
+        runs.Run(d).write_status("running", **{f"{prefix}{i}": i})
 
 
 def test_concurrent_writers_lose_no_field(tmp_path):
     d = tmp_path / "r"
     d.mkdir()
-    runs.write_status(d, "queued", reset=True)
+    runs.Run(d).write_status("queued", reset=True)
     ctx = mp.get_context("fork")
     procs = [ctx.Process(target=_writer, args=(d, p, 60)) for p in ("a", "b", "c")]
     for p in procs:
@@ -105,9 +105,9 @@ def test_a_kill_between_the_two_checkpoint_files_leaves_the_previous_pair(tmp_pa
     for e in range(3):
         m.epoch = e + 1
         cb.on_epoch_end(e, {"loss": 1.0})
-        p = runs.checkpoint_path(d)
-        assert p.read_text() == f"epoch {e + 1}" and runs.checkpoint_epoch(d) == e + 1
+        p = runs.Run(d).checkpoint_path()
+        assert p.read_text() == f"epoch {e + 1}" and runs.Run(d).checkpoint_epoch() == e + 1
     # the next epoch dies after writing its model file but before checkpoint.json: the pair is still epoch 3's
-    other = next(n for n in runs.CHECKPOINT_FILES if n != runs.checkpoint_path(d).name)
+    other = next(n for n in runs.Run.CHECKPOINT_FILES if n != runs.Run(d).checkpoint_path().name)
     (d / other).write_text("epoch 4, checkpoint.json not yet written")
-    assert runs.checkpoint_path(d).read_text() == "epoch 3" and runs.checkpoint_epoch(d) == 3
+    assert runs.Run(d).checkpoint_path().read_text() == "epoch 3" and runs.Run(d).checkpoint_epoch() == 3
