@@ -308,7 +308,11 @@ except SiameseError as e:
     st.info(f"Dataset `{gallery_dataset}` is not available, so the images of these pairs cannot be shown "
             f"({dash.user_message(e, _ui.workspace())}).")
     st.stop()
-if choice == "val" and ds.size != cfg.model.size:
+changed = run.dataset_change(_ui.workspace()) if choice == "val" else None
+if changed:
+    st.warning(f"{changed}: the images shown may not be the validation pairs that were scored.",
+               icon=":material/warning:")
+elif choice == "val" and ds.size != cfg.model.size:
     st.caption(f"Note: dataset `{cfg.dataset}` now holds {ds.size} px tiles; the run was trained on {cfg.model.size} px.")
 if choice != "val" and ev["info"].get("dataset_images") not in (None, len(ds.groups)):
     st.caption(f"Note: dataset `{gallery_dataset}` has changed since this evaluation ({ev['info']['dataset_images']} "

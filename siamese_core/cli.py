@@ -138,10 +138,13 @@ def cmd_evaluate(args) -> int:
     run = open_run(args.run, args.workspace)
     v = run.val_scores()
     s, y = v["score"], v["label"]
+    changed = run.dataset_change(args.workspace)
+    if changed:  # the scores are the run's own, stored when it finished; the dataset's images are not theirs now
+        print(f"warning: {changed}; these scores are of its images at training time", file=sys.stderr)
     t = args.threshold if args.threshold is not None else run.threshold()
     rep = report(s, y, t, identical=v["identical"])
     if args.json:
-        print(json.dumps({"run": args.run, "threshold": t, **rep}, indent=2))
+        print(json.dumps({"run": args.run, "threshold": t, "dataset_changed": changed, **rep}, indent=2))
         return 0
     print(f"run {args.run}: {len(s)} validation pairs, threshold {t:.4f} (score > threshold = different place)")
     for key, title in (("all", "all pairs"), ("without_identical", "without identical pairs")):

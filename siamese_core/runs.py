@@ -3,7 +3,7 @@
 ``<workspace>/runs/<run_id>/`` holds ``config.json``, ``status.json``, ``metrics.jsonl`` (appended
 live by the training callback), two alternating checkpoints named by ``checkpoint.json``,
 ``model.keras``, ``pairs.npz``, ``val_scores.npz``, ``threshold.json``, ``evaluation.json``,
-``train.log`` and, once calibrated,
+``data.json`` (the dataset's fingerprint when training began), ``train.log`` and, once calibrated,
 ``fusion.json`` and ``calibration_scores.npz``. Only :class:`Run` names these files. Status moves
 queued → running → finishing (saving the model, scoring validation) → finished | failed | stopped; a
 run whose process died without saying so is reported as ``interrupted``. Only one training job runs
@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from .config import RunConfig, workspace_dir
-from .errors import RunError
+from .errors import DatasetError, RunError
 from .store import check_name, write_json_atomic
 
 # The model bundled with the package: a finished, read-only run that every workspace sees under this id
@@ -89,6 +89,7 @@ class Run:
     VAL_SCORES = "val_scores.npz"
     THRESHOLD = "threshold.json"
     EVALUATION = "evaluation.json"
+    DATA = "data.json"
     FUSION = "fusion.json"
     CALIBRATION_SCORES = "calibration_scores.npz"
     REFERENCE = "reference.npz"
@@ -421,9 +422,37 @@ class Run:
                           {k: st[k] for k in ("status", "device", "started", "updated") if k in st})
         return bundle
 
+    # --- the data it was trained on --------------------------------------------------------------
+    def record_dataset(self, ds) -> None:
+        """Record which data the run trains on: the dataset's name and content fingerprint."""
+        self._writable()
+        write_json_atomic(self.path / self.DATA, {"dataset": ds.name, "fingerprint": ds.fingerprint,
+                                                  "dataset_created": ds.info.get("created")})
+
+    def dataset_change(self, workspace=None) -> str | None:
+        """Why the run's dataset no longer holds the images it was trained on, as one line; None when it does
+        (or the run is the bundled one, trained elsewhere). Runs from before fingerprints were recorded fall
+        back on dates: a dataset created after the run was, was rebuilt since."""
+        if self.is_bundled:
+            return None
+        from .store import open_dataset
+        name = self.config.dataset
+        try:
+            ds = open_dataset(name, workspace if workspace is not None else self.workspace)
+        except DatasetError:
+            return f"dataset {name!r} of run {self.name!r} no longer exists"
+        rec = _read_json(self.path / self.DATA)
+        if isinstance(rec, dict) and rec.get("fingerprint") and rec.get("dataset") == name:
+            changed = rec["fingerprint"] != ds.fingerprint
+        else:
+            made = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(self.created()))
+            changed = str(ds.info.get("created", "")) > made
+        return f"dataset {name!r} changed since run {self.name!r} was trained (prepare --overwrite)" if changed else None
+
     # --- resuming -------------------------------------------------------------------------------
     def resume_check(self, workspace=None) -> None:
-        """Refuse, in one line, to resume a run that is live, finished, or has no checkpoint to continue from."""
+        """Refuse, in one line, to resume a run that is live, finished, has no checkpoint to continue from, or
+        whose dataset changed since its pairs were drawn (they index images that are no longer there)."""
         st = self.status()
         if st.get("status") in LIVE:
             raise RunError(f"run {self.name} is still {st['status']}; stop it before resuming")
@@ -432,6 +461,9 @@ class Run:
         if self.checkpoint_path() is None:
             raise RunError(f"run {self.name} has no checkpoint yet (it stopped during its first epoch); "
                            f"launch a new run instead")
+        why = self.dataset_change(workspace)
+        if why:
+            raise RunError(f"{why}; its pairs no longer match the images, so it cannot resume: train a new run")
 
 
 def runs_dir(workspace=None) -> Path:
@@ -565,15 +597,17 @@ def active_job(workspace=None) -> str | None:
 
 
 def create_run(cfg: RunConfig, workspace=None, run_id: str | None = None) -> Run:
-    """Make the run directory with its config and a 'queued' status; refuse an existing id."""
+    """Make the run directory with its config, the dataset's fingerprint and a 'queued' status; refuse an
+    existing id."""
     from .store import open_dataset
-    open_dataset(cfg.dataset, workspace)  # fail early, with the list of datasets
+    ds = open_dataset(cfg.dataset, workspace)  # fail early, with the list of datasets
     run_id = run_id or new_run_id(cfg.model.preset, workspace)
     run = Run(run_path(run_id, workspace))
     if run.path.exists():
         raise RunError(f"run {run_id!r} already exists; choose another --run-id or resume it with --resume")
     run.path.mkdir(parents=True)
     run.write_config(cfg)
+    run.record_dataset(ds)
     run.write_status("queued", reset=True, pid=None)
     return run
 

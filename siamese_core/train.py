@@ -234,10 +234,14 @@ def run_training(run_dir, resume: bool = False, lock_fd: int | None = None, verb
             cfg = RunConfig.from_dict({**cfg.to_dict(), "model": {**cfg.model.to_dict(), "size": ds.size}})
             run.write_config(cfg)
         if resume and run.pairs_path.exists():
+            why = run.dataset_change(workspace)  # the launcher checked; the dataset may have changed since
+            if why:
+                raise RunError(f"{why}; its pairs no longer match the images, so it cannot resume: train a new run")
             pairs = Pairs.load(run.pairs_path)
         else:
             pairs = make_pairs(ds.groups, cfg.pairs)
             pairs.save(run.pairs_path)
+            run.record_dataset(ds)  # the data these pairs index
         images = ds.rows()
         t, bs = cfg.train, cfg.train.batch_size
         in_batch = cfg.model.preset != "seed"  # default: same-place pairs, every other pair in the batch is a negative
