@@ -53,6 +53,34 @@ def show_flash() -> None:
         getattr(st, kind, st.info)(text)
 
 
+def delete_control(kind: str, names: list[str], key: str, delete, note: str = "") -> None:
+    """A picker and a Delete button, then a confirmation step (Yes, delete / Cancel) before ``delete(name)``
+    runs; a refusal (e.g. a job uses it) is one error line, and nothing is deleted."""
+    pending = st.session_state.get(f"{key}_pending")
+    if pending is None:
+        c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
+        name = c1.selectbox(f"{kind.capitalize()} to delete", names, key=f"{key}_pick")
+        if c2.button(f"Delete {kind}", key=f"{key}_delete", icon=":material/delete:", disabled=not names,
+                     width="stretch"):
+            st.session_state[f"{key}_pending"] = name
+            st.rerun()
+        return
+    st.warning(f"Delete {kind} **{pending}**? {note} This cannot be undone.", icon=":material/warning:")
+    c1, c2 = st.columns(2)
+    if c1.button("Yes, delete", key=f"{key}_confirm", type="primary", icon=":material/delete_forever:"):
+        st.session_state.pop(f"{key}_pending", None)
+        try:
+            delete(pending)
+        except SiameseError as e:
+            error(e)
+            return
+        flash("success", f"Deleted {kind} **{pending}**.")
+        st.rerun()
+    if c2.button("Cancel", key=f"{key}_cancel"):
+        st.session_state.pop(f"{key}_pending", None)
+        st.rerun()
+
+
 def goto(page: str, label: str, icon: str | None = None) -> None:
     st.page_link(PAGES[page], label=label, icon=icon)
 

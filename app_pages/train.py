@@ -1,4 +1,4 @@
-"""Train: launch a background training job, watch its curves live, stop it, list the runs."""
+"""Train: launch a background training job, watch its curves live, stop it, list, resume and delete runs."""
 
 import pandas as pd
 import streamlit as st
@@ -153,6 +153,11 @@ if all_runs:
     table["error"] = table["error"].map(lambda e: dash.scrub_paths(e, ws))
     st.dataframe(table[["run", "status", "preset", "dataset", "epoch", "threshold", "threshold_source", "device",
                         "started", "ended", "error"]], hide_index=True, width="stretch", key="train_runs_table")
+    if trained_here:
+        with st.expander("Delete a run"):
+            _ui.delete_control("run", [r["run"] for r in trained_here], "train_del",
+                               lambda rid: runs.delete_run(rid, ws),
+                               note="Its model, scores, threshold and stored evaluations go with it.")
     resumable = [r["run"] for r in all_runs if r["status"] in ("stopped", "interrupted", "failed")]
     if resumable and not job:
         with st.expander("Resume a stopped or interrupted run"):

@@ -1,4 +1,4 @@
-"""The command line: ``python -m siamese_core {prepare,train,calibrate,evaluate,score,list,stop}``.
+"""The command line: ``python -m siamese_core {prepare,train,calibrate,evaluate,score,list,stop,delete,...}``.
 
 Every user-fixable problem (a SiameseError) ends the command with exit code 2 and one line on
 stderr, never a traceback. Long steps show tqdm progress bars (on stderr).
@@ -281,6 +281,35 @@ def cmd_stop(args) -> int:
     return 0
 
 
+def _confirmed(what: str, yes: bool) -> bool:
+    """``--yes``, or a "y" typed at the prompt when a person is at the terminal; else a one-line refusal."""
+    if yes:
+        return True
+    if not sys.stdin.isatty():
+        raise SiameseError(f"delete {what}: nothing deleted; pass --yes to confirm (this cannot be undone)")
+    print(f"delete {what}? This cannot be undone. [y/N] ", end="", file=sys.stderr, flush=True)
+    return sys.stdin.readline().strip().lower() in ("y", "yes")
+
+
+def cmd_delete(args) -> int:
+    from .runs import delete_run, open_run
+    from .store import delete_dataset, open_dataset
+    if bool(args.dataset) == bool(args.run):
+        raise SiameseError("delete needs --dataset NAME or --run ID (one of them)")
+    if args.dataset:
+        open_dataset(args.dataset, args.workspace)  # an unknown name fails before the question
+        what, delete = f"dataset {args.dataset!r}", lambda: delete_dataset(args.dataset, args.workspace)
+    else:
+        open_run(args.run, args.workspace)
+        what, delete = f"run {args.run!r}", lambda: delete_run(args.run, args.workspace)
+    if not _confirmed(what, args.yes):
+        print(f"{what} kept", file=sys.stderr)
+        return 1
+    delete()
+    print(f"deleted {what}")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m siamese_core",
                                 description="Do these two satellite or aerial tiles show the same place?")
@@ -389,6 +418,13 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--run", required=True)
     s.add_argument("--wait", type=float, default=10.0, help="seconds to wait before terminating it")
     s.set_defaults(func=cmd_stop)
+
+    s = sub.add_parser("delete", help="delete a dataset or a run (refused while a training job uses it)")
+    q = s.add_mutually_exclusive_group(required=True)
+    q.add_argument("--dataset", help="dataset name (runs trained on it keep their models)")
+    q.add_argument("--run", help="run id (the bundled run cannot be deleted)")
+    s.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    s.set_defaults(func=cmd_delete)
 
     s = sub.add_parser("_job", help=argparse.SUPPRESS)
     s.add_argument("run_id")

@@ -13,6 +13,7 @@ kernel releases when the process dies, so a stale lock never blocks anyone.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -21,8 +22,8 @@ import time
 from pathlib import Path
 
 from .config import RunConfig, workspace_dir
-from .errors import DatasetError, RunError
-from .store import check_name, write_json_atomic
+from .errors import DatasetError, RunError, SiameseError
+from .store import check_name, move_to_trash, write_json_atomic
 
 # The model bundled with the package: a finished, read-only run that every workspace sees under this id
 # (a workspace run of the same name takes precedence). See siamese_core/pretrained/MODEL_CARD.md.
@@ -640,6 +641,57 @@ def launch_background(cfg: RunConfig, workspace=None, run_id: str | None = None,
         os.close(fd)  # the child holds its own copy of the lock
 
 
+# --- deleting ---------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def no_launch(workspace=None):
+    """While inside, no training job can start in the workspace. Yields None when the training lock was free
+    (it is held here until the block ends), else the id of the job holding it (which, while it holds it, keeps
+    any other job from starting)."""
+    path = _lock_path(workspace)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            _flock_patiently(fd)
+        except BlockingIOError:
+            yield _holder(path)
+        else:
+            yield None
+    finally:
+        os.close(fd)
+
+
+def delete_run(run_id: str, workspace=None) -> None:
+    """Delete run ``run_id`` from the workspace: refused, in one line, for the bundled run and for a run a job
+    is working on. The run is renamed out of the listing first, then removed, so that a crash midway never
+    leaves half a run listed."""
+    ws = workspace_dir(workspace)
+    run = open_run(run_id, ws)
+    if run.is_bundled:
+        raise RunError(f"the bundled run {PRETRAINED!r} is part of the package and cannot be deleted")
+    with no_launch(ws) as job:
+        st = run.status()
+        if job == run_id or st.get("status") in LIVE:
+            raise RunError(f"run {run_id!r} is {st.get('status') if st.get('status') in LIVE else 'running'}; "
+                           f"stop it first (python -m siamese_core stop --run {run_id}), then delete it")
+        trash = move_to_trash(run.path)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def jobs_using_dataset(name: str, workspace=None, job: str | None = None) -> list[str]:
+    """Ids of the runs on dataset ``name`` that a job is working on (``job``: the lock holder's id, if any)."""
+    out = []
+    for rid in list_runs(workspace):
+        run = Run(run_path(rid, workspace))
+        try:
+            on_it = run.config.dataset == name
+        except (OSError, ValueError, KeyError, SiameseError):
+            continue
+        if on_it and (rid == job or run.is_live()):
+            out.append(rid)
+    return out
+
+
 __all__ = ["Run", "PRETRAINED", "BUNDLED_DIR", "LIVE", "runs_dir", "run_path", "open_run", "new_run_id", "list_runs",
-           "acquire_train_lock", "active_job", "create_run", "launch_background",
-           "process_start", "PROBE_GRACE_S"]
+           "acquire_train_lock", "active_job", "create_run", "launch_background", "delete_run",
+           "jobs_using_dataset", "no_launch", "process_start", "PROBE_GRACE_S"]

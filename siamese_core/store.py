@@ -102,6 +102,18 @@ def images_fingerprint(images_path: Path, groups) -> str:
     return _fingerprint(h, shape, groups)
 
 
+def move_to_trash(path: Path) -> Path:
+    """Rename ``path`` to a hidden name beside it, out of every listing, and return that name: deleting is a
+    rename and then a removal, so a crash midway never leaves half a dataset or run listed. Trash that an
+    earlier crash left beside it is removed first."""
+    path = Path(path)
+    for old in path.parent.glob(".trash-*"):
+        shutil.rmtree(old, ignore_errors=True)
+    trash = path.parent / f".trash-{path.name}-{os.getpid()}-{time.time_ns()}"
+    os.replace(path, trash)
+    return trash
+
+
 class TileRows:
     """Rows of an ``images.npy`` read with ``pread`` into fresh arrays: ``rows[idx]`` for an index array.
 
@@ -322,3 +334,18 @@ def build_dataset(cfg: DataConfig, name: str, workspace=None, overwrite: bool = 
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return Dataset(final)
+
+
+
+def delete_dataset(name: str, workspace=None) -> None:
+    """Delete dataset ``name``: refused, in one line, while a training job works on it. It is renamed out of
+    the listing first, then removed (:func:`move_to_trash`). Runs trained on it keep their models."""
+    from .runs import jobs_using_dataset, no_launch
+    ds = open_dataset(name, workspace)
+    with no_launch(workspace) as job:  # no job can start on it meanwhile
+        busy = jobs_using_dataset(name, workspace, job)
+        if busy:
+            raise DatasetError(f"dataset {name!r} is used by the running job {busy[0]!r}; stop it first "
+                               f"(python -m siamese_core stop --run {busy[0]}), then delete it")
+        trash = move_to_trash(ds.path)
+    shutil.rmtree(trash, ignore_errors=True)
