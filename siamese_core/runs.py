@@ -421,6 +421,7 @@ class Run:
         st = _read_json(bundle.path / self.STATUS) or {}
         write_json_atomic(bundle.path / self.STATUS,
                           {k: st[k] for k in ("status", "device", "started", "updated") if k in st})
+        os.chmod(bundle.path / self.STATUS, 0o644)  # shipped in the package: readable by every user
         return bundle
 
     # --- the data it was trained on --------------------------------------------------------------

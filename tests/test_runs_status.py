@@ -111,3 +111,24 @@ def test_a_kill_between_the_two_checkpoint_files_leaves_the_previous_pair(tmp_pa
     other = next(n for n in runs.Run.CHECKPOINT_FILES if n != runs.Run(d).checkpoint_path().name)
     (d / other).write_text("epoch 4, checkpoint.json not yet written")
     assert runs.Run(d).checkpoint_path().read_text() == "epoch 3" and runs.Run(d).checkpoint_epoch() == 3
+
+
+def test_a_bundle_carries_no_paths_or_process_of_the_build_machine(tmp_path):
+    """What scripts/build_pretrained.py ships: the bundle files, the calibration pairs' scores without their
+    image paths, the status without pid or error."""
+    import numpy as np
+    run = runs.Run(tmp_path / "build")
+    run.path.mkdir()
+    for name in runs.Run.BUNDLE:
+        (run.path / name).write_text("{}")
+    np.savez(run.calibration_scores_path, score=np.array([0.1, 0.9], np.float32), label=np.array([0, 1], np.uint8),
+             path_a=np.array(["/home/me/a.png", "/home/me/b.png"]), path_b=np.array(["/x/c.png", "/x/d.png"]))
+    run.write_status("finished", reset=True, pid=4321, device="CPU (2 cores)", started="2025-01-01T00:00:00")
+    bundle = run.export_bundle(tmp_path / "out")
+    assert sorted(p.name for p in bundle.path.iterdir()) == sorted(runs.Run.BUNDLE)
+    with np.load(bundle.calibration_scores_path) as z:
+        assert list(z["path_a"]) == ["", ""] and list(z["path_b"]) == ["", ""]
+        assert np.allclose(z["score"], [0.1, 0.9]) and list(z["label"]) == [0, 1]
+    st = json.loads((bundle.path / runs.Run.STATUS).read_text())
+    assert set(st) == {"status", "device", "started", "updated"} and st["status"] == "finished"
+    assert (bundle.path / runs.Run.STATUS).stat().st_mode & 0o444 == 0o444  # readable once installed
