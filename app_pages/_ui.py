@@ -18,7 +18,6 @@ from siamese_core.config import workspace_dir
 from siamese_core.errors import SiameseError
 
 POLL_S = 1.5  # live refresh period of the Train page while a job runs
-CALIBRATION_SCORES = "calibration_scores.npz"  # = siamese_core.calibration.CALIBRATION_SCORES (no import: keep it light)
 
 PAGES = {
     "home": "app_pages/home.py",
@@ -52,6 +51,34 @@ def flash(kind: str, text: str) -> None:
 def show_flash() -> None:
     for kind, text in st.session_state.pop("_flash", []):
         getattr(st, kind, st.info)(text)
+
+
+def delete_control(kind: str, names: list[str], key: str, delete, note: str = "") -> None:
+    """A picker and a Delete button, then a confirmation step (Yes, delete / Cancel) before ``delete(name)``
+    runs; a refusal (e.g. a job uses it) is one error line, and nothing is deleted."""
+    pending = st.session_state.get(f"{key}_pending")
+    if pending is None:
+        c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
+        name = c1.selectbox(f"{kind.capitalize()} to delete", names, key=f"{key}_pick")
+        if c2.button(f"Delete {kind}", key=f"{key}_delete", icon=":material/delete:", disabled=not names,
+                     width="stretch"):
+            st.session_state[f"{key}_pending"] = name
+            st.rerun()
+        return
+    st.warning(f"Delete {kind} **{pending}**? {note} This cannot be undone.", icon=":material/warning:")
+    c1, c2 = st.columns(2)
+    if c1.button("Yes, delete", key=f"{key}_confirm", type="primary", icon=":material/delete_forever:"):
+        st.session_state.pop(f"{key}_pending", None)
+        try:
+            delete(pending)
+        except SiameseError as e:
+            error(e)
+            return
+        flash("success", f"Deleted {kind} **{pending}**.")
+        st.rerun()
+    if c2.button("Cancel", key=f"{key}_cancel"):
+        st.session_state.pop(f"{key}_pending", None)
+        st.rerun()
 
 
 def goto(page: str, label: str, icon: str | None = None) -> None:
@@ -172,36 +199,41 @@ def require_dataset():
         st.stop()
 
 
+def run(run_id: str):
+    """The :class:`~siamese_core.runs.Run` of ``run_id`` in the workspace (not opened: it may be gone)."""
+    from siamese_core.runs import Run, run_path
+    return Run(run_path(run_id, workspace()))
+
+
 def require_finished_run(scores: bool = True):
-    """(run_id, run_dir, RunConfig) of the active run if it has a model (and, with ``scores``, scores to
+    """(run_id, Run, RunConfig) of the active run if it has a model (and, with ``scores``, scores to
     show: validation scores, or the fused scores of its calibration pairs), else a message and st.stop()."""
-    from siamese_core.runs import is_bundled, read_config, read_status, run_path
     rid = active_run()
     if rid is None:
         st.info("There is no trained run yet. Train one on **Train** (for a first try on a CPU, set a few epochs "
                 "and a small number of steps per epoch).", icon=":material/info:")
         goto("train", "Go to Train", ":material/model_training:")
         st.stop()
-    d = run_path(rid, workspace())
+    r = run(rid)
     try:
-        cfg = read_config(d)
+        cfg = r.config
     except (SiameseError, OSError, ValueError) as e:
         error(e)
         st.stop()
-    has_scores = (d / "val_scores.npz").exists() or (d / CALIBRATION_SCORES).exists()
-    if scores and (d / "model.keras").exists() and not has_scores and is_bundled(d):
+    has_scores = r.has_val_scores() or r.has_calibration_scores()
+    if scores and r.has_model() and not has_scores and r.is_bundled:
         st.info(f"The bundled run **{rid}** ships without validation scores: its numbers are in its model card "
                 f"(siamese_core/pretrained/MODEL_CARD.md). Train a run, or pick one in the sidebar, to tune a threshold "
                 f"here; `python -m siamese_core calibrate --run {rid} --pairs LABELLED.csv --as NAME` fits it to "
                 f"your imagery.", icon=":material/info:")
         st.stop()
-    if not (d / "model.keras").exists() or (scores and not has_scores):
-        status = read_status(d).get("status", "unknown")
+    if not r.has_model() or (scores and not has_scores):
+        status = r.status().get("status", "unknown")
         st.info(f"Run **{rid}** has no trained model yet (status: {status}). Wait for it to finish on **Train**, "
                 f"or pick a finished run in the sidebar.", icon=":material/hourglass_top:")
         goto("train", "Go to Train", ":material/model_training:")
         st.stop()
-    return rid, d, cfg
+    return rid, r, cfg
 
 
 # --- caches -------------------------------------------------------------------------------------------
@@ -258,18 +290,16 @@ def _scorer(ws: str, run_id: str, stamp: tuple):
 
 def scorer(run_id: str):
     """The run's Scorer, loaded once per model and fusion file (key: workspace, run id, the mtimes of
-    model.keras and fusion.json — a refitted fusion is picked up too)."""
-    from siamese_core.runs import run_path
-    ws = workspace()
-    d = run_path(run_id, ws)
-    return _scorer(str(ws), run_id, (dash.mtime(d / "model.keras"), dash.mtime(d / "fusion.json")))
+    model and of its fusion — a refitted fusion is picked up too)."""
+    r = run(run_id)
+    return _scorer(str(workspace()), run_id, (dash.mtime(r.model_path), dash.mtime(r.fusion_path)))
 
 
 @st.cache_data(max_entries=8, show_spinner="Reading validation scores…")
 def _evaluation(ws: str, run_id: str, stamp: float, exclude_identical: bool):
     from siamese_core.evaluate import ThresholdSweep, pr_curve, roc_auc, roc_curve, suggest_thresholds
-    from siamese_core.runs import run_path
-    v = dash.load_val_scores(run_path(run_id, ws))
+    from siamese_core.runs import Run, run_path
+    v = Run(run_path(run_id, ws)).val_scores()
     keep = ~v["identical"] if exclude_identical and (~v["identical"]).any() else np.ones(len(v["score"]), bool)
     s, y = v["score"][keep], v["label"][keep]
     fpr, tpr, _ = roc_curve(s, y)
@@ -280,10 +310,8 @@ def _evaluation(ws: str, run_id: str, stamp: float, exclude_identical: bool):
 
 
 def evaluation(run_id: str, exclude_identical: bool) -> dict:
-    """Validation scores, ThresholdSweep, curves and suggestions: computed once per val_scores.npz."""
-    from siamese_core.runs import run_path
-    ws = workspace()
-    return _evaluation(str(ws), run_id, dash.mtime(run_path(run_id, ws) / "val_scores.npz"), exclude_identical)
+    """Validation scores, ThresholdSweep, curves and suggestions: computed once per version of the scores file."""
+    return _evaluation(str(workspace()), run_id, dash.mtime(run(run_id).val_scores_path), exclude_identical)
 
 
 _CAL_KEYS = ("score", "label", "kind", "path_a", "path_b", "distance", "inliers")
@@ -292,8 +320,8 @@ _CAL_KEYS = ("score", "label", "kind", "path_a", "path_b", "distance", "inliers"
 @st.cache_data(max_entries=8, show_spinner="Reading calibration scores…")
 def _calibration(ws: str, run_id: str, stamp: float, kinds: tuple | None):
     from siamese_core.evaluate import ThresholdSweep, pr_curve, roc_auc, roc_curve, suggest_thresholds
-    from siamese_core.runs import run_path
-    p = run_path(run_id, ws) / CALIBRATION_SCORES
+    from siamese_core.runs import Run, run_path
+    p = Run(run_path(run_id, ws)).calibration_scores_path
     try:
         with np.load(p, allow_pickle=False) as z:
             v = {k: np.asarray(z[k]) for k in _CAL_KEYS if k in z.files}
@@ -327,14 +355,12 @@ def _calibration(ws: str, run_id: str, stamp: float, kinds: tuple | None):
 
 
 def calibration(run_id: str, kinds=None) -> dict:
-    """A fused run's calibration pairs (``calibration_scores.npz``): scores, labels, kind, image paths,
+    """A fused run's calibration pairs (its calibration scores file): scores, labels, kind, image paths,
     evidence, and — for the pairs of the given ``kinds`` (all when None), if any — the ThresholdSweep, curves
     and suggestions. ``kinds`` maps every kind present to its number of pairs. Computed once per file
     version and kind selection (key: the file's mtime)."""
-    from siamese_core.runs import run_path
-    ws = workspace()
     key = None if kinds is None else tuple(sorted(str(k) for k in kinds))
-    return _calibration(str(ws), run_id, dash.mtime(run_path(run_id, ws) / CALIBRATION_SCORES), key)
+    return _calibration(str(workspace()), run_id, dash.mtime(run(run_id).calibration_scores_path), key)
 
 
 def score_note(preset: str | None, threshold: float | None = None, fused: bool = False) -> None:
@@ -345,10 +371,7 @@ def score_note(preset: str | None, threshold: float | None = None, fused: bool =
 
 def evaluations_dir(run_id: str):
     """Where run ``run_id``'s stored evaluations live (the workspace's for the bundled run)."""
-    from siamese_core.calibration import evaluations_dir as where
-    from siamese_core.runs import run_path
-    ws = workspace()
-    return where(run_path(run_id, ws), ws)
+    return run(run_id).evaluations_dir(workspace())
 
 
 def score_sources(run_id: str) -> dict:
@@ -356,14 +379,13 @@ def score_sources(run_id: str) -> dict:
     pairs) for an unfused run, ``calibration`` (its calibration pairs) for a fused one, and ``eval:<stem>``
     for each stored evaluation (``evaluations/<stem>.npz``) scored the way the run scores now (fused or not)."""
     import json
-    from siamese_core.runs import run_path
-    d = run_path(run_id, workspace())
-    fused = (d / CALIBRATION_SCORES).exists()
-    has_fusion = (d / "fusion.json").exists()  # what the run's scorer outputs now: fused or not
+    r = run(run_id)
+    fused = r.has_calibration_scores()
+    has_fusion = r.has_fusion()  # what the run's scorer outputs now: fused or not
     out = {}
     if fused:
         out["calibration"] = "Calibration pairs (fused scores, what the run was calibrated on)"
-    elif (d / "val_scores.npz").exists():
+    elif r.has_val_scores():
         out["val"] = "Validation pairs (stored when the run finished training)"
     ed = evaluations_dir(run_id)
     for npz in sorted(ed.glob("*.npz")) if ed.is_dir() else []:

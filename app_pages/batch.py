@@ -29,7 +29,6 @@ from app_pages import views as dash
 from siamese_core.errors import SiameseError
 from siamese_core.images import decode_image, encode_png
 from siamese_core.inference import OUT_COLUMNS, Judgement, csv_text, explain, judge_rows, read_pairs_csv, scored_rows
-from siamese_core.runs import read_threshold
 from siamese_core.uploads import _safe_relpath, extract_zip
 
 MAX_CSV_MB = 50
@@ -200,15 +199,15 @@ def table(res: dict) -> pd.DataFrame:
 # --- the page -------------------------------------------------------------------------------------------
 
 st.title("Batch: which of these pairs match?")
-rid, run_dir, cfg = _ui.require_finished_run(scores=False)
+rid, run, cfg = _ui.require_finished_run(scores=False)
 try:
-    threshold = read_threshold(run_dir)
-except (OSError, ValueError, KeyError) as e:
-    _ui.error(SiameseError(f"run {rid!r} has no readable threshold ({type(e).__name__}); re-run its evaluation"))
+    threshold = run.threshold()
+except SiameseError as e:
+    _ui.error(e)
     st.stop()
 st.markdown(f"Every pair is judged by run **{rid}** ({cfg.model.preset} preset) at threshold **{threshold:.4f}**, "
             f"exactly as `python -m siamese_core score --pairs` does; the download has the same columns.")
-_ui.score_note(cfg.model.preset, threshold, fused=(run_dir / "fusion.json").exists())
+_ui.score_note(cfg.model.preset, threshold, fused=run.has_fusion())
 
 
 def _run(csv_bytes: bytes, csv_name: str, zip_bytes: bytes, zip_name: str, source: str) -> None:

@@ -16,7 +16,6 @@ from app_pages import _ui
 from app_pages import views as dash
 from siamese_core.errors import SiameseError
 from siamese_core.images import IMAGE_EXTENSIONS
-from siamese_core.runs import read_threshold
 from siamese_core.store import list_datasets
 
 TYPES = [e.lstrip(".") for e in IMAGE_EXTENSIONS]
@@ -24,15 +23,15 @@ MAX_MB = 50
 IMG_W = 320
 
 st.title("Compare two tiles")
-rid, run_dir, cfg = _ui.require_finished_run(scores=False)
+rid, run, cfg = _ui.require_finished_run(scores=False)
 try:
-    threshold = read_threshold(run_dir)  # read fresh: the Threshold page may have saved a new one
-except (OSError, ValueError, KeyError) as e:
-    _ui.error(SiameseError(f"run {rid!r} has no readable threshold ({type(e).__name__}); re-run its evaluation"))
+    threshold = run.threshold()  # read fresh: the Threshold page may have saved a new one
+except SiameseError as e:
+    _ui.error(e)
     st.stop()
 st.markdown(f"Run **{rid}** ({cfg.model.preset} preset, trained on `{cfg.dataset}`, {cfg.model.size} px tiles). "
             f"Decision threshold **{threshold:.4f}** — change it on **Threshold**.")
-_ui.score_note(cfg.model.preset, threshold, fused=(run_dir / "fusion.json").exists())
+_ui.score_note(cfg.model.preset, threshold, fused=run.has_fusion())
 
 
 def _read(upload):
@@ -53,9 +52,7 @@ def _load_scorer():
 
 def _stamp() -> tuple:
     """What a cached judgement depends on besides the tiles: workspace, run, model and fusion files."""
-    from siamese_core.runs import run_path
-    d = run_path(rid, _ui.workspace())
-    return str(_ui.workspace()), rid, dash.mtime(d / "model.keras"), dash.mtime(d / "fusion.json")
+    return str(_ui.workspace()), rid, dash.mtime(run.model_path), dash.mtime(run.fusion_path)
 
 
 CACHE_ENTRIES = 8
@@ -147,7 +144,7 @@ def evidence(j, pa, pb, interactive: bool = True) -> None:
         st.dataframe(gv.contribution_rows(j.contributions), hide_index=True, width="content",
                      column_config={"log-odds push": st.column_config.NumberColumn(format="%+.2f")})
     else:
-        st.caption("This run has no fusion (`fusion.json`): its score is the learned distance alone and the "
+        st.caption("This run has no fusion (it was not calibrated): its score is the learned distance alone and the "
                    "keypoints are a second opinion beside it. Fit one on labelled pairs with `calibrate`.")
     if not geo.found:
         st.info(f"No matches to draw and nothing to align: {geo.reason or 'no transform found'}.",

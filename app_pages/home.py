@@ -1,4 +1,4 @@
-"""Home / data: the workspace at a glance, the active dataset, and importing tiles from every source."""
+"""Home / data: the workspace at a glance, the active dataset, importing tiles from every source, deleting datasets."""
 
 import pandas as pd
 import streamlit as st
@@ -51,6 +51,10 @@ else:
 if datasets:
     with st.expander(f"All datasets ({len(datasets)})", expanded=False):
         st.dataframe(pd.DataFrame(datasets).drop(columns=["_mtime"]), hide_index=True, width="stretch")
+        from siamese_core.store import delete_dataset
+        _ui.delete_control("dataset", [r["dataset"] for r in datasets], "home_del",
+                           lambda name: delete_dataset(name, ws),
+                           note="Runs trained on it keep their models, but can no longer resume.")
 
 # --- create a dataset ----------------------------------------------------------------------------------
 st.header("Create a dataset")

@@ -28,7 +28,7 @@ COLOURS = {"place": "Place (group)", "source": "Source"}
 
 st.title("Map of the collection")
 ds = _ui.require_dataset()
-rid, run_dir, cfg = _ui.require_finished_run(scores=False)
+rid, run, cfg = _ui.require_finished_run(scores=False)
 st.markdown(f"Every image of dataset **{ds.name}** ({len(ds):,} images) as run **{rid}** embeds it, laid out in two "
             f"dimensions: nearby points look alike to the model. Near-duplicates and outliers are marked; click or "
             f"lasso points to see their tiles.")

@@ -24,7 +24,7 @@ K_MAX = 20
 
 st.title("Search the archive")
 ds = _ui.require_dataset()
-rid, run_dir, cfg = _ui.require_finished_run(scores=False)
+rid, run, cfg = _ui.require_finished_run(scores=False)
 st.markdown(f"Which image of dataset **{ds.name}** ({len(ds):,} images) shows this place? Run **{rid}** embeds "
             f"the query and finds the nearest images by **embedding distance** (lower = more alike); the "
             f"geometric check then judges each hit with keypoints and the run's fused verdict.")

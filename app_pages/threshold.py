@@ -11,7 +11,6 @@ its counts follow the handle in the browser while it is dragged; the Streamlit s
 saves) the threshold on release.
 """
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +19,6 @@ import streamlit as st
 from app_pages import _ui
 from app_pages import views as dash
 from siamese_core.errors import SiameseError
-from siamese_core.runs import is_bundled, save_threshold
 
 THUMB = 256  # longest side of a calibration image in the mistakes gallery
 
@@ -49,13 +47,10 @@ def _kind_label(kind: str) -> str:
 
 
 st.title("Threshold")
-rid, run_dir, cfg = _ui.require_finished_run(scores=False)
-bundled = is_bundled(run_dir)
-try:
-    saved_info = json.loads((run_dir / "threshold.json").read_text())
-    saved = float(saved_info["threshold"])
-except (OSError, ValueError, KeyError, TypeError):
-    saved_info, saved = {"source": "none"}, None
+rid, run, cfg = _ui.require_finished_run(scores=False)
+bundled = run.is_bundled
+saved_info = run.threshold_info() or {"source": "none", "threshold": None}
+saved = saved_info["threshold"]
 sources = _ui.score_sources(rid)
 active_ds = _ui.active_dataset()
 offer_demo = bundled and active_ds is not None and f"eval:dataset-{active_ds}" not in sources
@@ -144,7 +139,7 @@ else:
                 f"`{Path(str(info.get('pairs_csv', choice))).name}` (evaluated {when}); the model is not run again.")
     word = "evaluation"
 st.markdown(what)
-_ui.score_note(cfg.model.preset, saved, fused=(run_dir / "fusion.json").exists() if not fused else True)
+_ui.score_note(cfg.model.preset, saved, fused=run.has_fusion() if not fused else True)
 
 if fused:
     kinds_all = cal_all["kinds"]
@@ -226,7 +221,7 @@ with st.container(border=True):
                         width="stretch", disabled=bundled,
                         help=read_only if bundled else "Compare and the command line use the saved threshold"):
         try:
-            save_threshold(run_dir, float(t), source="user")
+            run.save_threshold(float(t), source="user")
         except SiameseError as e:
             _ui.error(e)
             st.caption(read_only)
@@ -313,7 +308,11 @@ except SiameseError as e:
     st.info(f"Dataset `{gallery_dataset}` is not available, so the images of these pairs cannot be shown "
             f"({dash.user_message(e, _ui.workspace())}).")
     st.stop()
-if choice == "val" and ds.size != cfg.model.size:
+changed = run.dataset_change(_ui.workspace()) if choice == "val" else None
+if changed:
+    st.warning(f"{changed}: the images shown may not be the validation pairs that were scored.",
+               icon=":material/warning:")
+elif choice == "val" and ds.size != cfg.model.size:
     st.caption(f"Note: dataset `{cfg.dataset}` now holds {ds.size} px tiles; the run was trained on {cfg.model.size} px.")
 if choice != "val" and ev["info"].get("dataset_images") not in (None, len(ds.groups)):
     st.caption(f"Note: dataset `{gallery_dataset}` has changed since this evaluation ({ev['info']['dataset_images']} "

@@ -1,4 +1,4 @@
-"""Train: launch a background training job, watch its curves live, stop it, list the runs."""
+"""Train: launch a background training job, watch its curves live, stop it, list, resume and delete runs."""
 
 import pandas as pd
 import streamlit as st
@@ -81,12 +81,12 @@ else:
                                       precision=s.train_precision, identical=bool(s.train_identical),
                                       val_fraction=float(s.train_val), negatives=int(s.train_negatives),
                                       pair_limit=int(s.train_pair_limit))
-                path = runs.launch_background(cfg, ws, run_id=(s.get("train_run_id") or "").strip() or None)
+                run = runs.launch_background(cfg, ws, run_id=(s.get("train_run_id") or "").strip() or None)
             except SiameseError as e:
                 _ui.error(e)
             else:
-                st.session_state["train_watch"] = path.name
-                _ui.flash("success", f"Launched run **{path.name}** ({preset} preset on {dataset}).")
+                st.session_state["train_watch"] = run.name
+                _ui.flash("success", f"Launched run **{run.name}** ({preset} preset on {dataset}).")
                 st.rerun()
 
 # --- live view -----------------------------------------------------------------------------------------
@@ -102,13 +102,13 @@ if watch and watch not in [r["run"] for r in trained_here]:
 def live(run_id: str) -> None:
     current = runs.active_job(ws)
     run_id = current or run_id
-    d = runs.run_path(run_id, ws)
-    status = runs.read_status(d)
+    run = _ui.run(run_id)
+    status = run.status()
     state = status.get("status", "unknown")
     if st.session_state.get("train_was_running") and not current:
         # the job just ended: make its result the active run and refresh the whole page once
         st.session_state["train_was_running"] = False
-        if (d / "model.keras").exists():
+        if run.has_model():
             _ui.select_run(run_id)
         st.rerun(scope="app")
     st.session_state["train_was_running"] = bool(current)
@@ -126,12 +126,12 @@ def live(run_id: str) -> None:
         if h3.button("Stop", key="train_stop", icon=":material/stop_circle:",
                      help="Stop after the current batch; the model so far is kept and evaluated"):
             with st.spinner("Stopping after the current batch…"):
-                runs.stop_run(d, wait_s=30)
+                run.stop(wait_s=30)
             st.rerun(scope="app")
     st.progress(frac, text=text)
     if status.get("error") and state not in ("running", "queued", "finished"):
         st.error(dash.scrub_paths(status["error"], ws))
-    records = runs.read_metrics(d)
+    records = run.metrics()
     if records:
         st.plotly_chart(dash.training_figure(records, status.get("steps")), key="train_curves")
     elif state in ("running", "queued"):
@@ -153,15 +153,20 @@ if all_runs:
     table["error"] = table["error"].map(lambda e: dash.scrub_paths(e, ws))
     st.dataframe(table[["run", "status", "preset", "dataset", "epoch", "threshold", "threshold_source", "device",
                         "started", "ended", "error"]], hide_index=True, width="stretch", key="train_runs_table")
+    if trained_here:
+        with st.expander("Delete a run"):
+            _ui.delete_control("run", [r["run"] for r in trained_here], "train_del",
+                               lambda rid: runs.delete_run(rid, ws),
+                               note="Its model, scores, threshold and stored evaluations go with it.")
     resumable = [r["run"] for r in all_runs if r["status"] in ("stopped", "interrupted", "failed")]
     if resumable and not job:
         with st.expander("Resume a stopped or interrupted run"):
             rid = st.selectbox("Run", resumable, key="train_resume_run")
             if st.button("Resume from its last checkpoint", key="train_resume"):
                 try:
-                    d = runs.open_run(rid, ws)
-                    runs.resume_check(d)
-                    runs.launch_background(runs.read_config(d), ws, run_id=rid, resume=True)
+                    run = runs.open_run(rid, ws)
+                    run.resume_check(ws)
+                    runs.launch_background(run.config, ws, run_id=rid, resume=True)
                 except SiameseError as e:
                     _ui.error(e)
                 else:

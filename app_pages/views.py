@@ -131,29 +131,24 @@ def dataset_rows(workspace=None) -> list[dict]:
 
 def run_rows(workspace=None) -> list[dict]:
     """One row per run, newest first: id, status, preset, dataset, progress, threshold, error."""
-    from siamese_core.runs import is_bundled, list_runs, read_config, read_status, run_path
+    from siamese_core.runs import Run, list_runs, run_path
     rows = []
     for rid in list_runs(workspace):
-        d = run_path(rid, workspace)
+        run = Run(run_path(rid, workspace))
         try:
-            cfg = read_config(d)
-        except (OSError, ValueError, SiameseError):
+            cfg = run.config
+        except (OSError, ValueError, KeyError, SiameseError):
             continue
-        st = read_status(d)
-        thr = None
-        try:
-            thr_info = json.loads((d / "threshold.json").read_text())
-            thr = float(thr_info["threshold"])
-            thr_src = thr_info.get("source", "")
-        except (OSError, ValueError, KeyError, TypeError):
-            thr_src = ""
+        st = run.status()
+        thr_info = run.threshold_info() or {}
+        thr, thr_src = thr_info.get("threshold"), thr_info.get("source", "")
         epochs = st.get("epochs") or cfg.train.epochs
         rows.append({"run": rid, "status": st.get("status", "unknown"), "preset": cfg.model.preset,
                      "dataset": cfg.dataset, "epoch": f"{st.get('epoch') or 0}/{epochs}",
                      "threshold": thr, "threshold_source": thr_src, "device": st.get("device") or "",
                      "started": st.get("started") or "", "ended": st.get("ended") or "",
-                     "error": st.get("error") or "", "has_model": (d / "model.keras").exists(),
-                     "bundled": is_bundled(d), "_mtime": mtime(d / "config.json")})
+                     "error": st.get("error") or "", "has_model": run.has_model(),
+                     "bundled": run.is_bundled, "_mtime": run.created()})
     # newest first; the bundled model last (any run trained here is closer to the user's imagery)
     rows.sort(key=lambda r: (not r["bundled"], r["_mtime"], r["run"]), reverse=True)
     return rows
@@ -402,21 +397,6 @@ def progress_info(status: dict) -> tuple[float, str]:
 
 
 # --- threshold --------------------------------------------------------------------------------------
-
-def load_val_scores(run_dir) -> dict:
-    """A finished run's validation scores: score, label, a, b, identical (numpy arrays)."""
-    p = Path(run_dir) / "val_scores.npz"
-    if not p.exists():
-        raise SiameseError(f"run {Path(run_dir).name!r} has no validation scores yet; wait for it to finish")
-    try:
-        with np.load(p) as z:
-            out = {k: np.asarray(z[k]) for k in ("score", "label", "a", "b")}
-    except (OSError, ValueError, KeyError) as e:
-        raise SiameseError(f"run {Path(run_dir).name!r}: validation scores are unreadable ({type(e).__name__})") from None
-    out["score"] = out["score"].astype(np.float64)
-    out["identical"] = out["a"] == out["b"]
-    return out
-
 
 def _nice_step(span: float, n: int = 400) -> float:
     raw = max(span, 1e-9) / n

@@ -86,7 +86,7 @@ def _count(out: dict, rid: str, seen: list[str]) -> int:
 
 def kill_trials(ws: Path, n: int, rng: random.Random, epochs: int = 3) -> dict:
     from siamese_core.inference import load_model_safe
-    from siamese_core.runs import checkpoint_epoch, read_status, run_path
+    from siamese_core.runs import Run, run_path
     # how long one uninterrupted run takes, to spread the kills over all of it
     t0 = time.time()
     p = _cli(ws, "train", "--dataset", "tiny", "--epochs", epochs, "--steps-per-epoch", 3, "--batch-size", 8,
@@ -98,33 +98,33 @@ def kill_trials(ws: Path, n: int, rng: random.Random, epochs: int = 3) -> dict:
            "killed_before_the_run_existed": 0, "failures": []}
     for k in range(n):
         rid = f"kill{k}"
-        d = run_path(rid, ws)
+        run = Run(run_path(rid, ws))
         delay = rng.uniform(0.2, span * 1.05)
         p = _cli(ws, "train", "--dataset", "tiny", "--epochs", epochs, "--steps-per-epoch", 3, "--batch-size", 8,
                  "--run-id", rid, "--verbose", 0)
         w = None
         deadline = time.time() + delay
         while time.time() < deadline and p.poll() is None:
-            if w is None and (d / "status.json").exists():
-                w = Watcher(d / "status.json")
+            if w is None and run.status_path.exists():
+                w = Watcher(run.status_path)
                 w.start()
             time.sleep(0.005)
         if p.poll() is None:
             p.send_signal(signal.SIGKILL)
         p.wait()
-        if w is None and (d / "status.json").exists():
-            w = Watcher(d / "status.json")
+        if w is None and run.status_path.exists():
+            w = Watcher(run.status_path)
             w.start()
-        if not (d / "config.json").exists():  # killed before the run existed: nothing to resume, nothing lost
+        if not run.exists():  # killed before the run existed: nothing to resume, nothing lost
             out["killed_before_the_run_existed"] += 1
             continue
-        st = read_status(d)["status"]
+        st = run.status()["status"]
         if st == "finished":
             out["finished_before_kill"] += 1
         elif st == "interrupted":
             out["interrupted"] += 1
-            if checkpoint_epoch(d) == 0:  # killed in its first epoch: a new run is the way (resume refuses)
-                shutil.rmtree(d)
+            if run.checkpoint_epoch() == 0:  # killed in its first epoch: a new run is the way (resume refuses)
+                shutil.rmtree(run.path)
                 q = _cli(ws, "train", "--dataset", "tiny", "--epochs", epochs, "--steps-per-epoch", 3,
                          "--batch-size", 8, "--run-id", rid, "--verbose", 0)
             else:
@@ -133,10 +133,10 @@ def kill_trials(ws: Path, n: int, rng: random.Random, epochs: int = 3) -> dict:
                 w.stop.set()
                 w.join()
                 out["backwards_steps"] += _count(out, rid, w.seen)
-            w = Watcher(d / "status.json", skip_first=True)  # what it sees first is the killed launch's last word
+            w = Watcher(run.status_path, skip_first=True)  # what it sees first is the killed launch's last word
             w.start()
             _, err = q.communicate(timeout=600)
-            if q.returncode == 0 and read_status(d)["status"] == "finished":
+            if q.returncode == 0 and run.status()["status"] == "finished":
                 out["resumed_and_finished"] += 1
             else:
                 out["failures"].append(f"{rid}: resume exit {q.returncode}: {err.decode()[-300:]}")
@@ -146,11 +146,11 @@ def kill_trials(ws: Path, n: int, rng: random.Random, epochs: int = 3) -> dict:
             w.stop.set()
             w.join()
             out["backwards_steps"] += _count(out, rid, w.seen)
-        if read_status(d)["status"] == "finished":
-            if checkpoint_epoch(d) == epochs:
+        if run.status()["status"] == "finished":
+            if run.checkpoint_epoch() == epochs:
                 out["epochs_complete"] += 1
             try:
-                load_model_safe(d / "model.keras")
+                load_model_safe(run.model_path)
                 out["model_loads"] += 1
             except Exception as e:  # noqa: BLE001 (counted and reported)
                 out["failures"].append(f"{rid}: model does not load: {e}")

@@ -336,12 +336,11 @@ def child_scorer(p):
 
     from siamese_core.images import encode_png
     from siamese_core.inference import Scorer
-    from siamese_core.runs import read_config, run_path
     from siamese_core.store import open_dataset
     t0 = time.perf_counter()
     sc = Scorer.from_run(p["run"], p["workspace"])
     load_s = time.perf_counter() - t0
-    ds = open_dataset(read_config(run_path(p["run"], p["workspace"])).dataset, p["workspace"])
+    ds = open_dataset(sc.run.config.dataset, p["workspace"])
     n = min(len(ds), p["gallery"])
     tiles = np.asarray(ds.images[:n])
     if n < p["gallery"]:
@@ -500,8 +499,12 @@ class Bench:
             self.cli(["prepare", "--source", "folder", "--path", self.tiles_dir(), "--limit", self.tiles,
                       "--name", "bench-aerial", "--overwrite"], "prepare-aerial")
 
+    def has_model(self, rid) -> bool:
+        from siamese_core.runs import Run, runs_dir
+        return Run(runs_dir(self.ws) / rid).has_model()
+
     def ensure_run(self, rid, dataset, preset, steps):
-        if (self.ws / "runs" / rid / "model.keras").exists():
+        if self.has_model(rid):
             return
         shutil.rmtree(self.ws / "runs" / rid, ignore_errors=True)
         self.cli(["train", "--dataset", dataset, "--preset", preset, "--epochs", "1", "--steps-per-epoch", steps,
@@ -664,10 +667,10 @@ class Bench:
         self.details["m4"]["reopen_vs_our_decode"] = r3
 
     def m56(self):
-        if not (self.ws / "runs" / "bench-seed" / "model.keras").exists():
+        if not self.has_model("bench-seed"):
             self.ensure_aerial()
             self.ensure_run("bench-seed", "bench-aerial", "seed", 5)
-        if not (self.ws / "runs" / "bench-default" / "model.keras").exists():
+        if not self.has_model("bench-default"):
             if not (self.ws / "datasets" / "bench-maps" / "dataset.json").exists():
                 self.cli(["prepare", "--source", "synthetic", "--limit", 600, "--name", "bench-maps"], "prepare-maps")
             self.ensure_run("bench-default", "bench-maps", "default", 5)

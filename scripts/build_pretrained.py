@@ -36,9 +36,8 @@ sys.path.insert(0, str(ROOT))
 from siamese_core.augment import acquisition  # noqa: E402
 from siamese_core.images import IMAGE_EXTENSIONS, decode_image  # noqa: E402
 from siamese_core.pairsets import make_pairset, split_of  # noqa: E402
+from siamese_core.runs import Run  # noqa: E402
 
-BUNDLE_FILES = ("config.json", "model.keras", "threshold.json", "fusion.json", "status.json",
-                "calibration_scores.npz", "reference.npz")
 TEST_FRACTION = 0.25
 
 
@@ -67,9 +66,9 @@ def stage(temporal: Path, aerial: Path, out: Path, seed: int) -> dict:
     return n
 
 
-def train_minutes(run_dir: Path) -> float:
+def train_minutes(run: Run) -> float:
     """Wall time of the training itself, from the run's own metrics (first batch to last epoch)."""
-    times = [json.loads(line)["time"] for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    times = [r["time"] for r in run.metrics()]
     return round((max(times) - min(times)) / 60, 1)
 
 
@@ -138,7 +137,7 @@ def write_reference(run_id: str = "pretrained-build", dataset: str = "train", ou
     scorer = Scorer.from_run(run_id)
     ds = open_dataset(dataset)
     ref = build_reference(scorer, ds.images, seed=seed, groups=ds.groups)
-    path = save_reference(out or scorer.run_dir, ref)
+    path = save_reference(out or scorer.run, ref)
     print(f"reference of run {run_id!r}: {ref['count']} tiles of dataset {dataset!r}, nn_p99 {ref['nn_p99']:.3f} "
           f"-> {path} ({path.stat().st_size / 1e6:.2f} MB)", flush=True)
     return path
@@ -160,7 +159,7 @@ def main() -> int:
                     help="with --work: only write reference.npz of the model trained there into --out (no retraining)")
     args = ap.parse_args()
     if args.reference_only:
-        if not args.work or not (Path(args.work) / "workspace/runs/pretrained-build/model.keras").exists():
+        if not args.work or not Run(Path(args.work) / "workspace/runs/pretrained-build").has_model():
             print("error: --reference-only needs --work WORK with WORK/workspace/runs/pretrained-build/model.keras",
                   file=sys.stderr)
             return 2
@@ -181,16 +180,15 @@ def main() -> int:
     from siamese_core.store import build_dataset
     from siamese_core.train import run_training
 
-    run_dir = work / "workspace" / "runs" / "pretrained-build"
-    old_build = Path(args.out) / "build.json"
+    run = Run(work / "workspace" / "runs" / "pretrained-build")
     minutes = None
     if args.recalibrate:  # the bundled model and its reference, as they are
-        run_dir.mkdir(parents=True)
-        for f in BUNDLE_FILES:
-            shutil.copy2(Path(args.out) / f, run_dir / f)
-        old = json.loads(old_build.read_text())
+        run.path.mkdir(parents=True)
+        for f in Run.BUNDLE:
+            shutil.copy2(Path(args.out) / f, run.path / f)
+        old = json.loads((Path(args.out) / Run.BUILD).read_text())
         staged, minutes = old["staged"], old["train_minutes"]
-    elif args.reuse and (run_dir / "model.keras").exists():  # calibrate and measure an already trained model again
+    elif args.reuse and run.has_model():  # calibrate and measure an already trained model again
         staged = json.loads((work / "staged.json").read_text())
     else:
         staged = stage(temporal, aerial, work / "ab", args.seed)
@@ -198,8 +196,8 @@ def main() -> int:
         print(f"staged {staged}", flush=True)
         build_dataset(DataConfig(source="ab", path=str(work / "ab"), window=256, variants=2, seed=args.seed), "train")
         cfg = RunConfig.for_preset("train", "default", epochs=args.epochs, seed=args.seed)
-        run_dir = create_run(cfg, run_id="pretrained-build")
-        run_training(run_dir, verbose=2)
+        run = create_run(cfg, run_id="pretrained-build")
+        run_training(run, verbose=2)
     if not args.recalibrate:
         write_reference(seed=args.seed)  # reference.npz: what the model saw, for the "unfamiliar tile" warning
     cal = make_pairset(work / "calib", temporal, aerial, split="calibration", seed=args.seed + 1)
@@ -208,27 +206,17 @@ def main() -> int:
     rep = calibrate(scorer, cal)
     scorer = Scorer.from_run("pretrained-build")
     ev = evaluate_pairs(scorer, test)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    for f in BUNDLE_FILES:
-        shutil.copy2(run_dir / f, out / f)
-    with np.load(out / "calibration_scores.npz") as z:  # the bundle carries no paths of the build machine
-        kept = {k: z[k] for k in z.files}
-    kept["path_a"] = kept["path_b"] = np.array([""] * len(kept["score"]))
-    np.savez(out / "calibration_scores.npz", **kept)
-    st = json.loads((out / "status.json").read_text())
-    (out / "status.json").write_text(json.dumps({k: st[k] for k in ("status", "device", "started", "updated") if k in st},
-                                                indent=2))
-    (out / "build.json").write_text(json.dumps({
+    bundle = run.export_bundle(Path(args.out))  # the bundle carries no paths of the build machine
+    (bundle.path / Run.BUILD).write_text(json.dumps({
         "command": "python scripts/build_pretrained.py"
                    + (f" --seed {args.seed}" if args.seed else "") + (f" --epochs {args.epochs}" if args.epochs != 20 else ""),
         "seed": args.seed,
         "epochs": args.epochs, "staged": staged,
-        "train_minutes": minutes or train_minutes(run_dir),
+        "train_minutes": minutes or train_minutes(run),
         "calibration": {k: rep[k] for k in ("pairs", "roc_auc", "accuracy")}, "test": ev["kinds"],
         "built": time.strftime("%Y-%m-%d %H:%M")}, indent=2))
-    (out / "MODEL_CARD.md").write_text(model_card(json.loads((out / "build.json").read_text()),
-                                                  json.loads((out / "fusion.json").read_text())))
+    (bundle.path / Run.MODEL_CARD).write_text(model_card(json.loads((bundle.path / Run.BUILD).read_text()),
+                                                         json.loads(bundle.fusion_path.read_text())))
     print(json.dumps(ev["kinds"], indent=2))
     if not args.work:
         shutil.rmtree(work, ignore_errors=True)

@@ -7,7 +7,6 @@ perfect on rotated copies and at chance on two dates must not hide behind one av
 
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from .errors import SiameseError
 from .evaluate import metrics_at, roc_auc
 from .fusion import feature_row, fit_fusion
 from .inference import Judgement, Scorer, judge_rows, read_pairs_csv
-from .runs import is_bundled, run_path, save_threshold
+from .runs import Run, run_path
 from .store import check_name, write_json_atomic
 
 
@@ -51,63 +50,50 @@ def judged(scorer: Scorer, path: Path, progress=None) -> tuple[list[dict], np.nd
 
 
 def calibrate(scorer: Scorer, pairs_csv: Path, into: str | None = None, workspace=None, progress=None) -> dict:
-    """Fit the run's fusion on labelled pairs and save it (``fusion.json`` + the threshold).
+    """Fit the run's fusion on labelled pairs and save it (the fusion, its threshold and the fused scores).
 
     The bundled run is read-only: its calibration goes into a copy named ``into`` in the workspace."""
     rows, y, js = judged(scorer, pairs_csv, progress)
     feats = [feature_row(j.distance, j.geo) for j in js]
     fusion = fit_fusion(feats, y, fitted_on=f"{Path(pairs_csv).name}: {len(y)} pairs, "
                                             f"{int(np.sum(y == 0))} same, {int(np.sum(y == 1))} different")
-    run_dir = scorer.run_dir
-    if into or is_bundled(run_dir):
+    run = scorer.run
+    if into or run.is_bundled:
         if not into:
             raise SiameseError("the bundled run is read-only; give --as NAME to save a calibrated copy")
         check_name(into, "run")
         target = run_path(into, workspace)
         if target.exists():
             raise SiameseError(f"run {into!r} already exists; choose another --as NAME")
-        shutil.copytree(run_dir, target, ignore=shutil.ignore_patterns("MODEL_CARD.md", "*.tmp*"))
-        run_dir = target
+        run = run.copy_to(target)
     fused = fusion.scores(feats)
-    save_calibration_scores(run_dir, fused, y, rows, Path(pairs_csv).parent, js)
-    fusion.save(run_dir / "fusion.json")
-    save_threshold(run_dir, fusion.threshold, "calibrated (fusion)")
-    rep = {"run": run_dir.name, "fusion": fusion.to_dict(), "pairs": len(y),
+    save_calibration_scores(run, fused, y, rows, Path(pairs_csv).parent, js)
+    fusion.save(run.fusion_path)
+    run.save_threshold(fusion.threshold, "calibrated (fusion)")
+    rep = {"run": run.name, "fusion": fusion.to_dict(), "pairs": len(y),
            "roc_auc": roc_auc(fused, y), "accuracy": metrics_at(fused, y, fusion.threshold).accuracy}
     return rep
 
 
-CALIBRATION_SCORES = "calibration_scores.npz"
-
-
-def save_calibration_scores(run_dir: Path, scores, labels, rows, base: Path, js) -> None:
+def save_calibration_scores(run, scores, labels, rows, base: Path, js) -> None:
     """The fused scores of the calibration pairs, with their labels, kinds, image paths and evidence:
     what the Threshold page sweeps for a fused run (the model is not run again)."""
     def path(p):
         q = Path(p.strip())
         return str(q if q.is_absolute() else (base / q).resolve())
-    tmp = Path(run_dir) / f".{CALIBRATION_SCORES}.tmp.npz"
+    run = Run(run)
+    tmp = run.path / f".{run.CALIBRATION_SCORES}.tmp.npz"
     np.savez(tmp, score=np.asarray(scores, np.float32), label=np.asarray(labels, np.uint8),
              kind=np.array([r.get("kind", "").strip() for r in rows]),
              path_a=np.array([path(r["image_a"]) for r in rows]), path_b=np.array([path(r["image_b"]) for r in rows]),
              distance=np.array([j.distance for j in js], np.float32),
              inliers=np.array([j.geo.inliers for j in js], np.int32))
-    tmp.replace(Path(run_dir) / CALIBRATION_SCORES)
+    tmp.replace(run.calibration_scores_path)
 
 
 EVAL_SEED = 0          # the pairs drawn from a dataset by evaluate_dataset: same dataset, same pairs
 EVAL_MAX_PAIRS = 2000  # at most this many of them (a seeded sample)
 _PARTS = ("score", "distance", "inliers", "structure")
-
-
-def evaluations_dir(run_dir: Path, workspace=None) -> Path:
-    """Where a run's stored evaluations live: ``<run>/evaluations/`` for a workspace run, and
-    ``<workspace>/evaluations/<run>/`` for the bundled run, which is read-only."""
-    run_dir = Path(run_dir)
-    if is_bundled(run_dir):
-        from .config import workspace_dir
-        return workspace_dir(workspace) / "evaluations" / run_dir.name
-    return run_dir / "evaluations"
 
 
 def _evidence(js: list) -> dict:
@@ -134,10 +120,10 @@ def _summary(kinds: list, y: np.ndarray, parts: dict, t: float) -> dict:
     return out
 
 
-def _store(run_dir: Path, workspace, stem: str, summary: dict, arrays: dict) -> Path:
-    """``<stem>.json`` (the summary) and ``<stem>.npz`` (the raw scores, for the Threshold page) under
-    :func:`evaluations_dir`; returns the json's path."""
-    d = evaluations_dir(run_dir, workspace)
+def _store(run: Run, workspace, stem: str, summary: dict, arrays: dict) -> Path:
+    """``<stem>.json`` (the summary) and ``<stem>.npz`` (the raw scores, for the Threshold page) under the
+    run's :meth:`~siamese_core.runs.Run.evaluations_dir`; returns the json's path."""
+    d = run.evaluations_dir(workspace)
     d.mkdir(parents=True, exist_ok=True)
     tmp = d / f".{stem}.tmp.npz"
     np.savez(tmp, **arrays)
@@ -150,7 +136,7 @@ def evaluate_pairs(scorer: Scorer, pairs_csv: Path, threshold: float | None = No
                    workspace=None) -> dict:
     """ROC-AUC and accuracy of the run on labelled pairs, overall and per ``kind`` (fused score, and each
     piece of evidence alone). Stored as ``<csv name>.json`` + ``.npz`` (score, label, kind, image paths,
-    distance, inliers) under :func:`evaluations_dir` (the workspace's for the bundled run)."""
+    distance, inliers) under :meth:`Run.evaluations_dir <siamese_core.runs.Run.evaluations_dir>` (the workspace's for the bundled run)."""
     rows, y, js = judged(scorer, pairs_csv, progress)
     t = scorer.threshold if threshold is None else threshold
     kinds = [r.get("kind", "").strip() or "all" for r in rows]
@@ -168,7 +154,7 @@ def evaluate_pairs(scorer: Scorer, pairs_csv: Path, threshold: float | None = No
               "path_b": np.array([path(r["image_b"]) for r in rows]),
               "distance": parts["distance"].astype(np.float32),
               "inliers": np.array([j.geo.inliers for j in js], np.int32)}
-    out["stored"] = str(_store(scorer.run_dir, workspace, Path(pairs_csv).stem, out, arrays))
+    out["stored"] = str(_store(scorer.run, workspace, Path(pairs_csv).stem, out, arrays))
     return out
 
 
@@ -195,7 +181,7 @@ def evaluate_dataset(scorer: Scorer, dataset, workspace=None, progress=None, thr
     """The run on pairs drawn from a dataset (:func:`dataset_pairs`), judged like ``score`` does (the fused
     verdict when the run has one). Stored as ``dataset-<name>.json`` (the structure of
     :func:`evaluate_pairs`, kind "all") and ``dataset-<name>.npz`` (score, label, a, b, distance, inliers)
-    under :func:`evaluations_dir`. ``dataset`` is a name or an open Dataset."""
+    under :meth:`Run.evaluations_dir <siamese_core.runs.Run.evaluations_dir>`. ``dataset`` is a name or an open Dataset."""
     import os
     from concurrent.futures import ThreadPoolExecutor
 
@@ -230,9 +216,9 @@ def evaluate_dataset(scorer: Scorer, dataset, workspace=None, progress=None, thr
     arrays = {"score": parts["score"].astype(np.float32), "label": np.asarray(y, np.uint8),
               "a": p.a.astype(np.int64), "b": p.b.astype(np.int64), "distance": parts["distance"].astype(np.float32),
               "inliers": np.array([j.geo.inliers for j in js], np.int32)}
-    out["stored"] = str(_store(scorer.run_dir, workspace, f"dataset-{ds.name}", out, arrays))
+    out["stored"] = str(_store(scorer.run, workspace, f"dataset-{ds.name}", out, arrays))
     return out
 
 
 __all__ = ["read_labelled", "judged", "calibrate", "evaluate_pairs", "evaluate_dataset", "dataset_pairs",
-           "evaluations_dir", "save_calibration_scores", "CALIBRATION_SCORES", "EVAL_MAX_PAIRS", "EVAL_SEED"]
+           "save_calibration_scores", "EVAL_MAX_PAIRS", "EVAL_SEED"]

@@ -1,21 +1,18 @@
 """Keras callbacks that connect a training process to the outside: live metrics, checkpoints, stop.
 
-The dashboard never talks to the training process; it reads what these callbacks write into the run
-directory (``metrics.jsonl``, ``status.json``, ``checkpoint.keras``) and writes a ``stop`` file.
+The dashboard never talks to the training process; it reads what these callbacks write through the
+:class:`~siamese_core.runs.Run` (live metrics, status, checkpoints) and asks for a stop through it.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections import deque
-from pathlib import Path
 
 from ._backend import keras
 
-from .runs import CHECKPOINT_FILES, checkpoint_path, stop_requested, write_status
-from .store import write_json_atomic
+from .runs import Run
 
 
 ETA_WINDOW = 20  # steps the ETA's speed is measured over
@@ -26,16 +23,16 @@ def _clean(logs: dict | None) -> dict:
 
 
 class LiveMetrics(keras.callbacks.Callback):
-    """Append one JSON line per batch and per epoch to ``metrics.jsonl``, flushed as it happens.
+    """Append one JSON line per batch and per epoch to the run's metrics, flushed as it happens.
 
     Batch lines: ``{"kind": "batch", "epoch", "step", "steps", "loss", "accuracy", "time"}``; epoch
     lines add ``val_loss`` and ``val_accuracy``. Status (epoch, step, ETA) is refreshed every
     ``status_every`` seconds.
     """
 
-    def __init__(self, run_dir, steps_per_epoch: int, epochs: int, status_every: float = 1.0):
+    def __init__(self, run, steps_per_epoch: int, epochs: int, status_every: float = 1.0):
         super().__init__()
-        self.run_dir = Path(run_dir)
+        self.run = Run(run)
         self.steps = int(steps_per_epoch)
         self.epochs = int(epochs)
         self.status_every = status_every
@@ -50,7 +47,7 @@ class LiveMetrics(keras.callbacks.Callback):
         self._f.flush()
 
     def on_train_begin(self, logs=None):
-        self._f = open(self.run_dir / "metrics.jsonl", "a", buffering=1)
+        self._f = self.run.open_metrics()
         self._t0 = time.time()
         self._done_steps = 0
         self._ends = deque(maxlen=ETA_WINDOW + 1)  # end times of the latest steps
@@ -68,7 +65,7 @@ class LiveMetrics(keras.callbacks.Callback):
             self._last_status = now
             remaining = (self.epochs - self._epoch) * self.steps - (batch + 1)
             rate = self.steps_per_s(now)
-            write_status(self.run_dir, "running", epoch=self._epoch + 1, epochs=self.epochs, step=batch + 1,
+            self.run.write_status("running", epoch=self._epoch + 1, epochs=self.epochs, step=batch + 1,
                          steps=self.steps, eta_s=round(remaining / max(rate, 1e-6), 1),
                          steps_per_s=round(rate, 2))
 
@@ -89,33 +86,26 @@ class LiveMetrics(keras.callbacks.Callback):
 
 
 class EpochCheckpoint(keras.callbacks.Callback):
-    """Save the whole model (weights + optimizer) after every epoch, for resume, so that a kill at any
-    moment leaves a consistent pair: the model goes to whichever of two files ``checkpoint.json`` does
-    not point to, and only then does ``checkpoint.json`` (replaced atomically) point to it and name its
-    epoch. Until that moment the previous pair is untouched (as Keras' BackupAndRestore keeps its own)."""
+    """Save the whole model (weights + optimizer) after every epoch, for resume, as a pair that a kill at
+    any moment leaves consistent (:meth:`Run.save_checkpoint <siamese_core.runs.Run.save_checkpoint>`)."""
 
-    def __init__(self, run_dir):
+    def __init__(self, run):
         super().__init__()
-        self.run_dir = Path(run_dir)
+        self.run = Run(run)
 
     def on_epoch_end(self, epoch, logs=None):
-        current = checkpoint_path(self.run_dir)
-        name = CHECKPOINT_FILES[1] if current is not None and current.name == CHECKPOINT_FILES[0] else CHECKPOINT_FILES[0]
-        tmp = self.run_dir / f".{name}.tmp.keras"
-        self.model.save(tmp)
-        os.replace(tmp, self.run_dir / name)
-        write_json_atomic(self.run_dir / "checkpoint.json", {"epoch": epoch + 1, "file": name, **_clean(logs)})
+        self.run.save_checkpoint(self.model, epoch + 1, _clean(logs))
 
 
 class StopOnRequest(keras.callbacks.Callback):
-    """End training after the current batch once a ``stop`` file appears in the run directory."""
+    """End training after the current batch once a stop is requested (:meth:`Run.request_stop`)."""
 
-    def __init__(self, run_dir):
+    def __init__(self, run):
         super().__init__()
-        self.run_dir = Path(run_dir)
+        self.run = Run(run)
         self.stopped = False
 
     def on_train_batch_end(self, batch, logs=None):
-        if stop_requested(self.run_dir):
+        if self.run.stop_requested():
             self.stopped = True
             self.model.stop_training = True

@@ -1,4 +1,4 @@
-"""The command line: ``python -m siamese_core {prepare,train,calibrate,evaluate,score,list,stop}``.
+"""The command line: ``python -m siamese_core {prepare,train,calibrate,evaluate,score,list,stop,delete,...}``.
 
 Every user-fixable problem (a SiameseError) ends the command with exit code 2 and one line on
 stderr, never a traceback. Long steps show tqdm progress bars (on stderr).
@@ -58,32 +58,31 @@ def _run_config(args) -> RunConfig:
 
 
 def cmd_train(args) -> int:
-    from .runs import acquire_train_lock, create_run, new_run_id, open_run, read_status
+    from .runs import acquire_train_lock, create_run, new_run_id, open_run
     ws = workspace_dir(args.workspace)
     if args.resume:
-        run_dir = open_run(args.resume, ws)
-        from .runs import resume_check
+        run = open_run(args.resume, ws)
         from .train import run_training
-        resume_check(run_dir)
-        (run_dir / "stop").unlink(missing_ok=True)
-        run_training(run_dir, resume=True, verbose=args.verbose)
+        run.resume_check(ws)
+        run.clear_stop()
+        run_training(run, resume=True, verbose=args.verbose)
     else:
         cfg = _run_config(args)
         rid = args.run_id or new_run_id(cfg.model.preset, ws)
         fd = acquire_train_lock(rid, ws)  # refuse before creating anything
         try:
-            run_dir = create_run(cfg, ws, rid)
+            run = create_run(cfg, ws, rid)
         except BaseException:
             os.close(fd)
             raise
-        print(f"run {rid}: training preset {cfg.model.preset!r} on {cfg.dataset} -> {run_dir}", file=sys.stderr)
+        print(f"run {rid}: training preset {cfg.model.preset!r} on {cfg.dataset} -> {run.path}", file=sys.stderr)
         from .train import run_training
-        run_training(run_dir, lock_fd=fd, verbose=args.verbose)
-    st = read_status(run_dir)
-    ev = json.loads((run_dir / "evaluation.json").read_text()) if (run_dir / "evaluation.json").exists() else {}
+        run_training(run, lock_fd=fd, verbose=args.verbose)
+    st = run.status()
+    ev = run.evaluation()
     m = (ev.get("without_identical") or ev.get("all") or {})
-    thr = json.loads((run_dir / "threshold.json").read_text())
-    print(f"run {run_dir.name}: {st['status']} on {st.get('device')}; threshold {thr['threshold']:.4f} ({thr['source']}); "
+    thr = run.threshold_info() or {"threshold": float("nan"), "source": "none"}
+    print(f"run {run.name}: {st['status']} on {st.get('device')}; threshold {thr['threshold']:.4f} ({thr['source']}); "
           f"validation ROC-AUC {m.get('roc_auc')}, accuracy {m.get('metrics', {}).get('accuracy')}")
     return 0 if st["status"] == "finished" else 1
 
@@ -108,10 +107,8 @@ def _scorer(args):
 
 
 def cmd_evaluate(args) -> int:
-    import numpy as np
-
     from .evaluate import report
-    from .runs import open_run, read_threshold
+    from .runs import open_run
     if args.pairs and args.dataset:
         raise SiameseError("give --pairs LABELLED.csv or --dataset NAME, not both")
     if args.pairs or args.dataset:
@@ -138,16 +135,16 @@ def cmd_evaluate(args) -> int:
         return 0
     if not args.run:
         raise SiameseError("evaluate needs --run RUN_ID (its validation pairs), --pairs LABELLED.csv or --dataset NAME")
-    run_dir = open_run(args.run, args.workspace)
-    p = run_dir / "val_scores.npz"
-    if not p.exists():
-        raise SiameseError(f"run {args.run!r} has no validation scores yet; wait for training to finish")
-    with np.load(p) as z:
-        s, y, a, b = z["score"], z["label"], z["a"], z["b"]
-    t = args.threshold if args.threshold is not None else read_threshold(run_dir)
-    rep = report(s, y, t, identical=(a == b))
+    run = open_run(args.run, args.workspace)
+    v = run.val_scores()
+    s, y = v["score"], v["label"]
+    changed = run.dataset_change(args.workspace)
+    if changed:  # the scores are the run's own, stored when it finished; the dataset's images are not theirs now
+        print(f"warning: {changed}; these scores are of its images at training time", file=sys.stderr)
+    t = args.threshold if args.threshold is not None else run.threshold()
+    rep = report(s, y, t, identical=v["identical"])
     if args.json:
-        print(json.dumps({"run": args.run, "threshold": t, **rep}, indent=2))
+        print(json.dumps({"run": args.run, "threshold": t, "dataset_changed": changed, **rep}, indent=2))
         return 0
     print(f"run {args.run}: {len(s)} validation pairs, threshold {t:.4f} (score > threshold = different place)")
     for key, title in (("all", "all pairs"), ("without_identical", "without identical pairs")):
@@ -262,7 +259,7 @@ def cmd_search(args) -> int:
 
 
 def cmd_list(args) -> int:
-    from .runs import list_runs, read_config, read_status, run_path
+    from .runs import Run, list_runs, run_path
     from .store import list_datasets, open_dataset
     print("datasets:")
     for n in list_datasets(args.workspace):
@@ -270,16 +267,46 @@ def cmd_list(args) -> int:
         print(f"  {n}: {i['images']} images, {i['groups']} tiles, source {i['config']['source']}")
     print("runs:")
     for r in list_runs(args.workspace):
-        st, cfg = read_status(run_path(r, args.workspace)), read_config(run_path(r, args.workspace))
+        run = Run(run_path(r, args.workspace))
+        st, cfg = run.status(), run.config
         print(f"  {r}: {st.get('status')} ({cfg.model.preset} on {cfg.dataset})"
               + (f" - {st['error']}" if st.get("error") and st.get("status") != "finished" else ""))
     return 0
 
 
 def cmd_stop(args) -> int:
-    from .runs import open_run, stop_run
-    st = stop_run(open_run(args.run, args.workspace), wait_s=args.wait)
+    from .runs import open_run
+    st = open_run(args.run, args.workspace).stop(wait_s=args.wait)
     print(f"stop requested for {args.run} (status now: {st.get('status')})")
+    return 0
+
+
+def _confirmed(what: str, yes: bool) -> bool:
+    """``--yes``, or a "y" typed at the prompt when a person is at the terminal; else a one-line refusal."""
+    if yes:
+        return True
+    if not sys.stdin.isatty():
+        raise SiameseError(f"delete {what}: nothing deleted; pass --yes to confirm (this cannot be undone)")
+    print(f"delete {what}? This cannot be undone. [y/N] ", end="", file=sys.stderr, flush=True)
+    return sys.stdin.readline().strip().lower() in ("y", "yes")
+
+
+def cmd_delete(args) -> int:
+    from .runs import delete_run, open_run
+    from .store import delete_dataset, open_dataset
+    if bool(args.dataset) == bool(args.run):
+        raise SiameseError("delete needs --dataset NAME or --run ID (one of them)")
+    if args.dataset:
+        open_dataset(args.dataset, args.workspace)  # an unknown name fails before the question
+        what, delete = f"dataset {args.dataset!r}", lambda: delete_dataset(args.dataset, args.workspace)
+    else:
+        open_run(args.run, args.workspace)
+        what, delete = f"run {args.run!r}", lambda: delete_run(args.run, args.workspace)
+    if not _confirmed(what, args.yes):
+        print(f"{what} kept", file=sys.stderr)
+        return 1
+    delete()
+    print(f"deleted {what}")
     return 0
 
 
@@ -391,6 +418,13 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--run", required=True)
     s.add_argument("--wait", type=float, default=10.0, help="seconds to wait before terminating it")
     s.set_defaults(func=cmd_stop)
+
+    s = sub.add_parser("delete", help="delete a dataset or a run (refused while a training job uses it)")
+    q = s.add_mutually_exclusive_group(required=True)
+    q.add_argument("--dataset", help="dataset name (runs trained on it keep their models)")
+    q.add_argument("--run", help="run id (the bundled run cannot be deleted)")
+    s.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    s.set_defaults(func=cmd_delete)
 
     s = sub.add_parser("_job", help=argparse.SUPPRESS)
     s.add_argument("run_id")

@@ -30,7 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-REFERENCE = "reference.npz"
+from .runs import Run
+
 MAX_TILES = 2000
 NN_FACTOR = 1.25      # unfamiliar beyond nn_p99 × this
 COLOUR_Z = 4.0        # unfamiliar beyond this many standard deviations of a colour statistic
@@ -77,8 +78,8 @@ def _at_size(tiles, size: int) -> np.ndarray:
     return np.stack([to_tile(t, size) for t in tiles])
 
 
-def _model_sha1(run_dir) -> str:
-    p = Path(run_dir) / "model.keras"
+def _model_sha1(run) -> str:
+    p = Run(run).model_path
     try:
         h = hashlib.sha1()
         with open(p, "rb") as f:
@@ -118,12 +119,13 @@ def build_reference(scorer, tiles, seed: int = 0, groups=None, max_tiles: int = 
             "colour_mean": col.mean(axis=0), "colour_std": col.std(axis=0),
             "nn_p99": float(np.percentile(nn, 99)), "nn_median": float(np.median(nn)),
             "count": int(len(rows)), "seed": int(seed), "size": int(scorer.size),
-            "model_sha1": _model_sha1(scorer.run_dir)}
+            "model_sha1": _model_sha1(scorer.run)}
 
 
-def save_reference(run_dir, ref: dict) -> Path:
-    """Write ``ref`` to ``<run_dir>/reference.npz`` (compressed; written aside and renamed into place)."""
-    path = Path(run_dir) / REFERENCE
+def save_reference(run, ref: dict) -> Path:
+    """Write ``ref`` as the reference of ``run`` (a Run or its path; compressed, written aside and renamed
+    into place)."""
+    path = Run(run).reference_path
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".reference.", suffix=".npz")
     os.close(fd)
     try:
@@ -136,10 +138,11 @@ def save_reference(run_dir, ref: dict) -> Path:
     return path
 
 
-def load_reference(run_dir) -> dict | None:
+def load_reference(run) -> dict | None:
     """The run's reference, or None when it has none, it is unreadable, or it was made from another model file
-    (the run was retrained since)."""
-    path = Path(run_dir) / REFERENCE
+    (the run was retrained since). ``run``: a Run or its path."""
+    run = Run(run)
+    path = run.reference_path
     try:
         with np.load(path, allow_pickle=False) as z:
             ref = {k: z[k] for k in z.files}
@@ -152,7 +155,7 @@ def load_reference(run_dir) -> dict | None:
         if k in ref:
             ref[k] = ref[k].item()
     sha = ref.get("model_sha1") or ""
-    if sha and (Path(run_dir) / "model.keras").exists() and sha != _model_sha1(run_dir):
+    if sha and run.has_model() and sha != _model_sha1(run):
         return None
     return ref
 

@@ -21,7 +21,7 @@ import numpy as np
 from .errors import ImageError, RunError, SiameseError
 from .fusion import Fusion
 from .images import decode_image, load_tile, to_tile
-from .runs import PRETRAINED, open_run, read_config, read_threshold
+from .runs import PRETRAINED, Run, open_run
 
 
 def load_model_safe(path: Path, compile: bool = False):
@@ -67,10 +67,10 @@ ALIGN_MIN_INLIERS = 8  # below this a transform is too weak to realign tile B fo
 class Scorer:
     """A run's model, tile size, fusion and decision threshold: ``score > threshold`` → different places.
 
-    With a fitted ``fusion.json`` the score is the fused ``1 − P(same place)`` over the learned distance
-    and the geometric evidence; without one (a run not calibrated yet) it is the model's own output."""
+    With a fitted fusion the score is the fused ``1 − P(same place)`` over the learned distance and the
+    geometric evidence; without one (a run not calibrated yet) it is the model's own output."""
 
-    run_dir: Path
+    run: Run
     model: object
     size: int
     preset: str
@@ -79,22 +79,21 @@ class Scorer:
     @property
     def threshold(self) -> float:
         """The run's saved decision threshold, read fresh (the Threshold page may have changed it)."""
-        return read_threshold(self.run_dir)
+        return self.run.threshold()
 
     @property
     def name(self) -> str:
-        return self.run_dir.name
+        return self.run.name
 
     @classmethod
     def from_run(cls, run_id: str | None = None, workspace=None) -> "Scorer":
         """The scorer of run ``run_id``; ``None`` means the model bundled with the package."""
-        run_dir = open_run(run_id or PRETRAINED, workspace)
-        path = run_dir / "model.keras"
-        if not path.exists():
+        run = open_run(run_id or PRETRAINED, workspace)
+        if not run.has_model():
             raise RunError(f"run {run_id!r} has no trained model yet (status: see `list`); wait for it to finish")
-        cfg = read_config(run_dir)
-        fusion = Fusion.load(run_dir / "fusion.json") if (run_dir / "fusion.json").exists() else None
-        return cls(run_dir, load_model_safe(path), cfg.model.size, cfg.model.preset, fusion)
+        cfg = run.config
+        fusion = Fusion.load(run.fusion_path) if run.has_fusion() else None
+        return cls(run, load_model_safe(run.model_path), cfg.model.size, cfg.model.preset, fusion)
 
     def __post_init__(self):
         from ._backend import tf
@@ -189,17 +188,16 @@ class Scorer:
 
     def familiarity(self, prepared: list) -> list | None:
         """How each tile (a :class:`Prepared`, or a uint8 tile at the run's size) compares with what the run was
-        trained on (:mod:`siamese_core.familiarity`), or None when the run has no ``reference.npz``. The
+        trained on (:mod:`siamese_core.familiarity`), or None when the run has no reference. The
         reference is read on first use and again only when its file changes."""
-        from .familiarity import REFERENCE, _at_size, familiarity, load_reference
-        path = Path(self.run_dir) / REFERENCE
+        from .familiarity import _at_size, familiarity, load_reference
         try:
-            stamp = path.stat().st_mtime_ns
+            stamp = self.run.reference_path.stat().st_mtime_ns
         except OSError:
             return None
         cached = self.__dict__.get("_reference")
         if cached is None or cached[0] != stamp:
-            cached = (stamp, load_reference(self.run_dir))
+            cached = (stamp, load_reference(self.run))
             self.__dict__["_reference"] = cached
         if cached[1] is None or not prepared:
             return None if cached[1] is None else []

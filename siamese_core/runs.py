@@ -1,77 +1,37 @@
-"""A run is a directory; this module knows its layout, its status, and the one-job lock.
+"""A run is a directory; :class:`Run` owns every file in it, and this module also holds the one-job lock.
 
 ``<workspace>/runs/<run_id>/`` holds ``config.json``, ``status.json``, ``metrics.jsonl`` (appended
-live by the training callback), ``checkpoint.keras`` (last completed epoch), ``model.keras``,
-``pairs.npz``, ``val_scores.npz``, ``threshold.json`` and ``train.log``. Status moves
-queued → running → finishing (saving the model, scoring validation) → finished | failed | stopped; a run whose process died without saying so is
-reported as ``interrupted``. Only one training job runs per workspace: the job holds an ``flock`` on
-``<workspace>/train.lock`` for its lifetime, which the kernel releases when the process dies, so a
-stale lock never blocks anyone.
+live by the training callback), two alternating checkpoints named by ``checkpoint.json``,
+``model.keras``, ``pairs.npz``, ``val_scores.npz``, ``threshold.json``, ``evaluation.json``,
+``data.json`` (the dataset's fingerprint when training began), ``train.log`` and, once calibrated,
+``fusion.json`` and ``calibration_scores.npz``. Only :class:`Run` names these files. Status moves
+queued → running → finishing (saving the model, scoring validation) → finished | failed | stopped; a
+run whose process died without saying so is reported as ``interrupted``. Only one training job runs
+per workspace: the job holds an ``flock`` on ``<workspace>/train.lock`` for its lifetime, which the
+kernel releases when the process dies, so a stale lock never blocks anyone.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 
 from .config import RunConfig, workspace_dir
-from .errors import RunError
-from .store import check_name, write_json_atomic
+from .errors import DatasetError, RunError, SiameseError
+from .store import check_name, move_to_trash, write_json_atomic
 
 # The model bundled with the package: a finished, read-only run that every workspace sees under this id
 # (a workspace run of the same name takes precedence). See siamese_core/pretrained/MODEL_CARD.md.
 PRETRAINED = "pretrained"
 BUNDLED_DIR = Path(__file__).resolve().parent / "pretrained"
 
-
-def runs_dir(workspace=None) -> Path:
-    return workspace_dir(workspace) / "runs"
-
-
-def is_bundled(run_dir: Path) -> bool:
-    return Path(run_dir).resolve() == BUNDLED_DIR
-
-
-def run_path(run_id: str, workspace=None) -> Path:
-    check_name(run_id, "run")
-    p = runs_dir(workspace) / run_id
-    if run_id == PRETRAINED and not (p / "config.json").exists() and (BUNDLED_DIR / "config.json").exists():
-        return BUNDLED_DIR
-    return p
-
-
-def open_run(run_id: str, workspace=None) -> Path:
-    p = run_path(run_id, workspace)
-    if not (p / "config.json").exists():
-        have = list_runs(workspace)
-        raise RunError(f"run {run_id!r} not found in {runs_dir(workspace)}; "
-                       + (f"available: {', '.join(have[-5:])}" if have else "train one with: python -m siamese_core train"))
-    return p
-
-
-def new_run_id(preset: str, workspace=None) -> str:
-    base = time.strftime("%Y%m%d-%H%M%S") + f"-{preset}"
-    rid, k = base, 1
-    while run_path(rid, workspace).exists():
-        k += 1
-        rid = f"{base}-{k}"
-    return rid
-
-
-def list_runs(workspace=None) -> list[str]:
-    """Run ids in the workspace, plus the bundled ``pretrained`` run."""
-    d = runs_dir(workspace)
-    have = {p.name for p in d.iterdir() if (p / "config.json").exists()} if d.is_dir() else set()
-    if (BUNDLED_DIR / "config.json").exists():
-        have.add(PRETRAINED)
-    return sorted(have)
-
-
-def read_config(run_dir: Path) -> RunConfig:
-    return RunConfig.from_dict(json.loads((Path(run_dir) / "config.json").read_text()))
+LIVE = ("queued", "running", "finishing")  # statuses of a run whose job has not ended
+_LIVE_RANK = {s: k for k, s in enumerate(LIVE)}
 
 
 def process_start(pid) -> int | None:
@@ -104,81 +64,450 @@ def _job_alive(st: dict) -> bool:
         return True
 
 
-def read_status(run_dir: Path) -> dict:
-    """The run's status dict; a 'running'/'queued' run whose process is gone reads as 'interrupted'."""
-    p = Path(run_dir) / "status.json"
+def _read_json(path: Path):
+    """The JSON in ``path``, or None when it is missing or unreadable."""
     try:
-        st = json.loads(p.read_text())
+        return json.loads(Path(path).read_text())
     except (OSError, ValueError):
-        return {"status": "unknown"}
-    if st.get("status") in ("running", "queued", "finishing") and not _job_alive(st):
-        if st.get("status") == "queued" and time.time() - st.get("updated", 0) < 30:
-            return st  # just launched, child not yet reporting
-        st = {**st, "status": "interrupted",
-              "error": "the training process ended without finishing (killed?); resume it to continue"}
-    return st
+        return None
 
 
-_LIVE_RANK = {"queued": 0, "running": 1, "finishing": 2}
+class Run:
+    """One run directory and every file in it: the only place that names a run's files.
 
+    ``Run(path)`` (a path, or another Run) opens nothing; :func:`open_run` finds a run by id and checks
+    it exists. Writes are atomic (written aside, then renamed), status writes are serialised by a
+    per-run lock, and the bundled run refuses every write."""
 
-def write_status(run_dir: Path, status: str, reset: bool = False, **fields) -> dict:
-    """Merge ``fields`` into status.json and set ``status``, under the run's status lock.
+    CONFIG = "config.json"
+    STATUS = "status.json"
+    STATUS_LOCK = "status.lock"
+    METRICS = "metrics.jsonl"
+    CHECKPOINT = "checkpoint.json"
+    CHECKPOINT_FILES = ("checkpoint.keras", "checkpoint.b.keras")  # written in turn; CHECKPOINT names the latest
+    MODEL = "model.keras"
+    PAIRS = "pairs.npz"
+    VAL_SCORES = "val_scores.npz"
+    THRESHOLD = "threshold.json"
+    EVALUATION = "evaluation.json"
+    DATA = "data.json"
+    FUSION = "fusion.json"
+    CALIBRATION_SCORES = "calibration_scores.npz"
+    REFERENCE = "reference.npz"
+    LOG = "train.log"
+    STOP = "stop"
+    EVALUATIONS = "evaluations"
+    MODEL_CARD = "MODEL_CARD.md"
+    BUILD = "build.json"
+    # what a bundled run ships (scripts/build_pretrained.py), besides its model card and build record
+    BUNDLE = (CONFIG, MODEL, THRESHOLD, FUSION, STATUS, CALIBRATION_SCORES, REFERENCE)
 
-    Within one launch a status never goes backwards (queued → running → finishing → an end): the
-    launcher's late 'queued' cannot undo the job's 'running'. ``reset`` marks the first write of a new
-    launch or process (a run being created or resumed), which may start again from 'queued'/'running'."""
-    p = Path(run_dir) / "status.json"
-    fd = os.open(Path(run_dir) / "status.lock", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)  # held for a read and an atomic rename: microseconds
+    def __init__(self, path):
+        self.path = Path(path.path if isinstance(path, Run) else path)
+
+    def __repr__(self) -> str:
+        return f"Run({str(self.path)!r})"
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Run) and self.path == other.path
+
+    def __hash__(self) -> int:
+        return hash(self.path)
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    def exists(self) -> bool:
+        return (self.path / self.CONFIG).exists()
+
+    @property
+    def is_bundled(self) -> bool:
+        return self.path.resolve() == BUNDLED_DIR
+
+    @property
+    def workspace(self) -> Path:
+        """The workspace a workspace run lives in (``<workspace>/runs/<id>``)."""
+        return self.path.parent.parent
+
+    def _writable(self) -> None:
+        if self.is_bundled:
+            raise RunError(f"the bundled run {PRETRAINED!r} is read-only; calibrate a copy for your imagery: "
+                           f"python -m siamese_core calibrate --run {PRETRAINED} --pairs LABELLED.csv --as NAME")
+
+    # --- config ---------------------------------------------------------------------------------
+    @property
+    def config(self) -> RunConfig:
+        """The run's RunConfig, read fresh (training may rewrite the tile size)."""
+        return RunConfig.from_dict(json.loads((self.path / self.CONFIG).read_text()))
+
+    def write_config(self, cfg: RunConfig) -> None:
+        self._writable()
+        write_json_atomic(self.path / self.CONFIG, cfg.to_dict())
+
+    def created(self) -> float:
+        """When the run was made (its config's modification time; 0.0 when unknown)."""
         try:
-            old = json.loads(p.read_text())
-        except (OSError, ValueError):
-            old = {}
-        prev = old.get("status")
-        if not reset and prev in _LIVE_RANK and status in _LIVE_RANK and _LIVE_RANK[status] < _LIVE_RANK[prev]:
-            status = prev
-        st = {**old, **fields, "status": status, "updated": time.time()}
-        write_json_atomic(p, st)
+            return (self.path / self.CONFIG).stat().st_mtime
+        except OSError:
+            return 0.0
+
+    # --- status ---------------------------------------------------------------------------------
+    @property
+    def status_path(self) -> Path:
+        """The raw status file, for a watcher that records every state it sees (read it with :meth:`status`)."""
+        return self.path / self.STATUS
+
+    def status(self) -> dict:
+        """The run's status dict; a 'running'/'queued' run whose process is gone reads as 'interrupted'."""
+        st = _read_json(self.path / self.STATUS)
+        if not isinstance(st, dict):
+            return {"status": "unknown"}
+        if st.get("status") in LIVE and not _job_alive(st):
+            if st.get("status") == "queued" and time.time() - st.get("updated", 0) < 30:
+                return st  # just launched, child not yet reporting
+            st = {**st, "status": "interrupted",
+                  "error": "the training process ended without finishing (killed?); resume it to continue"}
         return st
-    finally:
-        os.close(fd)
 
+    def is_live(self) -> bool:
+        """Does a job (queued, running or finishing) still work on this run?"""
+        return self.status().get("status") in LIVE
 
-def request_stop(run_dir: Path) -> None:
-    """Ask a running job to stop after its current batch (it keeps its last checkpoint)."""
-    (Path(run_dir) / "stop").touch()
+    def write_status(self, status: str, reset: bool = False, **fields) -> dict:
+        """Merge ``fields`` into the status and set ``status``, under the run's status lock.
 
-
-def stop_requested(run_dir: Path) -> bool:
-    return (Path(run_dir) / "stop").exists()
-
-
-def read_metrics(run_dir: Path) -> list[dict]:
-    """All complete lines of metrics.jsonl (a line being written is skipped)."""
-    p = Path(run_dir) / "metrics.jsonl"
-    if not p.exists():
-        return []
-    out = []
-    for line in p.read_text().splitlines():
+        Within one launch a status never goes backwards (queued → running → finishing → an end): the
+        launcher's late 'queued' cannot undo the job's 'running'. ``reset`` marks the first write of a new
+        launch or process (a run being created or resumed), which may start again from 'queued'/'running'."""
+        self._writable()
+        p = self.path / self.STATUS
+        fd = os.open(self.path / self.STATUS_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            out.append(json.loads(line))
-        except ValueError:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # held for a read and an atomic rename: microseconds
+            old = _read_json(p)
+            old = old if isinstance(old, dict) else {}
+            prev = old.get("status")
+            if not reset and prev in _LIVE_RANK and status in _LIVE_RANK and _LIVE_RANK[status] < _LIVE_RANK[prev]:
+                status = prev
+            st = {**old, **fields, "status": status, "updated": time.time()}
+            write_json_atomic(p, st)
+            return st
+        finally:
+            os.close(fd)
+
+    # --- stopping -------------------------------------------------------------------------------
+    def request_stop(self) -> None:
+        """Ask a running job to stop after its current batch (it keeps its last checkpoint)."""
+        (self.path / self.STOP).touch()
+
+    def stop_requested(self) -> bool:
+        return (self.path / self.STOP).exists()
+
+    def clear_stop(self) -> None:
+        (self.path / self.STOP).unlink(missing_ok=True)
+
+    def stop(self, wait_s: float = 0.0) -> dict:
+        """Request a stop; if the process is still training after ``wait_s`` seconds, terminate it.
+
+        A job that is already saving its model ('finishing') is left to finish."""
+        import signal
+        self.request_stop()
+        deadline = time.time() + wait_s
+        st = self.status()
+        while wait_s and time.time() < deadline and st.get("status") in LIVE:
+            time.sleep(0.2)
+            st = self.status()
+        if wait_s and st.get("status") in ("running", "queued") and _job_alive(st):
+            os.kill(int(st["pid"]), signal.SIGTERM)
+        return st
+
+    # --- live metrics and the log ---------------------------------------------------------------
+    def metrics(self) -> list[dict]:
+        """All complete lines of the metrics file (a line being written is skipped)."""
+        p = self.path / self.METRICS
+        if not p.exists():
+            return []
+        out = []
+        for line in p.read_text().splitlines():
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                pass
+        return out
+
+    def open_metrics(self):
+        """The metrics file, opened to append one JSON line per record (line-buffered). A job killed while
+        appending left half a line: it is ended first, so the next record starts a line of its own."""
+        p = self.path / self.METRICS
+        try:
+            with open(p, "rb+") as f:
+                if f.seek(0, os.SEEK_END):
+                    f.seek(-1, os.SEEK_END)
+                    if f.read(1) != b"\n":
+                        f.write(b"\n")
+        except FileNotFoundError:
             pass
-    return out
+        return open(p, "a", buffering=1)
+
+    @property
+    def log_path(self) -> Path:
+        return self.path / self.LOG
+
+    def append_log(self, text: str) -> None:
+        with open(self.log_path, "a") as log:
+            log.write(text)
+
+    # --- the decision threshold -----------------------------------------------------------------
+    def threshold_info(self) -> dict | None:
+        """``{"threshold", "source", "saved"}``, or None when the run has no (readable) threshold."""
+        info = _read_json(self.path / self.THRESHOLD)
+        try:
+            return {**info, "threshold": float(info["threshold"])}
+        except (KeyError, TypeError, ValueError):
+            return None
+
+    def threshold(self) -> float:
+        """The saved decision threshold; a RunError naming the fix when there is none."""
+        info = self.threshold_info()
+        if info is None:
+            raise RunError(f"run {self.name!r} has no decision threshold yet; wait for its training to finish "
+                           f"(or calibrate it)")
+        return info["threshold"]
+
+    def user_threshold(self) -> float | None:
+        """The threshold the user saved (source 'user'), else None."""
+        info = self.threshold_info()
+        return info["threshold"] if info and info.get("source") == "user" else None
+
+    def save_threshold(self, threshold: float, source: str = "user") -> None:
+        self._writable()
+        write_json_atomic(self.path / self.THRESHOLD, {"threshold": float(threshold), "source": source,
+                                                       "saved": time.strftime("%Y-%m-%dT%H:%M:%S")})
+
+    # --- the model and its checkpoints ----------------------------------------------------------
+    @property
+    def model_path(self) -> Path:
+        return self.path / self.MODEL
+
+    def has_model(self) -> bool:
+        return self.model_path.exists()
+
+    def save_model(self, model) -> None:
+        """The trained model, written aside and renamed into place."""
+        self._writable()
+        tmp = self.path / f".{self.MODEL}.tmp.keras"
+        model.save(tmp)
+        os.replace(tmp, self.model_path)
+
+    def checkpoint_path(self) -> Path | None:
+        """The run's latest complete checkpoint (named by the checkpoint record), or None."""
+        info = _read_json(self.path / self.CHECKPOINT)
+        if info is None:
+            return None
+        name = info.get("file", self.CHECKPOINT_FILES[0]) if isinstance(info, dict) else self.CHECKPOINT_FILES[0]
+        p = self.path / str(name)
+        return p if name in self.CHECKPOINT_FILES and p.exists() else None
+
+    def checkpoint_epoch(self) -> int:
+        try:
+            return int(_read_json(self.path / self.CHECKPOINT)["epoch"])
+        except (KeyError, TypeError, ValueError):
+            return 0
+
+    def save_checkpoint(self, model, epoch: int, logs: dict | None = None) -> None:
+        """Save ``model`` as the checkpoint after ``epoch`` epochs so that a kill at any moment leaves a
+        consistent pair: the model goes to whichever of the two files the record does not name, and only
+        then does the record (replaced atomically) name it and its epoch. Until that moment the previous
+        pair is untouched (as Keras' BackupAndRestore keeps its own)."""
+        self._writable()
+        current = self.checkpoint_path()
+        a, b = self.CHECKPOINT_FILES
+        name = b if current is not None and current.name == a else a
+        tmp = self.path / f".{name}.tmp.keras"
+        model.save(tmp)
+        os.replace(tmp, self.path / name)
+        write_json_atomic(self.path / self.CHECKPOINT, {"epoch": int(epoch), "file": name, **(logs or {})})
+
+    # --- pairs, scores, evaluation --------------------------------------------------------------
+    @property
+    def pairs_path(self) -> Path:
+        """The training and validation pairs (index arrays into the dataset), drawn when training began."""
+        return self.path / self.PAIRS
+
+    @property
+    def val_scores_path(self) -> Path:
+        return self.path / self.VAL_SCORES
+
+    def has_val_scores(self) -> bool:
+        return self.val_scores_path.exists()
+
+    def save_val_scores(self, score, label, a, b) -> None:
+        import numpy as np
+        self._writable()
+        tmp = self.path / f".{self.VAL_SCORES}.tmp.npz"
+        np.savez(tmp, score=score, label=label, a=a, b=b)
+        os.replace(tmp, self.val_scores_path)
+
+    def val_scores(self) -> dict:
+        """A finished run's validation scores: score, label, a, b, identical (numpy arrays)."""
+        import numpy as np
+        if not self.has_val_scores():
+            raise RunError(f"run {self.name!r} has no validation scores yet; wait for it to finish")
+        try:
+            with np.load(self.val_scores_path) as z:
+                out = {k: np.asarray(z[k]) for k in ("score", "label", "a", "b")}
+        except (OSError, ValueError, KeyError) as e:
+            raise RunError(f"run {self.name!r}: validation scores are unreadable ({type(e).__name__})") from None
+        out["score"] = out["score"].astype(np.float64)
+        out["identical"] = out["a"] == out["b"]
+        return out
+
+    def evaluation(self) -> dict:
+        """The report on the validation pairs written when training ended ({} before)."""
+        ev = _read_json(self.path / self.EVALUATION)
+        return ev if isinstance(ev, dict) else {}
+
+    def save_evaluation(self, report: dict) -> None:
+        self._writable()
+        write_json_atomic(self.path / self.EVALUATION, report)
+
+    def evaluations_dir(self, workspace=None) -> Path:
+        """Where the run's stored evaluations live: ``<run>/evaluations/`` for a workspace run, and
+        ``<workspace>/evaluations/<run>/`` for the bundled run, which is read-only."""
+        if self.is_bundled:
+            return workspace_dir(workspace) / self.EVALUATIONS / self.name
+        return self.path / self.EVALUATIONS
+
+    # --- calibration (fusion) and familiarity ----------------------------------------------------
+    @property
+    def fusion_path(self) -> Path:
+        return self.path / self.FUSION
+
+    def has_fusion(self) -> bool:
+        return self.fusion_path.exists()
+
+    @property
+    def calibration_scores_path(self) -> Path:
+        """The fused scores of the pairs the run was calibrated on (what the Threshold page sweeps)."""
+        return self.path / self.CALIBRATION_SCORES
+
+    def has_calibration_scores(self) -> bool:
+        return self.calibration_scores_path.exists()
+
+    @property
+    def reference_path(self) -> Path:
+        """What the run was trained on, for the "unlike its training tiles" warning (:mod:`.familiarity`)."""
+        return self.path / self.REFERENCE
+
+    def copy_to(self, target: Path) -> "Run":
+        """A full copy of the run at ``target`` (a new run; its model card and temporary files stay behind)."""
+        shutil.copytree(self.path, target, ignore=shutil.ignore_patterns(self.MODEL_CARD, "*.tmp*", self.STATUS_LOCK))
+        return Run(target)
+
+    def export_bundle(self, out: Path) -> "Run":
+        """Copy what a bundled run ships (:attr:`BUNDLE`) to ``out``, without the paths of this machine: the
+        calibration pairs keep their scores, not their image paths, and the status only its outcome."""
+        import numpy as np
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        for f in self.BUNDLE:
+            shutil.copy2(self.path / f, out / f)
+        bundle = Run(out)
+        with np.load(bundle.calibration_scores_path) as z:
+            kept = {k: z[k] for k in z.files}
+        kept["path_a"] = kept["path_b"] = np.array([""] * len(kept["score"]))
+        np.savez(bundle.calibration_scores_path, **kept)
+        st = _read_json(bundle.path / self.STATUS) or {}
+        write_json_atomic(bundle.path / self.STATUS,
+                          {k: st[k] for k in ("status", "device", "started", "updated") if k in st})
+        os.chmod(bundle.path / self.STATUS, 0o644)  # shipped in the package: readable by every user
+        return bundle
+
+    # --- the data it was trained on --------------------------------------------------------------
+    def record_dataset(self, ds) -> None:
+        """Record which data the run trains on: the dataset's name and content fingerprint."""
+        self._writable()
+        write_json_atomic(self.path / self.DATA, {"dataset": ds.name, "fingerprint": ds.fingerprint,
+                                                  "dataset_created": ds.info.get("created")})
+
+    def dataset_change(self, workspace=None) -> str | None:
+        """Why the run's dataset no longer holds the images it was trained on, as one line; None when it does
+        (or the run is the bundled one, trained elsewhere). Runs from before fingerprints were recorded fall
+        back on dates: a dataset created after the run was, was rebuilt since."""
+        if self.is_bundled:
+            return None
+        from .store import open_dataset
+        name = self.config.dataset
+        try:
+            ds = open_dataset(name, workspace if workspace is not None else self.workspace)
+        except DatasetError:
+            return f"dataset {name!r} of run {self.name!r} no longer exists"
+        rec = _read_json(self.path / self.DATA)
+        if isinstance(rec, dict) and rec.get("fingerprint") and rec.get("dataset") == name:
+            changed = rec["fingerprint"] != ds.fingerprint
+        else:
+            made = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(self.created()))
+            changed = str(ds.info.get("created", "")) > made
+        return f"dataset {name!r} changed since run {self.name!r} was trained (prepare --overwrite)" if changed else None
+
+    # --- resuming -------------------------------------------------------------------------------
+    def resume_check(self, workspace=None) -> None:
+        """Refuse, in one line, to resume a run that is live, finished, has no checkpoint to continue from, or
+        whose dataset changed since its pairs were drawn (they index images that are no longer there)."""
+        st = self.status()
+        if st.get("status") in LIVE:
+            raise RunError(f"run {self.name} is still {st['status']}; stop it before resuming")
+        if st.get("status") == "finished":
+            raise RunError(f"run {self.name} already finished; start a new run to train more")
+        if self.checkpoint_path() is None:
+            raise RunError(f"run {self.name} has no checkpoint yet (it stopped during its first epoch); "
+                           f"launch a new run instead")
+        why = self.dataset_change(workspace)
+        if why:
+            raise RunError(f"{why}; its pairs no longer match the images, so it cannot resume: train a new run")
 
 
-def read_threshold(run_dir: Path) -> float:
-    return float(json.loads((Path(run_dir) / "threshold.json").read_text())["threshold"])
+def runs_dir(workspace=None) -> Path:
+    return workspace_dir(workspace) / "runs"
 
 
-def save_threshold(run_dir: Path, threshold: float, source: str = "user") -> None:
-    if is_bundled(run_dir):
-        raise RunError(f"the bundled run {PRETRAINED!r} is read-only; calibrate a copy for your imagery: "
-                       f"python -m siamese_core calibrate --run {PRETRAINED} --pairs LABELLED.csv --as NAME")
-    write_json_atomic(Path(run_dir) / "threshold.json", {"threshold": float(threshold), "source": source,
-                                                         "saved": time.strftime("%Y-%m-%dT%H:%M:%S")})
+def run_path(run_id: str, workspace=None) -> Path:
+    """Where run ``run_id`` lives (the bundled run for ``pretrained``, unless the workspace has its own)."""
+    check_name(run_id, "run")
+    p = runs_dir(workspace) / run_id
+    if run_id == PRETRAINED and not Run(p).exists() and Run(BUNDLED_DIR).exists():
+        return BUNDLED_DIR
+    return p
+
+
+def open_run(run_id: str, workspace=None) -> Run:
+    """The run ``run_id``; a RunError listing the runs there are when it does not exist."""
+    run = Run(run_path(run_id, workspace))
+    if not run.exists():
+        have = list_runs(workspace)
+        raise RunError(f"run {run_id!r} not found in {runs_dir(workspace)}; "
+                       + (f"available: {', '.join(have[-5:])}" if have else "train one with: python -m siamese_core train"))
+    return run
+
+
+def new_run_id(preset: str, workspace=None) -> str:
+    base = time.strftime("%Y%m%d-%H%M%S") + f"-{preset}"
+    rid, k = base, 1
+    while run_path(rid, workspace).exists():
+        k += 1
+        rid = f"{base}-{k}"
+    return rid
+
+
+def list_runs(workspace=None) -> list[str]:
+    """Run ids in the workspace, plus the bundled ``pretrained`` run."""
+    d = runs_dir(workspace)
+    have = ({p.name for p in d.iterdir() if not p.name.startswith(".") and Run(p).exists()}
+            if d.is_dir() else set())
+    if Run(BUNDLED_DIR).exists():
+        have.add(PRETRAINED)
+    return sorted(have)
 
 
 # --- the one-job lock -------------------------------------------------------------------------
@@ -269,22 +598,24 @@ def active_job(workspace=None) -> str | None:
         os.close(fd)
 
 
-def create_run(cfg: RunConfig, workspace=None, run_id: str | None = None) -> Path:
-    """Make the run directory with its config.json and a 'queued' status; refuse an existing id."""
+def create_run(cfg: RunConfig, workspace=None, run_id: str | None = None) -> Run:
+    """Make the run directory with its config, the dataset's fingerprint and a 'queued' status; refuse an
+    existing id."""
     from .store import open_dataset
-    open_dataset(cfg.dataset, workspace)  # fail early, with the list of datasets
+    ds = open_dataset(cfg.dataset, workspace)  # fail early, with the list of datasets
     run_id = run_id or new_run_id(cfg.model.preset, workspace)
-    path = run_path(run_id, workspace)
-    if path.exists():
+    run = Run(run_path(run_id, workspace))
+    if run.path.exists():
         raise RunError(f"run {run_id!r} already exists; choose another --run-id or resume it with --resume")
-    path.mkdir(parents=True)
-    write_json_atomic(path / "config.json", cfg.to_dict())
-    write_status(path, "queued", reset=True, pid=None)
-    return path
+    run.path.mkdir(parents=True)
+    run.write_config(cfg)
+    run.record_dataset(ds)
+    run.write_status("queued", reset=True, pid=None)
+    return run
 
 
-def launch_background(cfg: RunConfig, workspace=None, run_id: str | None = None, resume: bool = False) -> Path:
-    """Start training in a separate process that outlives the caller; returns the run directory.
+def launch_background(cfg: RunConfig, workspace=None, run_id: str | None = None, resume: bool = False) -> Run:
+    """Start training in a separate process that outlives the caller; returns the run.
 
     The lock is taken here, before the process starts, and handed to it, so two launches at once
     cannot both start: the second gets a RunError naming the running job.
@@ -296,65 +627,72 @@ def launch_background(cfg: RunConfig, workspace=None, run_id: str | None = None,
     rid = run_id or new_run_id(cfg.model.preset, ws)
     fd = acquire_train_lock(rid, ws)
     try:
-        path = open_run(rid, ws) if resume else create_run(cfg, ws, rid)
-        (path / "stop").unlink(missing_ok=True)
-        write_status(path, "queued", reset=True, pid=None, pid_start=None, error=None)
-        log = open(path / "train.log", "ab")
+        run = open_run(rid, ws) if resume else create_run(cfg, ws, rid)
+        run.clear_stop()
+        run.write_status("queued", reset=True, pid=None, pid_start=None, error=None)
+        log = open(run.log_path, "ab")
         cmd = [sys.executable, "-m", "siamese_core", "--workspace", str(ws), "_job", rid] + (["--resume"] if resume else [])
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                 pass_fds=(fd,), env={**os.environ, "SIAMESE_LOCK_FD": str(fd)},
                                 start_new_session=True, cwd=os.getcwd())
         log.close()
-        write_status(path, "queued", pid=proc.pid, pid_start=process_start(proc.pid))
-        return path
+        run.write_status("queued", pid=proc.pid, pid_start=process_start(proc.pid))
+        return run
     finally:
         os.close(fd)  # the child holds its own copy of the lock
 
 
-def stop_run(run_dir: Path, wait_s: float = 0.0) -> dict:
-    """Request a stop; if the process is still training after ``wait_s`` seconds, terminate it.
+# --- deleting ---------------------------------------------------------------------------------
 
-    A job that is already saving its model ('finishing') is left to finish."""
-    import signal
-    request_stop(run_dir)
-    deadline = time.time() + wait_s
-    st = read_status(run_dir)
-    while wait_s and time.time() < deadline and st.get("status") in ("running", "queued", "finishing"):
-        time.sleep(0.2)
-        st = read_status(run_dir)
-    if wait_s and st.get("status") in ("running", "queued") and _job_alive(st):
-        os.kill(int(st["pid"]), signal.SIGTERM)
-    return st
-
-
-CHECKPOINT_FILES = ("checkpoint.keras", "checkpoint.b.keras")  # written in turn; checkpoint.json names the latest
-
-
-def checkpoint_path(run_dir: Path) -> Path | None:
-    """The run's latest complete checkpoint (named by ``checkpoint.json``), or None."""
+@contextlib.contextmanager
+def no_launch(workspace=None):
+    """While inside, no training job can start in the workspace. Yields None when the training lock was free
+    (it is held here until the block ends), else the id of the job holding it (which, while it holds it, keeps
+    any other job from starting)."""
+    path = _lock_path(workspace)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        info = json.loads((Path(run_dir) / "checkpoint.json").read_text())
-    except (OSError, ValueError):
-        return None
-    name = info.get("file", CHECKPOINT_FILES[0]) if isinstance(info, dict) else CHECKPOINT_FILES[0]
-    p = Path(run_dir) / name
-    return p if name in CHECKPOINT_FILES and p.exists() else None
+        try:
+            _flock_patiently(fd)
+        except BlockingIOError:
+            yield _holder(path)
+        else:
+            yield None
+    finally:
+        os.close(fd)
 
 
-def checkpoint_epoch(run_dir: Path) -> int:
-    try:
-        return int(json.loads((Path(run_dir) / "checkpoint.json").read_text())["epoch"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return 0
+def delete_run(run_id: str, workspace=None) -> None:
+    """Delete run ``run_id`` from the workspace: refused, in one line, for the bundled run and for a run a job
+    is working on. The run is renamed out of the listing first, then removed, so that a crash midway never
+    leaves half a run listed."""
+    ws = workspace_dir(workspace)
+    run = open_run(run_id, ws)
+    if run.is_bundled:
+        raise RunError(f"the bundled run {PRETRAINED!r} is part of the package and cannot be deleted")
+    with no_launch(ws) as job:
+        st = run.status()
+        if job == run_id or st.get("status") in LIVE:
+            raise RunError(f"run {run_id!r} is {st.get('status') if st.get('status') in LIVE else 'running'}; "
+                           f"stop it first (python -m siamese_core stop --run {run_id}), then delete it")
+        trash = move_to_trash(run.path)
+    shutil.rmtree(trash, ignore_errors=True)
 
 
-def resume_check(run_dir: Path) -> None:
-    """Refuse, in one line, to resume a run that is live, finished, or has no checkpoint to continue from."""
-    st = read_status(run_dir)
-    if st.get("status") in ("running", "queued", "finishing"):
-        raise RunError(f"run {run_dir.name} is still {st['status']}; stop it before resuming")
-    if st.get("status") == "finished":
-        raise RunError(f"run {run_dir.name} already finished; start a new run to train more")
-    if checkpoint_path(run_dir) is None:
-        raise RunError(f"run {run_dir.name} has no checkpoint yet (it stopped during its first epoch); "
-                       f"launch a new run instead")
+def jobs_using_dataset(name: str, workspace=None, job: str | None = None) -> list[str]:
+    """Ids of the runs on dataset ``name`` that a job is working on (``job``: the lock holder's id, if any)."""
+    out = []
+    for rid in list_runs(workspace):
+        run = Run(run_path(rid, workspace))
+        try:
+            on_it = run.config.dataset == name
+        except (OSError, ValueError, KeyError, SiameseError):
+            continue
+        if on_it and (rid == job or run.is_live()):
+            out.append(rid)
+    return out
+
+
+__all__ = ["Run", "PRETRAINED", "BUNDLED_DIR", "LIVE", "runs_dir", "run_path", "open_run", "new_run_id", "list_runs",
+           "acquire_train_lock", "active_job", "create_run", "launch_background", "delete_run",
+           "jobs_using_dataset", "no_launch", "process_start", "PROBE_GRACE_S"]

@@ -81,7 +81,7 @@ def _stat(p: Path) -> dict:
 
 def source_stamp(scorer, ds: Dataset) -> dict:
     """What an index depends on: the run's model file, the dataset's images file and count, the tile size."""
-    return {"format": FORMAT, "run": scorer.name, "model": _stat(Path(scorer.run_dir) / "model.keras"),
+    return {"format": FORMAT, "run": scorer.name, "model": _stat(scorer.run.model_path),
             "dataset": ds.name, "images": {**_stat(ds.path / "images.npy"), "count": len(ds)},
             "tile_size": int(scorer.size)}
 

@@ -6,7 +6,9 @@ Layout of ``<workspace>/datasets/<name>/``::
     manifest.parquet one row per image: index, group, tile_id, source, variant, angle, transforms (JSON)
     groups.npy      (N,) int32: the manifest's group column again, so that the training process
                     need not load pandas and pyarrow (tens of MB of resident memory)
-    dataset.json    the DataConfig it was built from, counts, creation time
+    dataset.json    the DataConfig it was built from, counts, creation time, and the fingerprint: a
+                    SHA-256 of every image row and every group, which a run records when it starts
+                    training and compares before it resumes (a rebuilt dataset invalidates its pairs)
     skipped.csv     files that could not be read, with the reason
 
 A dataset is written into a temporary directory and renamed into place only when complete, so a
@@ -15,6 +17,7 @@ crash, a full disk or bad input never leaves a half-written dataset and never ha
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -76,6 +79,39 @@ def write_json_atomic(path: Path, obj) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _fingerprint(h, shape, groups) -> str:
+    """Finish a dataset fingerprint: ``h`` (a sha256) has taken every image row's bytes in order; the array's
+    shape and the group of every image follow. Same images and groups, same fingerprint."""
+    h.update(repr(tuple(int(s) for s in shape)).encode())
+    h.update(np.ascontiguousarray(groups, "<i8").tobytes())
+    return h.hexdigest()
+
+
+def images_fingerprint(images_path: Path, groups) -> str:
+    """The fingerprint of a stored ``images.npy`` and its groups, read in 1 MiB blocks."""
+    mm = np.load(images_path, mmap_mode="r")
+    offset, shape = mm.offset, mm.shape
+    del mm
+    h = hashlib.sha256()
+    with open(images_path, "rb") as f:
+        f.seek(offset)
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return _fingerprint(h, shape, groups)
+
+
+def move_to_trash(path: Path) -> Path:
+    """Rename ``path`` to a hidden name beside it, out of every listing, and return that name: deleting is a
+    rename and then a removal, so a crash midway never leaves half a dataset or run listed. Trash that an
+    earlier crash left beside it is removed first."""
+    path = Path(path)
+    for old in path.parent.glob(".trash-*"):
+        shutil.rmtree(old, ignore_errors=True)
+    trash = path.parent / f".trash-{path.name}-{os.getpid()}-{time.time_ns()}"
+    os.replace(path, trash)
+    return trash
 
 
 class TileRows:
@@ -152,6 +188,22 @@ class Dataset:
         return self.manifest["group"].to_numpy(np.int64)  # datasets made before groups.npy
 
     @property
+    def fingerprint(self) -> str:
+        """SHA-256 of the images and groups (:func:`images_fingerprint`): computed when the dataset is built;
+        for a dataset made before that, computed on first use and recorded in its ``dataset.json``."""
+        fp = self.info.get("fingerprint")
+        if not fp:
+            fp = images_fingerprint(self.path / "images.npy", self.groups)
+            self.info["fingerprint"] = fp
+            try:  # unless the dataset was rebuilt meanwhile (then its own fingerprint is already there)
+                info = json.loads((self.path / "dataset.json").read_text())
+                if info.get("created") == self.info.get("created") and not info.get("fingerprint"):
+                    write_json_atomic(self.path / "dataset.json", {**info, "fingerprint": fp})
+            except (OSError, ValueError):
+                pass  # a read-only dataset: computed again next time
+        return fp
+
+    @property
     def size(self) -> int:
         return int(self.images.shape[1])
 
@@ -223,6 +275,7 @@ def build_dataset(cfg: DataConfig, name: str, workspace=None, overwrite: bool = 
     try:
         total = count_tiles(cfg)
         n = 0
+        h = hashlib.sha256()  # the fingerprint, over the rows as they are written
         with open(tmp / "images.npy", "wb") as f:
             f.write(b"\0" * _HEADER_LEN)
             t = 0  # the group number: groups are numbered 0, 1, 2... in the order the source gives them
@@ -240,7 +293,9 @@ def build_dataset(cfg: DataConfig, name: str, workspace=None, overwrite: bool = 
                     extra = {c: (_text(x) if isinstance(x, str) else x)
                              for c, x in (info or {}).items() if c not in core}
                     for v, (img, params) in enumerate(variants):
-                        f.write(np.ascontiguousarray(img, dtype=np.uint8).tobytes())
+                        row = np.ascontiguousarray(img, dtype=np.uint8).tobytes()
+                        f.write(row)
+                        h.update(row)
                         rows.append({"index": n, "group": t, "tile_id": _text(tile_id), "source": _text(provenance),
                                      "variant": v, "angle": params["angle"],
                                      "transforms": json.dumps({k: p for k, p in params.items() if k != "angle"}),
@@ -257,11 +312,13 @@ def build_dataset(cfg: DataConfig, name: str, workspace=None, overwrite: bool = 
             f.flush()
             os.fsync(f.fileno())
         pd.DataFrame(rows).to_parquet(tmp / "manifest.parquet", index=False)
-        np.save(tmp / "groups.npy", np.array([r["group"] for r in rows], np.int32))
+        groups = np.array([r["group"] for r in rows], np.int32)
+        np.save(tmp / "groups.npy", groups)
         pd.DataFrame(skipped, columns=["file", "reason"]).to_csv(tmp / "skipped.csv", index=False)
         write_json_atomic(tmp / "dataset.json", {
             "name": name, "config": cfg.to_dict(), "images": n, "groups": rows[-1]["group"] + 1,
             "skipped": len(skipped), "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "fingerprint": _fingerprint(h, (n, cfg.size, cfg.size, 3), groups),
         })
         if final.exists():  # overwrite: swap in, then drop the old one
             old = root / f".old-{name}-{os.getpid()}"
@@ -278,3 +335,17 @@ def build_dataset(cfg: DataConfig, name: str, workspace=None, overwrite: bool = 
         raise
     return Dataset(final)
 
+
+
+def delete_dataset(name: str, workspace=None) -> None:
+    """Delete dataset ``name``: refused, in one line, while a training job works on it. It is renamed out of
+    the listing first, then removed (:func:`move_to_trash`). Runs trained on it keep their models."""
+    from .runs import jobs_using_dataset, no_launch
+    ds = open_dataset(name, workspace)
+    with no_launch(workspace) as job:  # no job can start on it meanwhile
+        busy = jobs_using_dataset(name, workspace, job)
+        if busy:
+            raise DatasetError(f"dataset {name!r} is used by the running job {busy[0]!r}; stop it first "
+                               f"(python -m siamese_core stop --run {busy[0]}), then delete it")
+        trash = move_to_trash(ds.path)
+    shutil.rmtree(trash, ignore_errors=True)

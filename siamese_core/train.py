@@ -1,5 +1,5 @@
 """Training: a tf.data pipeline that gathers pairs by index from the dataset store, ``model.fit``, and
-a run directory that records everything (see :mod:`siamese_core.runs` for the layout).
+a run that records everything (:class:`siamese_core.runs.Run` owns its files).
 
 Pairs are never materialised: each batch of index pairs is read from the uint8 image store
 (:class:`~siamese_core.store.TileRows`), scaled to [0, 1], and (``default`` preset) randomly
@@ -10,12 +10,10 @@ invariances the tool promises.
 from __future__ import annotations
 
 import itertools
-import json
 import math
 import os
 import time
 import traceback
-from pathlib import Path
 
 import numpy as np
 
@@ -25,9 +23,8 @@ from .config import RunConfig
 from .errors import RunError
 from .model import assemble, build_model, compile_model, embedding_trainer, preprocess, tower_of
 from .pairs import Pairs, make_pairs
-from .runs import (acquire_train_lock, checkpoint_epoch, checkpoint_path, process_start, read_config, save_threshold,
-                   write_status)
-from .store import open_dataset, write_json_atomic
+from .runs import Run, acquire_train_lock, process_start
+from .store import open_dataset
 
 
 def device_name() -> str:
@@ -194,26 +191,15 @@ def _one_op_at_a_time_on_cpu() -> None:
         pass
 
 
-def _user_threshold(run_dir: Path) -> float | None:
-    try:
-        info = json.loads((run_dir / "threshold.json").read_text())
-        return float(info["threshold"]) if info.get("source") == "user" else None
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
-def _finish(run_dir: Path, model: keras.Model, images, pairs: Pairs, cfg: RunConfig,
+def _finish(run: Run, model: keras.Model, images, pairs: Pairs, cfg: RunConfig,
             keep_user_threshold: bool = False) -> None:
     from .evaluate import report, suggest_thresholds
 
-    tmp = run_dir / ".model.tmp.keras"
-    model.save(tmp)
-    os.replace(tmp, run_dir / "model.keras")
+    run.save_model(model)
     val = pairs.validation
     scores = predict_scores(model, images, val, batch_size=cfg.train.batch_size)
-    np.savez(run_dir / ".val_scores.tmp.npz", score=scores, label=val.label, a=val.a, b=val.b)
-    os.replace(run_dir / ".val_scores.tmp.npz", run_dir / "val_scores.npz")
-    user = _user_threshold(run_dir) if keep_user_threshold else None
+    run.save_val_scores(scores, val.label, val.a, val.b)
+    user = run.user_threshold() if keep_user_threshold else None
     if user is not None:  # a resumed run keeps the threshold its user saved
         threshold, source = user, "user"
     elif cfg.train.threshold > 0:
@@ -221,52 +207,41 @@ def _finish(run_dir: Path, model: keras.Model, images, pairs: Pairs, cfg: RunCon
     else:
         keep = ~val.identical
         threshold, source = suggest_thresholds(scores[keep], val.label[keep]).best_accuracy, "calibrated"
-    save_threshold(run_dir, threshold, source)
-    write_json_atomic(run_dir / "evaluation.json",
-                      report(scores, val.label, threshold, identical=val.identical))
+    run.save_threshold(threshold, source)
+    run.save_evaluation(report(scores, val.label, threshold, identical=val.identical))
 
 
-def _end_partial_line(path: Path) -> None:
-    """A job killed while appending leaves half a JSON line; end it, so the next record starts a line."""
-    try:
-        with open(path, "rb+") as f:
-            if f.seek(0, os.SEEK_END) == 0:
-                return
-            f.seek(-1, os.SEEK_END)
-            if f.read(1) != b"\n":
-                f.write(b"\n")
-    except FileNotFoundError:
-        pass
-
-
-def run_training(run_dir: Path, resume: bool = False, lock_fd: int | None = None, verbose: int = 1) -> dict:
-    """Train the run in ``run_dir`` (its config.json must exist); returns the final status.
+def run_training(run_dir, resume: bool = False, lock_fd: int | None = None, verbose: int = 1) -> dict:
+    """Train the run at ``run_dir`` (a path or a :class:`Run`; its config must exist); returns the final status.
 
     Holds the workspace's training lock throughout (``lock_fd`` when the launcher took it already).
-    Any error is recorded in status.json (status 'failed', with the message) and re-raised.
+    Any error is recorded in the run's status (status 'failed', with the message) and re-raised.
     """
-    run_dir = Path(run_dir)
-    workspace = run_dir.parent.parent
-    cfg = read_config(run_dir)
+    run = Run(run_dir)
+    workspace = run.workspace
+    cfg = run.config
     if lock_fd is None:
-        lock_fd = acquire_train_lock(run_dir.name, workspace)
+        lock_fd = acquire_train_lock(run.name, workspace)
     policy = keras.mixed_precision.global_policy()
     try:
         _one_op_at_a_time_on_cpu()
         keras.mixed_precision.set_global_policy(cfg.train.precision)  # layers built below take it
-        write_status(run_dir, "running", reset=True, pid=os.getpid(), pid_start=process_start(os.getpid()),
-                     device=device_name(), error=None, started=time.strftime("%Y-%m-%dT%H:%M:%S"))
+        run.write_status("running", reset=True, pid=os.getpid(), pid_start=process_start(os.getpid()),
+                         device=device_name(), error=None, started=time.strftime("%Y-%m-%dT%H:%M:%S"))
         keras.utils.set_random_seed(cfg.train.seed)
         ds = open_dataset(cfg.dataset, workspace)
         if ds.size != cfg.model.size:
             cfg = RunConfig.from_dict({**cfg.to_dict(), "model": {**cfg.model.to_dict(), "size": ds.size}})
-            write_json_atomic(run_dir / "config.json", cfg.to_dict())
-        pairs_file = run_dir / "pairs.npz"
-        if resume and pairs_file.exists():
-            pairs = Pairs.load(pairs_file)
+            run.write_config(cfg)
+        if resume and run.pairs_path.exists():
+            why = run.dataset_change(workspace)  # the launcher checked; the dataset may have changed since
+            if why:
+                raise RunError(f"{why}; its pairs no longer match the images, so it cannot resume: train a new run")
+            pairs = Pairs.load(run.pairs_path)
         else:
             pairs = make_pairs(ds.groups, cfg.pairs)
-            pairs.save(pairs_file)
+            pairs.save(run.pairs_path)
+            run.record_dataset(ds)  # the data these pairs index
         images = ds.rows()
         t, bs = cfg.train, cfg.train.batch_size
         in_batch = cfg.model.preset != "seed"  # default: same-place pairs, every other pair in the batch is a negative
@@ -280,8 +255,8 @@ def run_training(run_dir: Path, resume: bool = False, lock_fd: int | None = None
                            f"image, e.g. prepared with --variants 0); prepare it with --variants 2, or from a source "
                            f"with several views of each place (--source ab)")
         steps = t.steps_per_epoch or max(1, math.ceil(len(fit_train) / bs))
-        ckpt = checkpoint_path(run_dir) if resume else None
-        initial_epoch = checkpoint_epoch(run_dir) if ckpt is not None else 0
+        ckpt = run.checkpoint_path() if resume else None
+        initial_epoch = run.checkpoint_epoch() if ckpt is not None else 0
         # a resumed run draws a new shuffle order instead of replaying the first epoch's
         train_ds = pair_dataset(images, fit_train, bs, shuffle=True, augment=t.augment and in_batch,
                                 seed=t.seed + initial_epoch)
@@ -299,26 +274,24 @@ def run_training(run_dir: Path, resume: bool = False, lock_fd: int | None = None
                           decay_steps=steps * t.epochs if in_batch else 0)
         model = assemble(tower_of(fit_model), cfg.model.preset) if in_batch else fit_model
 
-        _end_partial_line(run_dir / "metrics.jsonl")
-        stop = StopOnRequest(run_dir)
-        callbacks = [LiveMetrics(run_dir, steps, t.epochs), EpochCheckpoint(run_dir), stop]
-        write_status(run_dir, "running", epoch=initial_epoch, epochs=t.epochs, step=0, steps=steps,
-                     train_pairs=len(fit_train), val_pairs=len(fit_val))
+        stop = StopOnRequest(run)
+        callbacks = [LiveMetrics(run, steps, t.epochs), EpochCheckpoint(run), stop]
+        run.write_status("running", epoch=initial_epoch, epochs=t.epochs, step=0, steps=steps,
+                         train_pairs=len(fit_train), val_pairs=len(fit_val))
         if initial_epoch < t.epochs:
             fit_model.fit(train_ds, validation_data=val_ds, epochs=t.epochs, initial_epoch=initial_epoch,
                           steps_per_epoch=steps, callbacks=callbacks, verbose=verbose, shuffle=False)
         status = "stopped" if stop.stopped else "finished"
-        write_status(run_dir, "finishing", final=status)
-        _finish(run_dir, model, images, pairs, cfg, keep_user_threshold=resume)
-        return write_status(run_dir, status, ended=time.strftime("%Y-%m-%dT%H:%M:%S"))
+        run.write_status("finishing", final=status)
+        _finish(run, model, images, pairs, cfg, keep_user_threshold=resume)
+        return run.write_status(status, ended=time.strftime("%Y-%m-%dT%H:%M:%S"))
     except BaseException as e:
-        with open(run_dir / "train.log", "a") as log:
-            log.write(traceback.format_exc())
+        run.append_log(traceback.format_exc())
         if isinstance(e, KeyboardInterrupt):
             status, error = "stopped", "interrupted by the user"
         else:
             status, error = "failed", f"{type(e).__name__}: {(str(e).splitlines() or [''])[0]}"
-        write_status(run_dir, status, error=error, ended=time.strftime("%Y-%m-%dT%H:%M:%S"))
+        run.write_status(status, error=error, ended=time.strftime("%Y-%m-%dT%H:%M:%S"))
         raise
     finally:
         keras.mixed_precision.set_global_policy(policy)

@@ -31,10 +31,10 @@ TIMEOUT = 120
 # --- fixtures and helpers (the pattern of tests/test_app_pages.py) -----------------------------------
 
 def _run_of(ws: Path, preset: str = "default") -> str:
-    from siamese_core.runs import list_runs, read_config, run_path
+    from siamese_core.runs import Run, list_runs, run_path
     for rid in list_runs(ws):
         d = run_path(rid, ws)
-        if (d / "model.keras").exists() and (d / "val_scores.npz").exists() and read_config(d).model.preset == preset:
+        if (d / "model.keras").exists() and (d / "val_scores.npz").exists() and Run(d).config.model.preset == preset:
             return rid
     raise AssertionError(f"no finished {preset} run in {ws}")
 

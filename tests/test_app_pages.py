@@ -33,12 +33,12 @@ TIMEOUT = 120
 # --- fixtures and helpers -------------------------------------------------------------------------
 
 def _runs_by_preset(ws: Path) -> dict:
-    from siamese_core.runs import list_runs, read_config, run_path
+    from siamese_core.runs import Run, list_runs, run_path
     out = {}
     for rid in list_runs(ws):
         d = run_path(rid, ws)
         if (d / "model.keras").exists() and (d / "val_scores.npz").exists():
-            out.setdefault(read_config(d).model.preset, rid)
+            out.setdefault(Run(d).config.model.preset, rid)
     return out
 
 
@@ -189,7 +189,7 @@ def test_pairs_options_filters_and_counts(app_ws):
 # --- threshold ------------------------------------------------------------------------------------------
 
 def test_threshold_slider_moves_the_matrix_and_saves(app_ws):
-    from siamese_core.runs import read_threshold, run_path
+    from siamese_core.runs import Run, run_path
     rid = _runs_by_preset(app_ws)["default"]
     at = open_app("threshold", query={"run": rid})
     slider = widget(at, "slider", "thr_slider")
@@ -214,7 +214,7 @@ def test_threshold_slider_moves_the_matrix_and_saves(app_ws):
     widget(at, "button", "thr_save").click().run()
     ok(at)
     d = run_path(rid, app_ws)
-    assert read_threshold(d) == pytest.approx(snapped)
+    assert Run(d).threshold() == pytest.approx(snapped)
     assert json.loads((d / "threshold.json").read_text())["source"] == "user"
     at.switch_page("app_pages/compare.py").run()
     ok(at)
@@ -300,7 +300,7 @@ def train_ws(tiny_ws, tmp_path, monkeypatch) -> Path:
 
 def test_train_page_launches_refuses_a_second_job_and_shows_curves(train_ws):
     ws = train_ws
-    from siamese_core.runs import active_job, list_runs, read_status, run_path
+    from siamese_core.runs import Run, active_job, list_runs, run_path
 
     at = open_app("train")
     assert "No runs yet" in texts(at)
@@ -311,9 +311,9 @@ def test_train_page_launches_refuses_a_second_job_and_shows_curves(train_ws):
     widget(at, "selectbox", "train_precision").set_value("mixed_bfloat16")
     widget(at, "button", "train_launch").click().run()
     ok(at)
-    from siamese_core.runs import PRETRAINED, read_config
+    from siamese_core.runs import PRETRAINED, Run
     assert [r for r in list_runs(ws) if r != PRETRAINED] == ["ui1"]
-    assert read_config(run_path("ui1", ws)).train.precision == "mixed_bfloat16"  # the form's choice reaches the run
+    assert Run(run_path("ui1", ws)).config.train.precision == "mixed_bfloat16"  # the form's choice reaches the run
     try:
         # a second launch while the first job holds the lock: the RunError's one line, no exception
         widget(at, "text_input", "train_run_id").set_value("ui2")
@@ -321,14 +321,14 @@ def test_train_page_launches_refuses_a_second_job_and_shows_curves(train_ws):
         ok(at)
         if active_job(ws):  # (the tiny job may already be over on a fast machine)
             assert any("already running" in e.value for e in at.error), [e.value for e in at.error]
-        assert _wait(lambda: read_status(run_path("ui1", ws)).get("status") in ("finished", "failed")), \
-            read_status(run_path("ui1", ws))
+        assert _wait(lambda: Run(run_path("ui1", ws)).status().get("status") in ("finished", "failed")), \
+            Run(run_path("ui1", ws)).status()
         assert _wait(lambda: active_job(ws) is None, 30)
     finally:
         if active_job(ws):
-            from siamese_core.runs import stop_run
-            stop_run(run_path("ui1", ws), wait_s=20)
-    st = read_status(run_path("ui1", ws))
+            from siamese_core.runs import Run
+            Run(run_path("ui1", ws)).stop(wait_s=20)
+    st = Run(run_path("ui1", ws)).status()
     assert st["status"] == "finished", st
     at.run()
     ok(at)
@@ -407,7 +407,7 @@ def test_home_creates_datasets_from_synthetic_and_zip_and_reports_errors(app_ws,
 
 def test_train_page_stop_button_stops_a_running_job(train_ws):
     ws = train_ws
-    from siamese_core.runs import active_job, read_metrics, read_status, run_path, stop_run
+    from siamese_core.runs import Run, active_job, run_path
 
     at = open_app("train")
     widget(at, "segmented_control", "train_preset").set_value("seed").run()
@@ -419,7 +419,7 @@ def test_train_page_stop_button_stops_a_running_job(train_ws):
     ok(at)
     d = run_path("long", ws)
     try:
-        assert _wait(lambda: len(read_metrics(d)) >= 2, 120), read_status(d)
+        assert _wait(lambda: len(Run(d).metrics()) >= 2, 120), Run(d).status()
         at.run()
         ok(at)
         assert "running" in texts(at) + json.dumps([m.value for m in at.markdown])
@@ -428,8 +428,8 @@ def test_train_page_stop_button_stops_a_running_job(train_ws):
         assert _wait(lambda: active_job(ws) is None, 60)
     finally:
         if active_job(ws):
-            stop_run(d, wait_s=20)
-    assert read_status(d)["status"] == "stopped"
+            Run(d).stop(wait_s=20)
+    assert Run(d).status()["status"] == "stopped"
 
 
 def test_pages_render_without_importing_tensorflow(app_ws):

@@ -46,10 +46,10 @@ def counts(at: AppTest) -> dict:
 
 
 def default_run(ws: Path) -> str:
-    from siamese_core.runs import list_runs, read_config, run_path
+    from siamese_core.runs import Run, list_runs, run_path
     for rid in list_runs(ws):
         d = run_path(rid, ws)
-        if d.parent.parent == ws and (d / "model.keras").exists() and read_config(d).model.preset == "default":
+        if d.parent.parent == ws and (d / "model.keras").exists() and Run(d).config.model.preset == "default":
             return rid
     raise AssertionError("the tiny workspace has no finished default run")
 
@@ -177,7 +177,7 @@ def test_fused_mistakes_show_the_calibration_images_and_a_caption_for_a_missing_
 
 
 def test_fused_workspace_run_saves_its_threshold(fused_ws):
-    from siamese_core.runs import read_threshold, run_path
+    from siamese_core.runs import Run, run_path
     ws, rid = fused_ws
     at = open_app("threshold", query={"run": rid})
     assert not widget(at, "button", "thr_save").disabled
@@ -186,7 +186,7 @@ def test_fused_workspace_run_saves_its_threshold(fused_ws):
     snapped = widget(at, "slider", "thr_slider").value
     widget(at, "button", "thr_save").click().run()
     ok(at)
-    assert read_threshold(run_path(rid, ws)) == pytest.approx(snapped)
+    assert Run(run_path(rid, ws)).threshold() == pytest.approx(snapped)
 
 
 def test_bundled_fused_run_is_swept_but_save_is_disabled_with_the_fix(fake_bundled):
@@ -215,8 +215,8 @@ def test_a_refused_save_is_one_line_with_the_fix_not_a_traceback(fused_ws, fake_
     line with its fix."""
     import siamese_core.runs as runs
     ws, rid = fused_ws
-    real = runs.save_threshold
-    monkeypatch.setattr(runs, "save_threshold", lambda run_dir, t, source="user": real(fake_bundled, t, source))
+    real = runs.Run.save_threshold
+    monkeypatch.setattr(runs.Run, "save_threshold", lambda run, t, source="user": real(runs.Run(fake_bundled), t, source))
     monkeypatch.setenv("SIAMESE_WORKSPACE", str(ws))
     before = (runs.run_path(rid, ws) / "threshold.json").read_text()
     at = open_app("threshold", query={"run": rid})

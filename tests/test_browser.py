@@ -90,9 +90,9 @@ def browser():
 
 
 def _default_run(ws: Path) -> str:
-    from siamese_core.runs import list_runs, read_config, run_path
+    from siamese_core.runs import Run, list_runs, run_path
     finished = [r for r in list_runs(ws) if (run_path(r, ws) / "val_scores.npz").exists()]
-    pref = [r for r in finished if read_config(run_path(r, ws)).model.preset == "default"]
+    pref = [r for r in finished if Run(run_path(r, ws)).config.model.preset == "default"]
     return (pref or finished)[0]
 
 

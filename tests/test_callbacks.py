@@ -8,7 +8,7 @@ import numpy as np
 
 from siamese_core import callbacks as cb
 from siamese_core._backend import keras
-from siamese_core.runs import write_status
+from siamese_core.runs import Run
 
 
 def _tiny_model():
@@ -18,7 +18,7 @@ def _tiny_model():
 
 
 def test_live_metrics_writes_every_batch_and_epoch(tmp_path):
-    write_status(tmp_path, "running", reset=True)
+    Run(tmp_path).write_status("running", reset=True)
     x, y = np.random.default_rng(0).normal(size=(40, 4)), np.zeros((40, 1))
     live = cb.LiveMetrics(tmp_path, steps_per_epoch=5, epochs=2, status_every=0.0)
     _tiny_model().fit(x, y, batch_size=8, epochs=2, verbose=0, callbacks=[live], validation_data=(x, y))
@@ -32,7 +32,7 @@ def test_live_metrics_writes_every_batch_and_epoch(tmp_path):
 
 
 def test_eta_is_measured_on_recent_steps_not_on_the_first_traced_one(tmp_path, monkeypatch):
-    write_status(tmp_path, "running", reset=True)
+    Run(tmp_path).write_status("running", reset=True)
     clock = [1000.0]
     monkeypatch.setattr(cb.time, "time", lambda: clock[0])
     live = cb.LiveMetrics(tmp_path, steps_per_epoch=10, epochs=1, status_every=0.0)

@@ -115,12 +115,13 @@ def test_pairs_are_capped_and_seeded():
 
 
 def test_the_bundled_run_is_evaluated_into_the_workspace(ws, fake_bundled, capsys):
-    from siamese_core.calibration import evaluate_pairs, evaluations_dir
+    from siamese_core.calibration import evaluate_pairs
     from siamese_core.images import encode_png
     from siamese_core.inference import Scorer
     from siamese_core.store import open_dataset
-    assert evaluations_dir(fake_bundled, ws) == ws / "evaluations" / "pretrained"
-    assert evaluations_dir(ws / "runs" / "def1", ws) == ws / "runs" / "def1" / "evaluations"
+    from siamese_core.runs import Run
+    assert Run(fake_bundled).evaluations_dir(ws) == ws / "evaluations" / "pretrained"
+    assert Run(ws / "runs" / "def1").evaluations_dir(ws) == ws / "runs" / "def1" / "evaluations"
 
     assert cli("--workspace", ws, "evaluate", "--dataset", "tiny") == 0  # no --run: the bundled model
     assert "dataset tiny" in capsys.readouterr().out

@@ -86,13 +86,13 @@ def test_noise_and_magenta_are_unfamiliar_with_a_reason(ref, scorer):
 
 
 def test_save_load_round_trip_and_stale_reference(ref, scorer, fam_base, tmp_path):
-    from siamese_core.familiarity import REFERENCE, load_reference, save_reference
-    from siamese_core.runs import run_path
+    from siamese_core.familiarity import load_reference, save_reference
+    from siamese_core.runs import Run, run_path
     d = tmp_path / "run"
     shutil.copytree(run_path(RUN, fam_base), d)
     assert load_reference(d) is None  # no reference yet
     path = save_reference(d, ref)
-    assert path == d / REFERENCE and path.is_file()
+    assert path == d / Run.REFERENCE and path.is_file()
     back = load_reference(d)
     assert back is not None and set(back) == set(ref)
     for k in ("embeddings", "colour", "colour_mean", "colour_std"):
@@ -103,7 +103,7 @@ def test_save_load_round_trip_and_stale_reference(ref, scorer, fam_base, tmp_pat
     with open(d / "model.keras", "ab") as f:
         f.write(b"\0")
     assert load_reference(d) is None
-    (d / REFERENCE).write_bytes(b"not an npz")
+    (d / Run.REFERENCE).write_bytes(b"not an npz")
     assert load_reference(d) is None
 
 
@@ -153,9 +153,9 @@ def test_compare_page_warns_under_the_verdict(ref, fam_base, tmp_path, monkeypat
 
 
 def test_bundled_run_ships_a_small_reference():
-    from siamese_core.familiarity import REFERENCE, load_reference
-    from siamese_core.runs import BUNDLED_DIR
-    p = BUNDLED_DIR / REFERENCE
+    from siamese_core.familiarity import load_reference
+    from siamese_core.runs import BUNDLED_DIR, Run
+    p = BUNDLED_DIR / Run.REFERENCE
     assert p.is_file() and p.stat().st_size < 1_000_000
     ref = load_reference(BUNDLED_DIR)
     assert ref is not None, "the bundled reference.npz does not match the bundled model.keras"

@@ -5,7 +5,7 @@ Three jobs start together in three workspaces, so their TensorFlow start-ups ove
 
 * A: ``python -m siamese_core train`` in a subprocess, SIGKILLed once its first checkpoint exists, then
   resumed with ``train --resume`` (last, when the other jobs are done);
-* B: two ``runs.launch_background`` calls at the same instant (exactly one may win), then ``stop_run``;
+* B: two ``runs.launch_background`` calls at the same instant (exactly one may win), then ``Run.stop``;
 * C: ``launch_background`` and a stop request while the job is still queued (starting up).
 """
 
@@ -87,7 +87,7 @@ def jobs(tmp_path_factory):
         def launch(rid):
             barrier.wait()
             try:
-                launched[rid] = runs.launch_background(_cfg(500), ws.b, run_id=rid)  # stopped long before the end
+                launched[rid] = runs.launch_background(_cfg(500), ws.b, run_id=rid).path  # stopped long before the end
             except RunError as e:
                 launched[rid] = e
         threads = [threading.Thread(target=launch, args=(rid,)) for rid in ("left", "right")]
@@ -96,10 +96,10 @@ def jobs(tmp_path_factory):
         for t in threads:
             t.join(60)
 
-        run_c = runs.launch_background(_cfg(60), ws.c, run_id="early")
-        runs.stop_run(run_c)  # wait_s=0: only the request, while the job is still starting
+        run_c = runs.launch_background(_cfg(60), ws.c, run_id="early").path
+        runs.Run(run_c).stop()  # wait_s=0: only the request, while the job is still starting
         for d in [p for p in launched.values() if isinstance(p, Path)] + [run_c]:
-            pids.append(runs.read_status(d).get("pid"))
+            pids.append(runs.Run(d).status().get("pid"))
         yield SimpleNamespace(ws=ws, proc_a=proc_a, log_a=log_a, launched=launched, run_c=run_c)
     finally:
         mp.undo()
@@ -139,9 +139,9 @@ def test_sigkill_leaves_an_interrupted_run_with_a_loadable_checkpoint(jobs):
     epoch = json.loads((run / "checkpoint.json").read_text())["epoch"]
     assert 1 <= epoch < EPOCHS_A, "the job was not killed mid-way"
     assert json.loads((run / "status.json").read_text())["status"] == "running"  # what the dead job left
-    st = runs.read_status(run)
+    st = runs.Run(run).status()
     assert st["status"] == "interrupted" and "resume" in st["error"]
-    model = load_model_safe(runs.checkpoint_path(run))
+    model = load_model_safe(runs.Run(run).checkpoint_path())
     assert len(model.inputs) == 2
     # the lock file is still there, naming the dead job, but no longer held by anyone
     assert json.loads((jobs.ws.a / "train.lock").read_text())["run_id"] == "killed"
@@ -151,31 +151,31 @@ def test_sigkill_leaves_an_interrupted_run_with_a_loadable_checkpoint(jobs):
 def test_stop_run_ends_a_background_job_within_seconds(jobs):
     from siamese_core.inference import load_model_safe
     (run,) = [p for p in jobs.launched.values() if isinstance(p, Path)]
-    _wait(lambda: (run / "checkpoint.json").exists() or runs.read_status(run)["status"] in FINAL, 300,
+    _wait(lambda: (run / "checkpoint.json").exists() or runs.Run(run).status()["status"] in FINAL, 300,
           "the first checkpoint of job B", run / "train.log")
-    pid = runs.read_status(run)["pid"]
+    pid = runs.Run(run).status()["pid"]
     t0 = time.time()
-    st = runs.stop_run(run, wait_s=10)
+    st = runs.Run(run).stop(wait_s=10)
     stopped_after = time.time() - t0
     _wait(lambda: _gone(pid), 20, "job B to exit", run / "train.log")
     # 'stopped' is only ever written by the job itself, so the SIGTERM fallback did not fire
     # (≈ 1.5 s on an idle 2-core machine; the margin is for loaded CI runners)
-    assert st["status"] == "stopped" and runs.read_status(run)["status"] == "stopped", (st, stopped_after)
+    assert st["status"] == "stopped" and runs.Run(run).status()["status"] == "stopped", (st, stopped_after)
     assert stopped_after < 10
     epoch = json.loads((run / "checkpoint.json").read_text())["epoch"]
     assert epoch < 500
-    assert len(load_model_safe(runs.checkpoint_path(run)).inputs) == 2
+    assert len(load_model_safe(runs.Run(run).checkpoint_path()).inputs) == 2
     assert runs.active_job(jobs.ws.b) is None
 
 
 def test_stop_requested_while_queued_is_not_lost(jobs):
     from siamese_core.inference import load_model_safe
     run = jobs.run_c
-    st = _wait(lambda: (s := runs.read_status(run))["status"] in FINAL and s, 300, "job C to end",
+    st = _wait(lambda: (s := runs.Run(run).status())["status"] in FINAL and s, 300, "job C to end",
                run / "train.log")
     assert st["status"] == "stopped", st
     assert json.loads((run / "checkpoint.json").read_text())["epoch"] == 1  # stopped in its first epoch
-    assert len(load_model_safe(runs.checkpoint_path(run)).inputs) == 2
+    assert len(load_model_safe(runs.Run(run).checkpoint_path()).inputs) == 2
 
 
 def test_resume_continues_after_the_checkpointed_epoch(jobs):
@@ -186,8 +186,8 @@ def test_resume_continues_after_the_checkpointed_epoch(jobs):
     with open(run / "metrics.jsonl", "a") as f:  # as if the kill had landed in the middle of a line
         f.write('{"kind": "batch", "epoch": ')
     assert cli("--workspace", jobs.ws.a, "train", "--resume", "killed", "--verbose", 0) == 0
-    assert runs.read_status(run)["status"] == "finished"
-    m = runs.read_metrics(run)
+    assert runs.Run(run).status()["status"] == "finished"
+    m = runs.Run(run).metrics()
     epochs = [r["epoch"] for r in m if r["kind"] == "epoch"]
     resumed = list(range(ck + 1, EPOCHS_A + 1))
     assert epochs[-len(resumed):] == resumed, epochs
@@ -205,7 +205,7 @@ def test_a_reused_pid_does_not_keep_a_dead_run_running(tmp_path):
     run.mkdir(parents=True)
     me, started = os.getpid(), runs.process_start(os.getpid())
     assert isinstance(started, int)
-    runs.write_status(run, "running", pid=me, pid_start=started)
-    assert runs.read_status(run)["status"] == "running"
-    runs.write_status(run, "running", pid=me, pid_start=started - 1)  # the job that had this pid
-    assert runs.read_status(run)["status"] == "interrupted"
+    runs.Run(run).write_status("running", pid=me, pid_start=started)
+    assert runs.Run(run).status()["status"] == "running"
+    runs.Run(run).write_status("running", pid=me, pid_start=started - 1)  # the job that had this pid
+    assert runs.Run(run).status()["status"] == "interrupted"

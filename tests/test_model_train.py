@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from siamese_core.config import ModelConfig
-from siamese_core.runs import checkpoint_path
+from siamese_core.runs import Run
 
 
 def test_seed_matches_reference_parameter_count():
@@ -50,24 +50,24 @@ def test_contrastive_loss_closed_form():
 
 
 def test_run_directory_contents(tiny_ws):
-    from siamese_core.runs import read_metrics, read_status, read_threshold, run_path
+    from siamese_core.runs import Run, run_path
     for rid, preset in (("seed1", "seed"), ("def1", "default")):
         d = run_path(rid, tiny_ws)
-        st = read_status(d)
+        st = Run(d).status()
         assert st["status"] == "finished", st
         assert st["device"], st  # the GPU's name, or "CPU (n cores)"
         cfg = json.loads((d / "config.json").read_text())
         assert cfg["model"]["preset"] == preset and cfg["dataset"] == "tiny"
-        m = read_metrics(d)
+        m = Run(d).metrics()
         batches = [r for r in m if r["kind"] == "batch"]
         epochs = [r for r in m if r["kind"] == "epoch"]
         assert len(batches) == 3 and len(epochs) == 1
         assert {"loss", "accuracy", "val_loss", "val_accuracy"} <= set(epochs[0])
         z = np.load(d / "val_scores.npz")
         assert len(z["score"]) == len(z["label"]) > 0
-        t = read_threshold(d)
+        t = Run(d).threshold()
         assert (t == 0.2) if preset == "seed" else (0 <= t <= 2)
-        assert (d / "model.keras").exists() and checkpoint_path(d) is not None
+        assert (d / "model.keras").exists() and Run(d).checkpoint_path() is not None
 
 
 def test_saved_model_reloads_safely_and_scores_the_same(tiny_ws):
@@ -167,14 +167,14 @@ def test_mixed_precision_run_trains_saves_and_scores(tiny_ws, preset):
 
     from conftest import cli
     from siamese_core.inference import Scorer
-    from siamese_core.runs import read_config, read_status, run_path
+    from siamese_core.runs import Run, run_path
     rid = f"bf16-{preset}"
     assert cli("--workspace", tiny_ws, "train", "--dataset", "tiny", "--preset", preset, "--epochs", 1,
                "--steps-per-epoch", 2, "--batch-size", 8, "--precision", "mixed_bfloat16",
                "--run-id", rid, "--verbose", 0) == 0
     d = run_path(rid, tiny_ws)
-    assert read_status(d)["status"] == "finished"
-    assert read_config(d).train.precision == "mixed_bfloat16"
+    assert Run(d).status()["status"] == "finished"
+    assert Run(d).config.train.precision == "mixed_bfloat16"
     assert keras.mixed_precision.global_policy().name == "float32"
     z = np.load(d / "val_scores.npz")
     assert z["score"].dtype == np.float32 and np.all(np.isfinite(z["score"]))
@@ -198,7 +198,7 @@ def test_mixed_float16_run_resumes_with_its_loss_scaling(tiny_ws):
     """A mixed_float16 checkpoint must come back with its LossScaleOptimizer (and step count) on --resume."""
     from conftest import cli
     from siamese_core.inference import load_model_safe
-    from siamese_core.runs import read_metrics, read_status, run_path, write_status
+    from siamese_core.runs import Run, run_path
     rid = "f16-resume"
     assert cli("--workspace", tiny_ws, "train", "--dataset", "tiny", "--preset", "default", "--epochs", 1,
                "--steps-per-epoch", 2, "--batch-size", 8, "--precision", "mixed_float16",
@@ -207,14 +207,14 @@ def test_mixed_float16_run_resumes_with_its_loss_scaling(tiny_ws):
     cfg = json.loads((d / "config.json").read_text())
     cfg["train"]["epochs"] = 2  # as if it had been stopped after its first of two epochs
     (d / "config.json").write_text(json.dumps(cfg))
-    write_status(d, "stopped")
+    Run(d).write_status("stopped")
     assert cli("--workspace", tiny_ws, "train", "--resume", rid, "--verbose", 0) == 0
-    assert read_status(d)["status"] == "finished"
-    assert [r["epoch"] for r in read_metrics(d) if r["kind"] == "epoch"] == [1, 2]
+    assert Run(d).status()["status"] == "finished"
+    assert [r["epoch"] for r in Run(d).metrics() if r["kind"] == "epoch"] == [1, 2]
     import keras
     keras.mixed_precision.set_global_policy("mixed_float16")  # as run_training loads it
     try:
-        opt = load_model_safe(checkpoint_path(d), compile=True).optimizer
+        opt = load_model_safe(Run(d).checkpoint_path(), compile=True).optimizer
     finally:
         keras.mixed_precision.set_global_policy("float32")
     assert type(opt).__name__ == "LossScaleOptimizer" and int(opt.iterations.numpy()) == 4

@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-from siamese_core.runs import create_run, run_path, save_threshold, write_status
+from siamese_core.runs import Run, create_run, run_path
 from siamese_core.config import RunConfig
 
 from conftest import cli
@@ -22,12 +22,12 @@ def ws(tiny_ws, tmp_path):
 
 
 def test_cli_resume_without_a_checkpoint_is_refused(ws, capsys):
-    d = create_run(RunConfig.for_preset("tiny", "default", epochs=1), ws, "nockpt")
-    write_status(d, "stopped", reset=True)
+    run = create_run(RunConfig.for_preset("tiny", "default", epochs=1), ws, "nockpt")
+    run.write_status("stopped", reset=True)
     assert cli("--workspace", ws, "train", "--resume", "nockpt") == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no checkpoint yet" in err
-    assert not (d / "model.keras").exists()  # nothing was trained from scratch
+    assert not run.has_model()  # nothing was trained from scratch
 
 
 def test_resume_keeps_the_threshold_the_user_saved(ws):
@@ -37,8 +37,8 @@ def test_resume_keeps_the_threshold_the_user_saved(ws):
     cfg = json.loads((d / "config.json").read_text())
     cfg["train"]["epochs"] = 2  # as if it had been stopped after its first of two epochs
     (d / "config.json").write_text(json.dumps(cfg))
-    write_status(d, "stopped", reset=True)
-    save_threshold(d, 0.123, "user")
+    Run(d).write_status("stopped", reset=True)
+    Run(d).save_threshold(0.123, "user")
     assert cli("--workspace", ws, "train", "--resume", "k", "--verbose", 0) == 0
     info = json.loads((d / "threshold.json").read_text())
     assert info["threshold"] == 0.123 and info["source"] == "user"

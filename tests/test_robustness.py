@@ -287,15 +287,15 @@ def score_ws(tmp_path_factory) -> Path:
     """A workspace with run 'r': an (untrained) seed model for 32 px tiles, saved as training saves it."""
     from siamese_core.config import ModelConfig, RunConfig
     from siamese_core.model import build_model
-    from siamese_core.runs import save_threshold, write_status
+    from siamese_core.runs import Run
     ws = tmp_path_factory.mktemp("score_ws")
     run = ws / "runs" / "r"
     run.mkdir(parents=True)
     cfg = RunConfig(dataset="none", model=ModelConfig(preset="seed", size=32))
     (run / "config.json").write_text(json.dumps(cfg.to_dict()))
     build_model(cfg.model).save(run / "model.keras")
-    save_threshold(run, 0.5, "test")
-    write_status(run, "finished")
+    Run(run).save_threshold(0.5, "test")
+    Run(run).write_status("finished")
     return ws
 
 
@@ -680,8 +680,8 @@ def test_crash_while_writing_run_json_keeps_the_previous_file(tmp_path, monkeypa
     from siamese_core import runs, store
     run = tmp_path / "run"
     run.mkdir()
-    runs.write_status(run, "running", pid=123, epoch=3)
-    runs.save_threshold(run, 0.25, "calibrated")
+    runs.Run(run).write_status("running", pid=123, epoch=3)
+    runs.Run(run).save_threshold(0.25, "calibrated")
     store.write_json_atomic(run / "config.json", {"dataset": "d"})
     before = _snapshot(run)
     if failure == "json.dump":
@@ -695,14 +695,14 @@ def test_crash_while_writing_run_json_keeps_the_previous_file(tmp_path, monkeypa
         monkeypatch.setattr(os, "fsync", lambda fd: (_ for _ in ()).throw(OSError(5, "I/O error")))
     with pytest.raises(OSError):
         if target == "status":
-            runs.write_status(run, "finished", ended="now")
+            runs.Run(run).write_status("finished", ended="now")
         elif target == "threshold":
-            runs.save_threshold(run, 0.9, "user")
+            runs.Run(run).save_threshold(0.9, "user")
         else:
             store.write_json_atomic(run / "config.json", {"dataset": "other"})
     monkeypatch.undo()
     assert _snapshot(run) == before  # old content intact, no temporary file left behind
-    assert runs.read_status(run)["epoch"] == 3 and runs.read_threshold(run) == 0.25
+    assert runs.Run(run).status()["epoch"] == 3 and runs.Run(run).threshold() == 0.25
 
 
 def test_unwritable_workspace_is_one_line_and_leaves_nothing(tmp_path, capsys):

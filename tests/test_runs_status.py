@@ -13,26 +13,26 @@ from siamese_core import runs
 def test_status_never_goes_backwards_within_a_launch(tmp_path):
     d = tmp_path / "r"
     d.mkdir()
-    runs.write_status(d, "queued", reset=True, pid=None)
-    runs.write_status(d, "running", pid=123, epoch=1)
-    st = runs.write_status(d, "queued", pid=123)  # the launcher's late write
+    runs.Run(d).write_status("queued", reset=True, pid=None)
+    runs.Run(d).write_status("running", pid=123, epoch=1)
+    st = runs.Run(d).write_status("queued", pid=123)  # the launcher's late write
     assert st["status"] == "running" and st["epoch"] == 1
-    runs.write_status(d, "finishing")
-    assert runs.write_status(d, "running", step=9)["status"] == "finishing"
-    assert runs.write_status(d, "finished")["status"] == "finished"
+    runs.Run(d).write_status("finishing")
+    assert runs.Run(d).write_status("running", step=9)["status"] == "finishing"
+    assert runs.Run(d).write_status("finished")["status"] == "finished"
     # a resume is a new launch: it may start again
-    assert runs.write_status(d, "queued", reset=True)["status"] == "queued"
+    assert runs.Run(d).write_status("queued", reset=True)["status"] == "queued"
 
 
 def _writer(d, prefix, n):
     for i in range(n):
-        runs.write_status(d, "running", **{f"{prefix}{i}": i})
+        runs.Run(d).write_status("running", **{f"{prefix}{i}": i})
 
 
 def test_concurrent_writers_lose_no_field(tmp_path):
     d = tmp_path / "r"
     d.mkdir()
-    runs.write_status(d, "queued", reset=True)
+    runs.Run(d).write_status("queued", reset=True)
     ctx = mp.get_context("fork")
     procs = [ctx.Process(target=_writer, args=(d, p, 60)) for p in ("a", "b", "c")]
     for p in procs:
@@ -105,9 +105,30 @@ def test_a_kill_between_the_two_checkpoint_files_leaves_the_previous_pair(tmp_pa
     for e in range(3):
         m.epoch = e + 1
         cb.on_epoch_end(e, {"loss": 1.0})
-        p = runs.checkpoint_path(d)
-        assert p.read_text() == f"epoch {e + 1}" and runs.checkpoint_epoch(d) == e + 1
+        p = runs.Run(d).checkpoint_path()
+        assert p.read_text() == f"epoch {e + 1}" and runs.Run(d).checkpoint_epoch() == e + 1
     # the next epoch dies after writing its model file but before checkpoint.json: the pair is still epoch 3's
-    other = next(n for n in runs.CHECKPOINT_FILES if n != runs.checkpoint_path(d).name)
+    other = next(n for n in runs.Run.CHECKPOINT_FILES if n != runs.Run(d).checkpoint_path().name)
     (d / other).write_text("epoch 4, checkpoint.json not yet written")
-    assert runs.checkpoint_path(d).read_text() == "epoch 3" and runs.checkpoint_epoch(d) == 3
+    assert runs.Run(d).checkpoint_path().read_text() == "epoch 3" and runs.Run(d).checkpoint_epoch() == 3
+
+
+def test_a_bundle_carries_no_paths_or_process_of_the_build_machine(tmp_path):
+    """What scripts/build_pretrained.py ships: the bundle files, the calibration pairs' scores without their
+    image paths, the status without pid or error."""
+    import numpy as np
+    run = runs.Run(tmp_path / "build")
+    run.path.mkdir()
+    for name in runs.Run.BUNDLE:
+        (run.path / name).write_text("{}")
+    np.savez(run.calibration_scores_path, score=np.array([0.1, 0.9], np.float32), label=np.array([0, 1], np.uint8),
+             path_a=np.array(["/home/me/a.png", "/home/me/b.png"]), path_b=np.array(["/x/c.png", "/x/d.png"]))
+    run.write_status("finished", reset=True, pid=4321, device="CPU (2 cores)", started="2025-01-01T00:00:00")
+    bundle = run.export_bundle(tmp_path / "out")
+    assert sorted(p.name for p in bundle.path.iterdir()) == sorted(runs.Run.BUNDLE)
+    with np.load(bundle.calibration_scores_path) as z:
+        assert list(z["path_a"]) == ["", ""] and list(z["path_b"]) == ["", ""]
+        assert np.allclose(z["score"], [0.1, 0.9]) and list(z["label"]) == [0, 1]
+    st = json.loads((bundle.path / runs.Run.STATUS).read_text())
+    assert set(st) == {"status", "device", "started", "updated"} and st["status"] == "finished"
+    assert (bundle.path / runs.Run.STATUS).stat().st_mode & 0o444 == 0o444  # readable once installed
