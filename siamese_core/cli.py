@@ -27,6 +27,11 @@ def _progress(desc: str, unit: str):
         bar.update(done - bar.n)
         if total and done >= total:
             bar.close()
+
+    def close():  # end the bar's line, so that an error after it starts a line of its own
+        if bar is not None:
+            bar.close()
+    update.close = close
     return update
 
 
@@ -238,8 +243,12 @@ def cmd_score_ray(args) -> int:
         raise SiameseError("--engine ray scores a CSV: give --pairs IN.csv --out FOLDER (a folder of parquet shards)")
     if not args.run:
         print("using the bundled model 'pretrained' (no --run given)", file=sys.stderr)
-    res = score_pairs(args.pairs, args.out, args.run, args.workspace, args.threshold, args.shard_size, args.workers,
-                      args.gpus_per_worker, args.ray_address, progress=_progress("score", "pair"))
+    bar = _progress("score", "pair")
+    try:
+        res = score_pairs(args.pairs, args.out, args.run, args.workspace, args.threshold, args.shard_size,
+                          args.workers, args.gpus_per_worker, args.ray_address, progress=bar)
+    finally:
+        bar.close()
     _failures(res, "line")
     print(f"scored {res['rows'] - res['errors']} pair(s), {res['errors']} failed, threshold {res['threshold']:.4f} "
           f"({_resumed(res)}) -> {res['out']}")
@@ -250,9 +259,14 @@ def cmd_embed(args) -> int:
     from .scale import embed
     if not args.run:
         print("using the bundled model 'pretrained' (no --run given)", file=sys.stderr)
-    res = embed(args.out, images=args.images, parquet=args.parquet, dataset=args.dataset, column=args.column or "",
-                run=args.run, workspace=args.workspace, shard_size=args.shard_size, workers=args.workers,
-                gpus_per_worker=args.gpus_per_worker, address=args.ray_address, progress=_progress("embed", "tile"))
+    bar = _progress("embed", "tile")
+    try:
+        res = embed(args.out, images=args.images, parquet=args.parquet, dataset=args.dataset,
+                    column=args.column or "", run=args.run, workspace=args.workspace, shard_size=args.shard_size,
+                    workers=args.workers, gpus_per_worker=args.gpus_per_worker, address=args.ray_address,
+                    progress=bar)
+    finally:
+        bar.close()
     _failures(res, "skipped")
     print(f"embedded {res['rows'] - res['errors']} tile(s), {res['errors']} unreadable ({_resumed(res)}) -> {res['out']}")
     if res["rows"] == res["errors"]:

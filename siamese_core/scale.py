@@ -456,14 +456,20 @@ class _Worker:
     """One model per Ray actor: loaded once, then a shard per call (``map_batches(batch_size=1)``)."""
 
     def __init__(self, kind: str, run, workspace, out):
-        self.kind, self.out = kind, Path(out)
-        self.scorer = _worker_scorer(run, workspace)
-        if kind == "embed":
-            self.dim = int(self.scorer.embed(np.zeros((1, self.scorer.size, self.scorer.size, 3), np.uint8)).shape[1])
-            self.pool = ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1)))
+        self.kind, self.out, self.fatal = kind, Path(out), ""
+        try:
+            self.scorer = _worker_scorer(run, workspace)
+            if kind == "embed":
+                blank = np.zeros((1, self.scorer.size, self.scorer.size, 3), np.uint8)
+                self.dim = int(self.scorer.embed(blank).shape[1])
+                self.pool = ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1)))
+        except Exception as e:  # reported by the first call: Ray's own report of a failed actor loses the message
+            self.fatal = str(e) if isinstance(e, SiameseError) else f"{type(e).__name__}: {e}".splitlines()[0]
 
     def __call__(self, batch: dict) -> dict:
-        done = {"shard": [], "rows": [], "errors": [], "seconds": []}
+        done = {"shard": [], "rows": [], "errors": [], "seconds": [], "fatal": []}
+        if self.fatal:
+            return {**{k: np.zeros(1, np.int64) for k in done}, "fatal": np.asarray([self.fatal])}
         for index, key, task in zip(batch["shard"], batch["key"], batch["task"]):
             t0 = time.time()
             task = json.loads(task)
@@ -475,6 +481,7 @@ class _Worker:
             done["rows"].append(table.num_rows)
             done["errors"].append(sum(1 for e in errors if e))
             done["seconds"].append(time.time() - t0)
+            done["fatal"].append("")
         return {k: np.asarray(v) for k, v in done.items()}
 
 
@@ -564,10 +571,13 @@ def run_plan(p: Plan, out, workspace=None, workers: int | None = None, gpus_per_
         _ray()  # Ray missing or a wrong address: fail before anything is written
         if not ray_connected():
             _check_reachable(address)
+    created = not out.exists()
     out, lock = _open_out(out)
     try:
         _tidy(out, len(p.shards))
         pending = [s for s in p.shards if not shard_done(out / part_name(s.index), s)]
+        if pending:
+            (out / "job.json").unlink(missing_ok=True)  # written again once every shard is there
         total = sum(s.rows for s in p.shards)
         done = total - sum(s.rows for s in pending)
         if progress:
@@ -584,6 +594,14 @@ def run_plan(p: Plan, out, workspace=None, workers: int | None = None, gpus_per_
                                              "errors": summary["errors"],
                                              "finished": time.strftime("%Y-%m-%dT%H:%M:%S")})
         return summary
+    except BaseException:
+        if created and not any(PART.match(f.name) for f in out.iterdir()):  # a failed first run leaves no folder
+            (out / ".lock").unlink(missing_ok=True)
+            try:
+                out.rmdir()
+            except OSError:
+                pass
+        raise
     finally:
         os.close(lock)
 
@@ -613,6 +631,8 @@ def _execute(p: Plan, pending: list, out: Path, workspace, workers, gpus_per_wor
                 num_cpus=1, num_gpus=gpus_per_worker or None, runtime_env={"env_vars": env}, max_restarts=0)
         try:
             for r in ds.iter_rows():
+                if r["fatal"]:
+                    raise SiameseError(f"a Ray worker could not start: {r['fatal']}")
                 done += int(r["rows"])
                 if progress:
                     progress(done, total)

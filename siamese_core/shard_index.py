@@ -205,6 +205,13 @@ def open_shard_index(out) -> ShardIndex:
         keys = pq.read_table(dest / "keys.parquet")
     except (OSError, ValueError, RuntimeError):
         raise SiameseError(f"{dest}: no complete index here; build it with: embed ... --out {out} --index auto") from None
+    try:
+        keys_now = json.loads((Path(out).expanduser() / "job.json").read_text()).get("keys")
+    except (OSError, ValueError):
+        keys_now = None
+    if keys_now != meta.get("source", {}).get("keys"):
+        raise SiameseError(f"{dest}: the index is older than the shards in {out} (they were computed again since); "
+                           f"rebuild it with: embed ... --out {out} --index {meta.get('kind', 'auto')}")
     if meta.get("kind") == "ivfpq":
         idx.nprobe = int(meta.get("nprobe") or NPROBE)
     return ShardIndex(dest, idx, keys.column("row").to_numpy(), keys.column("name").to_pylist(), meta)

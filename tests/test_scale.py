@@ -82,8 +82,11 @@ def _mtimes(out: Path) -> dict:
 
 
 def test_embed_folder_equals_single_process_resumes_and_indexes(ray_local, scorer, tiles, tmp_path, capsys):
+    import shutil
     from siamese_core import scale
+    from siamese_core.errors import SiameseError
     from siamese_core.shard_index import build_shard_index, open_shard_index
+    tiles = shutil.copytree(tiles, tmp_path / "tiles")  # this test adds a tile
     out = tmp_path / "emb"
     assert cli("embed", "--images", tiles, "--out", out, "--shard-size", 4, "--workers", 2) == 0
     cap = capsys.readouterr()
@@ -105,32 +108,41 @@ def test_embed_folder_equals_single_process_resumes_and_indexes(ray_local, score
     job = json.loads((out / "job.json").read_text())
     assert job["kind"] == "embed" and job["shards"] == 4 and job["rows"] == 15 and job["errors"] == 1
 
+    # the index from the shards: every tile finds its own embedding first
+    meta = build_shard_index(out, "flat")
+    assert (meta["status"], meta["kind"], meta["count"], meta["dim"]) == ("built", "flat", 14, 128)
+    hits = open_shard_index(out).search(got, k=3)
+    assert [h[0].row for h in hits] == list(range(1, 15))
+    assert [h[0].name for h in hits] == names[1:]
+    assert all(h[0].distance == pytest.approx(0.0, abs=1e-3) and h[0].distance <= h[1].distance for h in hits)
+    assert build_shard_index(out, "flat")["status"] == "reused"
+
     # a second run: every shard is complete, nothing is recomputed (no Ray job at all)
     before = _mtimes(out)
     res = scale.embed(out, images=tiles, shard_size=4, workers=2)
     assert (res["kept"], res["computed"], res["rows"], res["errors"]) == (4, 0, 15, 1)
     assert _mtimes(out) == before
 
-    # a lost shard, a truncated one, a temporary file of a killed run: only those two shards are computed again
+    # a truncated shard, a lost one, a tile added at the end (the last shard's inputs change), a temporary file of
+    # a killed run: only those three shards are computed again
+    (out / "part-00000.parquet").write_bytes((out / "part-00000.parquet").read_bytes()[:100])
     (out / "part-00001.parquet").unlink()
-    (out / "part-00003.parquet").write_bytes((out / "part-00003.parquet").read_bytes()[:100])
     (out / ".part-00002.999.tmp").write_bytes(b"half")
+    (tiles / "t99.png").write_bytes(_png(99))
     res = scale.embed(out, images=tiles, shard_size=4, workers=2)
-    assert (res["kept"], res["computed"]) == (2, 2)
+    assert (res["kept"], res["computed"], res["rows"]) == (1, 3, 16)
     after = _mtimes(out)
-    assert {k for k in after if after[k] == before[k]} == {"part-00000.parquet", "part-00002.parquet"}
+    assert {k for k in after if after[k] == before[k]} == {"part-00002.parquet"}
     assert not list(out.glob(".part-*"))
-    np.testing.assert_allclose(_embeddings(scale.read_shards(out)), got, atol=1e-6)
+    t = scale.read_shards(out)
+    assert t.column("name").to_pylist() == names + ["t99.png"]
+    np.testing.assert_allclose(_embeddings(t), np.concatenate([got, _expected(scorer, [tiles / "t99.png"])]), atol=1e-5)
 
-    # the index from the shards: every tile finds its own embedding first
-    meta = build_shard_index(out, "flat")
-    assert (meta["status"], meta["kind"], meta["count"], meta["dim"]) == ("built", "flat", 14, 128)
-    idx = open_shard_index(out)
-    hits = idx.search(got, k=3)
-    assert [h[0].row for h in hits] == list(range(1, 15))
-    assert [h[0].name for h in hits] == names[1:]
-    assert all(h[0].distance == pytest.approx(0.0, abs=1e-3) and h[0].distance <= h[1].distance for h in hits)
-    assert build_shard_index(out, "flat")["status"] == "reused"
+    # the index built before is now older than the shards: refused until rebuilt
+    with pytest.raises(SiameseError, match="the index is older than the shards"):
+        open_shard_index(out)
+    assert build_shard_index(out, "flat")["status"] == "built"
+    assert [h[0].row for h in open_shard_index(out).search(_embeddings(t), k=1)] == list(range(1, 16))
 
 
 def test_embed_dataset_and_parquet_bytes(ray_local, scorer, tmp_path):
@@ -211,12 +223,21 @@ def test_score_on_ray_equals_score_pairs(ray_local, tiles, tmp_path, capsys):
     assert got.loc[ok, "inliers"].tolist() == local.loc[ok, "inliers"].astype(int).tolist()
     assert got.loc[~ok, "score"].isna().all() and got.loc[0, "same_place"] == True  # noqa: E712 (identical tiles)
 
-    # run again: nothing to compute; a new threshold changes every shard's key, so all are computed again
+    # run again: nothing to compute, no Ray job
     assert scale.score_pairs(csv, tmp_path / "ray", shard_size=3)["computed"] == 0
-    res = scale.score_pairs(csv, tmp_path / "ray", shard_size=3, threshold=0.01, workers=2)
-    assert (res["computed"], res["threshold"]) == (3, 0.01)
-    again = scale.read_shards(tmp_path / "ray").to_pandas()
-    assert again.loc[ok, "same_place"].tolist() == (got.loc[ok, "score"] <= 0.01).tolist()
+
+
+def test_a_worker_that_cannot_load_its_model_is_one_line(ray_local, tiles, tmp_path, capsys):
+    import shutil
+    from siamese_core.runs import BUNDLED_DIR
+    ws = tmp_path / "ws"
+    shutil.copytree(BUNDLED_DIR, ws / "runs" / "broken")
+    (ws / "runs" / "broken" / "model.keras").write_bytes(b"not a keras file")
+    assert cli("--workspace", ws, "embed", "--images", tiles, "--out", tmp_path / "o", "--run", "broken") == 2
+    err = [x for x in capsys.readouterr().err.splitlines() if x.startswith("error: ")]
+    assert len(err) == 1 and err[0].startswith("error: a Ray worker could not start: ")
+    assert "broken/model.keras: refused to load model" in err[0]
+    assert not (tmp_path / "o").exists()
 
 
 def test_ivfpq_index_from_shards(tmp_path):
