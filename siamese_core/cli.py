@@ -28,8 +28,8 @@ def _progress(desc: str, unit: str):
         if total and done >= total:
             bar.close()
 
-    def close():  # end the bar's line, so that an error after it starts a line of its own
-        if bar is not None:
+    def close():  # end an unfinished bar's line, so that an error after it starts a line of its own
+        if bar is not None and bar.n < (bar.total or 0):
             bar.close()
     update.close = close
     return update

@@ -77,6 +77,14 @@ def _stat(p: Path) -> list:
     return [st.st_size, st.st_mtime_ns]
 
 
+def _stat_or_none(p: Path) -> list:
+    """Size and mtime, or None for a file gone since it was listed (its row will say it cannot be read)."""
+    try:
+        return _stat(p)
+    except OSError:
+        return [None, None]
+
+
 def _key(*parts) -> str:
     return hashlib.sha1(json.dumps(parts, default=str, sort_keys=True).encode()).hexdigest()
 
@@ -144,7 +152,7 @@ def folder_tasks(root, shard_size: int) -> tuple[dict, list]:
     out = []
     for lo, hi in _cut(len(paths), shard_size):
         names = [str(p)[prefix:] for p in paths[lo:hi]]
-        items = [[n, *_stat(p)] for n, p in zip(names, paths[lo:hi])]
+        items = [[n, *_stat_or_none(p)] for n, p in zip(names, paths[lo:hi])]
         out.append(({"kind": "files", "root": str(root), "names": names, "start": lo}, items, hi - lo))
     return {"kind": "folder", "path": str(root), "count": len(paths)}, out
 
@@ -209,8 +217,15 @@ def dataset_tasks(name: str, workspace, shard_size: int) -> tuple[dict, list]:
     if n == 0:
         raise SiameseError(f"dataset {name!r} has no images; nothing to embed")
     stamp = _stat(ds.path / "images.npy")
-    out = [({"kind": "dataset", "path": str(ds.path), "lo": lo, "hi": hi, "start": lo}, [stamp, lo, hi], hi - lo)
-           for lo, hi in _cut(n, shard_size)]
+    try:
+        import pandas as pd
+        ids = pd.read_parquet(ds.path / "manifest.parquet", columns=["tile_id"])["tile_id"].astype(str).tolist()
+    except (OSError, KeyError, ValueError):
+        ids = []
+    if len(ids) != n:
+        ids = [f"{ds.name}#{r}" for r in range(n)]
+    out = [({"kind": "dataset", "path": str(ds.path), "names": ids[lo:hi], "lo": lo, "hi": hi, "start": lo},
+            [stamp, lo, hi], hi - lo) for lo, hi in _cut(n, shard_size)]
     return {"kind": "dataset", "name": ds.name, "path": str(ds.path), "count": n}, out
 
 
@@ -359,20 +374,12 @@ def _parquet_rows(task: dict) -> list:
 
 def _task_items(task: dict) -> tuple[list, list]:
     """(names, values) of a task's inputs; values are filled per chunk for datasets (see embed_task)."""
-    if task["kind"] == "files":
-        return task["names"], [None] * len(task["names"])
     if task["kind"] == "parquet":
         cells = _parquet_rows(task)
         if task["mode"] == "paths":
             return [str(c) for c in cells], cells
         return [f"{Path(task['file']).name}#{r}" for r in range(task["lo"], task["hi"])], cells
-    from .store import Dataset
-    ds = Dataset(Path(task["path"]))
-    try:
-        ids = ds.manifest["tile_id"].astype(str).to_numpy()[task["lo"]:task["hi"]].tolist()
-    except (OSError, KeyError, ValueError):
-        ids = [f"{ds.name}#{r}" for r in range(task["lo"], task["hi"])]
-    return ids, [None] * len(ids)
+    return task["names"], [None] * len(task["names"])
 
 
 def embed_task(scorer, task: dict, dim: int, pool=None):
@@ -403,22 +410,12 @@ def embed_task(scorer, task: dict, dim: int, pool=None):
         if rows is not None:
             for i in idx:
                 values[i] = None
-    valid = np.array([not e for e in errors])
-    flat = pa.array(emb[valid].reshape(-1))
-    col = pa.FixedSizeListArray.from_arrays(flat if valid.all() else _spread(emb, valid), dim,
-                                            mask=pa.array(~valid))
+    failed = pa.array([bool(e) for e in errors], pa.bool_())
+    col = pa.FixedSizeListArray.from_arrays(pa.array(emb.reshape(-1)), dim, mask=failed)  # zeros under the nulls
     start = task["start"]
     return pa.table({"row": pa.array(np.arange(start, start + n, dtype=np.int64)), "name": pa.array(names, pa.string()),
                      "embedding": col, "error": pa.array(errors, pa.string())},
                     metadata={b"siamese.dim": str(dim).encode()})
-
-
-def _spread(emb: np.ndarray, valid: np.ndarray):
-    """Child values of a fixed-size list with nulls: every slot is present (zeros under a null row)."""
-    import pyarrow as pa
-    e = emb.copy()
-    e[~valid] = 0.0
-    return pa.array(e.reshape(-1))
 
 
 SCORE_TYPES = {"score": "float", "distance": "float", "same_place": "bool", "inliers": "int", "sift_inliers": "int",
