@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One entry point for a fresh machine:
 #   ./run.sh app    set up (virtual environment + requirements) and open the dashboard
-#   ./run.sh test   set up (plus Chromium for the browser test) and run the whole test suite
+#   ./run.sh test   set up (plus Ray from requirements-scale.txt, and Chromium for the browser test) and run the
+#                   whole test suite
 #   ./run.sh setup  only set up
 # VENV=path chooses the virtual environment (default .venv); FRESH_VENV=1 recreates it.
 set -euo pipefail
@@ -22,6 +23,11 @@ setup() {
   "$VENV/bin/python" -m pip install -q --no-deps -e .
 }
 
+scale() {  # the optional Ray extra (embed, score --engine ray): the tests run it, the dashboard does not need it
+  echo "==> installing requirements-scale.txt"
+  "$VENV/bin/python" -m pip install -q -r requirements-scale.txt
+}
+
 browser() {  # Debian's Chromium for the end-to-end browser test (Playwright drives it; nothing is downloaded)
   if [ -x /usr/bin/chromium ]; then return; fi
   echo "==> installing Chromium (apt-get)"
@@ -39,6 +45,7 @@ case "${1:-app}" in
     exec "$VENV/bin/python" -m streamlit run streamlit_app.py "$@" ;;
   test)
     setup
+    scale
     browser
     shift || true
     exec "$VENV/bin/python" -m pytest -q "$@" ;;

@@ -1,4 +1,4 @@
-"""The command line: ``python -m siamese_core {prepare,train,calibrate,evaluate,score,list,stop,delete,...}``.
+"""The command line: ``python -m siamese_core {prepare,train,calibrate,evaluate,score,embed,list,stop,delete,...}``.
 
 Every user-fixable problem (a SiameseError) ends the command with exit code 2 and one line on
 stderr, never a traceback. Long steps show tqdm progress bars (on stderr).
@@ -27,6 +27,11 @@ def _progress(desc: str, unit: str):
         bar.update(done - bar.n)
         if total and done >= total:
             bar.close()
+
+    def close():  # end an unfinished bar's line, so that an error after it starts a line of its own
+        if bar is not None and bar.n < (bar.total or 0):
+            bar.close()
+    update.close = close
     return update
 
 
@@ -187,6 +192,10 @@ def cmd_make_pairs(args) -> int:
 
 def cmd_score(args) -> int:
     from .inference import explain, score_csv
+    if args.engine == "ray":
+        return cmd_score_ray(args)
+    if args.ray_address or args.workers or args.gpus_per_worker or args.shard_size:
+        raise SiameseError("--ray-address, --workers, --gpus-per-worker and --shard-size apply to --engine ray")
     scorer = _scorer(args)
     t = args.threshold if args.threshold is not None else scorer.threshold
     if args.pairs:
@@ -209,6 +218,75 @@ def cmd_score(args) -> int:
         print(explain(j.score, t))
         print(f"  evidence: learned distance {j.distance:.4f}; {j.geo.sentence()}")
     return 0
+
+
+def _failures(res: dict, what: str) -> None:
+    for name, why in res["failures"]:
+        print(f"{what} {name}: {why}" if what == "line" else f"skipped: {why}", file=sys.stderr)
+    if res["errors"] > len(res["failures"]):
+        print(f"... and {res['errors'] - len(res['failures'])} more (the error column of the shards in {res['out']})",
+              file=sys.stderr)
+
+
+def _resumed(res: dict) -> str:
+    return (f"{res['shards']} shard(s): {res['computed']} computed, {res['kept']} kept from an earlier run"
+            if res["kept"] else f"{res['shards']} shard(s)")
+
+
+def cmd_score_ray(args) -> int:
+    """score --pairs IN.csv --out FOLDER --engine ray: the same judgements, as parquet shards, on Ray."""
+    from .scale import score_pairs
+    if not (args.pairs and args.out):
+        raise SiameseError("--engine ray scores a CSV: give --pairs IN.csv --out FOLDER (a folder of parquet shards)")
+    if not args.run:
+        print("using the bundled model 'pretrained' (no --run given)", file=sys.stderr)
+    bar = _progress("score", "pair")
+    try:
+        res = score_pairs(args.pairs, args.out, args.run, args.workspace, args.threshold, args.shard_size,
+                          args.workers, args.gpus_per_worker, args.ray_address, progress=bar)
+    finally:
+        bar.close()
+    _failures(res, "line")
+    print(f"scored {res['rows'] - res['errors']} pair(s), {res['errors']} failed, threshold {res['threshold']:.4f} "
+          f"({_resumed(res)}) -> {res['out']}")
+    return 0 if res["rows"] > res["errors"] else 2
+
+
+def cmd_embed(args) -> int:
+    from .scale import embed
+    if not args.run:
+        print("using the bundled model 'pretrained' (no --run given)", file=sys.stderr)
+    bar = _progress("embed", "tile")
+    try:
+        res = embed(args.out, images=args.images, parquet=args.parquet, dataset=args.dataset,
+                    column=args.column or "", run=args.run, workspace=args.workspace, shard_size=args.shard_size,
+                    workers=args.workers, gpus_per_worker=args.gpus_per_worker, address=args.ray_address,
+                    progress=bar)
+    finally:
+        bar.close()
+    _failures(res, "skipped")
+    print(f"embedded {res['rows'] - res['errors']} tile(s), {res['errors']} unreadable ({_resumed(res)}) -> {res['out']}")
+    if res["rows"] == res["errors"]:
+        return 2
+    if args.index != "none":
+        from .shard_index import build_shard_index
+        meta = build_shard_index(args.out, args.index, nlist=args.nlist, m=args.pq_m,
+                                 progress=_progress("index", "shard"))
+        what = (f"IVF-PQ {meta['factory']}, nprobe {meta['nprobe']}" if meta["kind"] == "ivfpq" else "exact")
+        print(f"{meta['status']} the {meta['kind']} index of {meta['count']} embeddings ({what}) -> "
+              f"{Path(args.out) / 'index'}")
+    return 0
+
+
+def _ray_options(s) -> None:
+    """The options of a job that runs on Ray (embed, score --engine ray)."""
+    s.add_argument("--ray-address", help="Ray cluster to run on (host:port of its head node, or 'auto'); "
+                                         "default: a local Ray on this machine")
+    s.add_argument("--workers", type=int, help="model copies (Ray actors) at once (default: one per 2 CPUs, "
+                                               "or one per --gpus-per-worker GPUs)")
+    s.add_argument("--gpus-per-worker", type=float, default=0.0, help="GPUs each worker holds (default 0: CPU)")
+    s.add_argument("--shard-size", type=int,
+                   help="inputs per parquet shard: the unit of work and of resuming (default 4096)")
 
 
 def cmd_index(args) -> int:
@@ -390,10 +468,32 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("image_a", nargs="?")
     s.add_argument("image_b", nargs="?")
     s.add_argument("--pairs", help="CSV with columns image_a,image_b")
-    s.add_argument("--out", help="output CSV for --pairs")
+    s.add_argument("--out", help="output CSV for --pairs (with --engine ray: a folder of parquet shards)")
     s.add_argument("--threshold", type=float)
     s.add_argument("--json", action="store_true")
+    s.add_argument("--engine", choices=("local", "ray"), default="local",
+                   help="--pairs on Ray (local, or a cluster with --ray-address): --out is then a folder of "
+                        "parquet shards, resumable (default: local, one process, --out a CSV)")
+    _ray_options(s)
     s.set_defaults(func=cmd_score)
+
+    s = sub.add_parser("embed", help="embed every tile of a folder, parquet or dataset into parquet shards, on Ray "
+                                     "(resumable); optionally index them for search")
+    q = s.add_mutually_exclusive_group(required=True)
+    q.add_argument("--images", help="folder of image files (recursive)")
+    q.add_argument("--parquet", help="parquet file, or folder of them: a column of image bytes (binary, or a "
+                                     "struct with 'bytes') or of image paths (strings, relative to the file)")
+    q.add_argument("--dataset", help="workspace dataset name")
+    s.add_argument("--column", help="parquet column (default: the image column, else path/image_path/file/filename)")
+    s.add_argument("--out", required=True, help="output folder of parquet shards (run again to resume)")
+    s.add_argument("--run", help="run id (default: the model bundled with the package)")
+    s.add_argument("--index", choices=("none", "auto", "flat", "ivfpq"), default="none",
+                   help="then build a FAISS index in OUT/index: flat (exact), ivfpq (compressed, approximate; for "
+                        "tens of millions), auto (flat up to 1,000,000)")
+    s.add_argument("--nlist", type=int, default=0, help="ivfpq: cells (default ≈ 4·sqrt(N))")
+    s.add_argument("--pq-m", type=int, default=0, help="ivfpq: bytes per vector (default embedding size / 4)")
+    _ray_options(s)
+    s.set_defaults(func=cmd_embed)
 
     s = sub.add_parser("index", help="embed every image of a dataset once for search (reused until model or data change)")
     s.add_argument("--dataset", required=True, help="dataset name")
