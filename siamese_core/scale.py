@@ -112,12 +112,11 @@ class Plan:
 
 def _run_stamp(run: str | None, workspace) -> tuple[Path, dict]:
     """The run's folder and what its results depend on (model file, tile size); fails before any work."""
-    from .runs import PRETRAINED, open_run, read_config
-    run_dir = open_run(run or PRETRAINED, workspace)
-    model = run_dir / "model.keras"
-    if not model.exists():
+    from .runs import PRETRAINED, open_run
+    r = open_run(run or PRETRAINED, workspace)
+    if not r.has_model():
         raise RunError(f"run {run!r} has no trained model yet (status: see `list`); wait for it to finish")
-    return run_dir, {"run": run_dir.name, "model": _stat(model), "size": read_config(run_dir).model.size}
+    return r.path, {"run": r.name, "model": _stat(r.model_path), "size": r.config.model.size}
 
 
 def _cut(n: int, shard_size: int):
@@ -693,10 +692,10 @@ def score_pairs(pairs, out, run: str | None = None, workspace=None, threshold: f
                 address: str | None = None, progress=None) -> dict:
     """Score every row of a pairs CSV like ``score --pairs`` (same judgements, same columns), into parquet
     shards under ``out``. ``threshold`` None: the run's saved threshold. Returns the summary of :func:`run_plan`."""
-    from .runs import read_threshold
+    from .runs import Run
     shard_size = _check_shard_size(shard_size)
     run_dir, _ = _run_stamp(run, workspace)
-    t = float(read_threshold(run_dir) if threshold is None else threshold)
+    t = float(Run(run_dir).threshold() if threshold is None else threshold)
     source, tasks = pairs_tasks(pairs, shard_size, t)
     summary = run_plan(plan("score", {**source, "threshold": t}, tasks, run, workspace), out, workspace, workers,
                   gpus_per_worker, address, progress)
