@@ -256,6 +256,14 @@ def run_one(meas: dict, data: dict, p: dict, placement) -> dict:
     return embed_speed(meas["preset"], meas["precision"], meas["batch"], tiles, p)
 
 
+def _gist(err: Exception) -> str:
+    """The line of an error that says what went wrong (TensorFlow's start with a traceback of the graph)."""
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+    told = [ln for ln in lines if not ln.startswith(("File ", "Detected at node", "Graph execution error", "[[", "Cf. "))
+            and not ln.endswith(":")]
+    return ((told or lines or [""])[0])[:300]
+
+
 def targets(rows: list[dict], quick: bool) -> list[dict]:
     out = []
     for what, preset, kind, target in TARGETS:
@@ -345,7 +353,7 @@ def main(argv=None) -> int:
                 row.update(run_one(meas, data, p, placement if meas["kind"] == "train" else None))
             except Exception as e:  # one failed measure must not lose the others
                 failed += 1
-                row["error"] = f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:300]}"
+                row["error"] = f"{type(e).__name__}: {_gist(e)}"
         rows.append(row)
     res = {"quick": q, "device": device_name(), "gpus": len(gpus), "devices": placement.replicas,
            "devices_note": placement.describe(), "cpu": cpu_model(), "cores": os.cpu_count(),
