@@ -6,6 +6,7 @@ import streamlit as st
 from app_pages import _ui
 from app_pages import views as dash
 from siamese_core.config import PRECISIONS, PRESETS, RunConfig, preset_defaults
+from siamese_core.devices import resolve_devices
 from siamese_core.errors import SiameseError
 from siamese_core import runs
 
@@ -15,6 +16,7 @@ st.caption("Training runs in a separate process (one job per workspace): you can
            "browser or use the other pages meanwhile. Curves refresh about every "
            f"{_ui.POLL_S:g} s while a job runs.")
 
+DEVICE_CHOICES = ["1", "2", "3", "4", "8", "all"]
 PRESET_HELP = {
     "seed": "the reference model exactly: sigmoid score in [0, 1], threshold 0.2, RMSprop, no augmentation",
     "default": "this project's model: rotation-invariant embedding distance in [0, 2], calibrated threshold, "
@@ -27,7 +29,8 @@ def _defaults(preset: str) -> dict:
     return {"train_epochs": train.epochs, "train_batch": train.batch_size, "train_lr": float(train.learning_rate),
             "train_steps": 0, "train_identical": pairs.identical, "train_val": float(pairs.val_fraction),
             "train_negatives": pairs.negatives, "train_pair_limit": pairs.limit, "train_seed": 0,
-            "train_augment": bool(train.augment), "train_precision": train.precision}
+            "train_augment": bool(train.augment), "train_precision": train.precision,
+            "train_devices": str(train.devices)}
 
 
 def _reset_form():
@@ -62,13 +65,16 @@ else:
             d2.slider("Validation fraction", 0.05, 0.5, step=0.05, key="train_val")
             d3.number_input("Different pairs per image", 1, 16, key="train_negatives")
             d4.number_input("Anchor images (0 = all)", 0, None, step=100, key="train_pair_limit")
-            e1, e2, e3, e4 = st.columns([1, 1, 1, 2])
+            e1, e2, e3, e5, e4 = st.columns([1, 1, 1, 1, 2])
             e1.number_input("Seed", 0, 1_000_000, key="train_seed")
             e2.checkbox("Augment on the fly", key="train_augment", disabled=preset == "seed",
                         help="Random rotation, mirror, zoom, exposure, blur and occlusion (default preset only)")
             e3.selectbox("Precision", PRECISIONS, key="train_precision",
                          help="mixed_float16 speeds up training on NVIDIA GPUs with tensor cores; "
                               "float32 is fastest on a CPU")
+            e5.selectbox("Devices", DEVICE_CHOICES, key="train_devices",
+                         help="GPUs to train on (tf.distribute.MirroredStrategy): each batch is split across them. "
+                              "all = every GPU of this server, or 1 CPU device without a GPU")
             e4.text_input("Run id (optional)", key="train_run_id", placeholder="e.g. default-12ep; empty = time + preset")
             launch = st.form_submit_button("Launch training", type="primary", key="train_launch",
                                            icon=":material/play_arrow:")
@@ -80,7 +86,8 @@ else:
                                       seed=int(s.train_seed), augment=bool(s.train_augment) and preset != "seed",
                                       precision=s.train_precision, identical=bool(s.train_identical),
                                       val_fraction=float(s.train_val), negatives=int(s.train_negatives),
-                                      pair_limit=int(s.train_pair_limit))
+                                      pair_limit=int(s.train_pair_limit), devices=s.train_devices)
+                resolve_devices(cfg.train.devices)  # more devices than this server has: one line, nothing launched
                 run = runs.launch_background(cfg, ws, run_id=(s.get("train_run_id") or "").strip() or None)
             except SiameseError as e:
                 _ui.error(e)

@@ -59,7 +59,15 @@ def _run_config(args) -> RunConfig:
     return RunConfig.build(args.dataset, args.preset, epochs=args.epochs, batch_size=args.batch_size,
                            learning_rate=args.learning_rate, seed=args.seed, steps_per_epoch=args.steps_per_epoch,
                            precision=args.precision, augment=args.augment, identical=args.identical,
-                           val_fraction=args.val_fraction, negatives=args.negatives, pair_limit=args.pair_limit)
+                           val_fraction=args.val_fraction, negatives=args.negatives, pair_limit=args.pair_limit,
+                           devices=args.devices)
+
+
+def _check_devices(cfg: RunConfig) -> None:
+    """Refuse too many --devices before anything is written; say on stderr what N or 'all' resolved to."""
+    if cfg.train.devices != 1:
+        from .devices import resolve_devices
+        print(f"devices: {resolve_devices(cfg.train.devices).describe()}", file=sys.stderr)
 
 
 def cmd_train(args) -> int:
@@ -69,10 +77,12 @@ def cmd_train(args) -> int:
         run = open_run(args.resume, ws)
         from .train import run_training
         run.resume_check(ws)
+        _check_devices(run.config)
         run.clear_stop()
         run_training(run, resume=True, verbose=args.verbose)
     else:
         cfg = _run_config(args)
+        _check_devices(cfg)
         rid = args.run_id or new_run_id(cfg.model.preset, ws)
         fd = acquire_train_lock(rid, ws)  # refuse before creating anything
         try:
@@ -422,6 +432,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=None)
     s.add_argument("--precision", choices=PRECISIONS,
                    help="dtype policy (default float32); mixed_float16 for NVIDIA GPUs with tensor cores")
+    s.add_argument("--devices", help="1 (default: one device), N or all: train on N GPUs (all: every GPU, or 1 CPU "
+                                     "device without a GPU) with MirroredStrategy, the batch split across them")
     s.add_argument("--pair-limit", type=int, help="anchor images used for pairs (seed preset: 2000)")
     s.add_argument("--val-fraction", type=float)
     s.add_argument("--identical", action=argparse.BooleanOptionalAction, default=None,

@@ -154,6 +154,18 @@ class ModelConfig(_Config):
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 
 
+def parse_devices(value):
+    """A ``--devices`` choice as the config stores it: 'all' or a whole number >= 1 (text such as '2'
+    is accepted); anything else is a one-line SiameseError naming the value."""
+    if isinstance(value, str) and value.strip().lower() == "all":
+        return "all"
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    _check(isinstance(value, int) and not isinstance(value, bool) and value >= 1,
+           f"devices={value!r} is not a device count; use a whole number >= 1 (1 = one device, the default) or 'all'")
+    return value
+
+
 @dataclass(frozen=True)
 class TrainConfig(_Config):
     """Optimisation settings. ``threshold`` 0 means: calibrate on validation (seed keeps 0.2)."""
@@ -167,8 +179,10 @@ class TrainConfig(_Config):
     seed: int = 0
     steps_per_epoch: int = 0  # 0 = one pass over the training pairs
     precision: str = "float32"  # a Keras dtype policy: see PRECISIONS
+    devices: int | str = 1  # 1 = one device, no strategy; N or 'all': MirroredStrategy (siamese_core.devices)
 
     def __post_init__(self):
+        object.__setattr__(self, "devices", parse_devices(self.devices))  # '2' -> 2, 'ALL' -> 'all'
         _check(self.precision in PRECISIONS,
                f"precision={self.precision!r} is not one of {', '.join(PRECISIONS)}")
         _check(int(self.epochs) >= 1, f"epochs={self.epochs} must be >= 1")

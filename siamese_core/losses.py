@@ -3,12 +3,33 @@
 Labels follow the reference: 0 = same place, 1 = different. ``d`` is what the model outputs (a
 distance, or the reference's sigmoid of it): same pairs are pulled to 0, different pairs pushed
 beyond the margin.
+
+Under a ``tf.distribute`` strategy with several replicas (``train --devices N``) each loss first gathers
+every replica's rows (:func:`across_replicas`), so it is the loss of the whole global batch (for the
+in-batch loss: every other pair of the global batch is a negative), and divides it by the number of
+replicas, because Keras sums the replicas' gradients and leaves a loss that returns one value (not one
+per sample) unscaled. With one device nothing changes.
 """
 
 from __future__ import annotations
 
-from ._backend import keras
+from ._backend import keras, tf
 from keras import ops  # noqa: E402  (after _backend)
+
+
+def across_replicas(*values):
+    """(values gathered along axis 0 from every replica, number of replicas) inside a multi-replica step;
+    (values, 1) unchanged otherwise. The gather has a gradient: each replica gets back its own rows' share."""
+    ctx = tf.distribute.get_replica_context()
+    n = ctx.num_replicas_in_sync if ctx is not None else 1
+    if n == 1:
+        return values, 1
+    return tuple(ctx.all_gather(v, axis=0) for v in values), n
+
+
+def _per_replica(loss, n: int):
+    """A global-batch loss as each of ``n`` replicas must return it (Keras sums their gradients)."""
+    return loss if n == 1 else loss / ops.cast(n, loss.dtype)
 
 
 def contrastive_loss(y_true, d, margin: float = 1.0):
@@ -27,7 +48,8 @@ class ContrastiveLoss(keras.losses.Loss):
         self.margin = float(margin)
 
     def call(self, y_true, y_pred):
-        return contrastive_loss(y_true, y_pred, self.margin)
+        (y_true, y_pred), n = across_replicas(y_true, y_pred)
+        return _per_replica(contrastive_loss(y_true, y_pred, self.margin), n)
 
     def get_config(self):
         return {**super().get_config(), "margin": self.margin}
@@ -88,7 +110,8 @@ class BatchContrastiveLoss(keras.losses.Loss):
         self.margin = float(margin)
 
     def call(self, y_true, y_pred):
-        return batch_contrastive_loss(y_true, y_pred, self.margin)
+        (y_true, y_pred), n = across_replicas(y_true, y_pred)
+        return _per_replica(batch_contrastive_loss(y_true, y_pred, self.margin), n)
 
     def get_config(self):
         return {"margin": self.margin, "name": self.name}
@@ -104,6 +127,7 @@ class BatchPairAccuracy(keras.metrics.Mean):
         self.threshold = float(threshold)
 
     def update_state(self, y_true, y_pred, sample_weight=None):
+        (y_true, y_pred), _ = across_replicas(y_true, y_pred)  # the global batch's pairs, on every replica
         d, same = _pair_matrix(y_true, y_pred)
         pred_same = ops.cast(d <= self.threshold, d.dtype)
         acc_pos = ops.sum(same * pred_same) / ops.maximum(ops.sum(same), 1.0)

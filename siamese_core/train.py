@@ -20,6 +20,7 @@ import numpy as np
 from ._backend import keras, tf
 from .callbacks import EpochCheckpoint, LiveMetrics, StopOnRequest
 from .config import RunConfig
+from .devices import prepare_for_replicas, resolve_devices
 from .errors import RunError
 from .model import assemble, build_model, compile_model, embedding_trainer, preprocess, tower_of
 from .pairs import Pairs, make_pairs
@@ -225,9 +226,10 @@ def run_training(run_dir, resume: bool = False, lock_fd: int | None = None, verb
     policy = keras.mixed_precision.global_policy()
     try:
         _one_op_at_a_time_on_cpu()
+        placement = resolve_devices(cfg.train.devices)  # 1 (the default): no strategy, as without the option
         keras.mixed_precision.set_global_policy(cfg.train.precision)  # layers built below take it
         run.write_status("running", reset=True, pid=os.getpid(), pid_start=process_start(os.getpid()),
-                         device=device_name(), error=None, started=time.strftime("%Y-%m-%dT%H:%M:%S"))
+                         device=placement.describe(), error=None, started=time.strftime("%Y-%m-%dT%H:%M:%S"))
         keras.utils.set_random_seed(cfg.train.seed)
         ds = open_dataset(cfg.dataset, workspace)
         if ds.size != cfg.model.size:
@@ -264,14 +266,18 @@ def run_training(run_dir, resume: bool = False, lock_fd: int | None = None, verb
             train_ds = train_ds.repeat()
         val_ds = pair_dataset(images, fit_val, bs)  # activations, not data, set the peak memory
 
-        if initial_epoch:
-            from .inference import load_model_safe
-            fit_model = load_model_safe(ckpt, compile=True)
-        else:
-            model = build_model(cfg.model)
-            fit_model = embedding_trainer(tower_of(model)) if in_batch else model
-            compile_model(fit_model, cfg.model.preset, t.optimizer, t.learning_rate,
-                          decay_steps=steps * t.epochs if in_batch else 0)
+        strategy = placement.strategy()  # None for one device
+        with placement.scope(strategy):  # variables (and a resumed checkpoint's) mirrored on every device
+            if initial_epoch:
+                from .inference import load_model_safe
+                fit_model = load_model_safe(ckpt, compile=True)
+            else:
+                model = build_model(cfg.model)
+                fit_model = embedding_trainer(tower_of(model)) if in_batch else model
+                compile_model(fit_model, cfg.model.preset, t.optimizer, t.learning_rate,
+                              decay_steps=steps * t.epochs if in_batch else 0)
+        if strategy is not None:
+            prepare_for_replicas(fit_model, train_ds)  # global-batch BatchNorm; no batch drawn before training
         model = assemble(tower_of(fit_model), cfg.model.preset) if in_batch else fit_model
 
         stop = StopOnRequest(run)

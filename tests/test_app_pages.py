@@ -309,11 +309,13 @@ def test_train_page_launches_refuses_a_second_job_and_shows_curves(train_ws):
     widget(at, "number_input", "train_batch").set_value(16)
     widget(at, "text_input", "train_run_id").set_value("ui1")
     widget(at, "selectbox", "train_precision").set_value("mixed_bfloat16")
+    widget(at, "selectbox", "train_devices").set_value("all")
     widget(at, "button", "train_launch").click().run()
     ok(at)
-    from siamese_core.runs import PRETRAINED, Run
+    from siamese_core.runs import PRETRAINED
     assert [r for r in list_runs(ws) if r != PRETRAINED] == ["ui1"]
     assert Run(run_path("ui1", ws)).config.train.precision == "mixed_bfloat16"  # the form's choice reaches the run
+    assert Run(run_path("ui1", ws)).config.train.devices == "all"
     try:
         # a second launch while the first job holds the lock: the RunError's one line, no exception
         widget(at, "text_input", "train_run_id").set_value("ui2")
