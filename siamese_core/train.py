@@ -263,12 +263,14 @@ def _finish(run: Run, model: keras.Model, images, pairs: Pairs, cfg: RunConfig, 
         places = len(np.unique(groups[test.a]))
         what = {"split": "test", "pairs": len(test), "places": places, "distorted": test_seed is not None,
                 "label": f"test pairs: {places} places never used for training or the threshold"}
-        run.save_evaluation({"pairs": what, **report(t_scores, test.label, threshold, identical=test.identical)})
+        run.save_evaluation({"pairs": what, "threshold_source": source,
+                             **report(t_scores, test.label, threshold, identical=test.identical)})
     else:  # --test-fraction 0: only the calibration pairs, which the threshold was fitted on
         what = {"split": "validation", "pairs": len(cal), "places": len(np.unique(groups[cal.a])),
                 "distorted": cal_seed is not None,
                 "label": VALIDATION_LABEL}
-        run.save_evaluation({"pairs": what, **report(scores, cal.label, threshold, identical=cal.identical)})
+        run.save_evaluation({"pairs": what, "threshold_source": source,
+                             **report(scores, cal.label, threshold, identical=cal.identical)})
 
 
 def run_training(run_dir, resume: bool = False, lock_fd: int | None = None, verbose: int = 1) -> dict:
