@@ -414,11 +414,14 @@ def test_train_page_launches_refuses_a_second_job_and_shows_curves(train_ws):
     widget(at, "number_input", "train_batch").set_value(16)
     widget(at, "text_input", "train_run_id").set_value("ui1")
     widget(at, "selectbox", "train_precision").set_value("mixed_bfloat16")
+    assert widget(at, "slider", "train_test").value == 0.1  # the default preset's test fraction
+    widget(at, "slider", "train_test").set_value(0.2)
     widget(at, "button", "train_launch").click().run()
     ok(at)
     from siamese_core.runs import PRETRAINED, Run
     assert [r for r in list_runs(ws) if r != PRETRAINED] == ["ui1"]
-    assert Run(run_path("ui1", ws)).config.train.precision == "mixed_bfloat16"  # the form's choice reaches the run
+    cfg = Run(run_path("ui1", ws)).config
+    assert cfg.train.precision == "mixed_bfloat16" and cfg.pairs.test_fraction == 0.2  # the form's choices reach the run
     try:
         assert _wait(lambda: Run(run_path("ui1", ws)).status().get("status") in ("finished", "failed")), \
             Run(run_path("ui1", ws)).status()
