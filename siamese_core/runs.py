@@ -338,7 +338,7 @@ class Run:
     # --- pairs, scores, evaluation --------------------------------------------------------------
     @property
     def pairs_path(self) -> Path:
-        """The training and validation pairs (index arrays into the dataset), drawn when training began."""
+        """The train, calibration and test pairs (index arrays into the dataset), drawn when training began."""
         return self.path / self.PAIRS
 
     @property
