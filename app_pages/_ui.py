@@ -273,7 +273,7 @@ def _pairs(ws: str, name: str, stamp: float, cfg: dict):
     from siamese_core.config import PairsConfig
     from siamese_core.pairs import make_pairs
     p = make_pairs(_dataset(ws, name, stamp).groups, PairsConfig.from_dict(cfg))
-    return {"a": p.a, "b": p.b, "label": p.label, "val": p.val, "counts": p.counts()}
+    return {"a": p.a, "b": p.b, "label": p.label, "val": p.val, "test": p.test, "counts": p.counts()}
 
 
 def pairs(name: str, cfg) -> dict:
@@ -295,23 +295,27 @@ def scorer(run_id: str):
     return _scorer(str(workspace()), run_id, (dash.mtime(r.model_path), dash.mtime(r.fusion_path)))
 
 
-@st.cache_data(max_entries=8, show_spinner="Reading validation scores…")
-def _evaluation(ws: str, run_id: str, stamp: float, exclude_identical: bool):
+@st.cache_data(max_entries=8, show_spinner="Reading the run's scores…")
+def _evaluation(ws: str, run_id: str, stamp: float, exclude_identical: bool, split: str = "val"):
     from siamese_core.evaluate import ThresholdSweep, pr_curve, roc_auc, roc_curve, suggest_thresholds
     from siamese_core.runs import Run, run_path
-    v = Run(run_path(run_id, ws)).val_scores()
+    r = Run(run_path(run_id, ws))
+    v = r.test_scores() if split == "test" else r.val_scores()
     keep = ~v["identical"] if exclude_identical and (~v["identical"]).any() else np.ones(len(v["score"]), bool)
     s, y = v["score"][keep], v["label"][keep]
     fpr, tpr, _ = roc_curve(s, y)
     prec, rec, _ = pr_curve(s, y)
     return {"scores": s, "labels": y, "a": v["a"][keep], "b": v["b"][keep], "n_identical": int(v["identical"].sum()),
             "sweep": ThresholdSweep(s, y), "roc": (fpr, tpr), "pr": (prec, rec), "auc": roc_auc(s, y),
-            "suggest": suggest_thresholds(s, y)}
+            "suggest": suggest_thresholds(s, y), "distorted": v["distort_seed"] is not None, "n_all": len(v["score"])}
 
 
-def evaluation(run_id: str, exclude_identical: bool) -> dict:
-    """Validation scores, ThresholdSweep, curves and suggestions: computed once per version of the scores file."""
-    return _evaluation(str(workspace()), run_id, dash.mtime(run(run_id).val_scores_path), exclude_identical)
+def evaluation(run_id: str, exclude_identical: bool, split: str = "val") -> dict:
+    """The run's stored scores of its calibration (``val``) or ``test`` pairs, with the ThresholdSweep, curves and
+    suggestions: computed once per version of the scores file."""
+    r = run(run_id)
+    path = r.test_scores_path if split == "test" else r.val_scores_path
+    return _evaluation(str(workspace()), run_id, dash.mtime(path), exclude_identical, split)
 
 
 _CAL_KEYS = ("score", "label", "kind", "path_a", "path_b", "distance", "inliers")
@@ -375,8 +379,9 @@ def evaluations_dir(run_id: str):
 
 
 def score_sources(run_id: str) -> dict:
-    """What the Threshold page can sweep for this run, in order: {key: label}. ``val`` (the validation
-    pairs) for an unfused run, ``calibration`` (its calibration pairs) for a fused one, and ``eval:<stem>``
+    """What the Threshold page can sweep for this run, in order: {key: label}. ``val`` (the calibration pairs
+    its threshold is fitted on; a run from before the test split: its validation pairs) for an unfused run,
+    ``calibration`` (the labelled pairs its fusion was calibrated on) for a fused one, and ``eval:<stem>``
     for each stored evaluation (``evaluations/<stem>.npz``) scored the way the run scores now (fused or not)."""
     import json
     r = run(run_id)
@@ -386,7 +391,8 @@ def score_sources(run_id: str) -> dict:
     if fused:
         out["calibration"] = "Calibration pairs (fused scores, what the run was calibrated on)"
     elif r.has_val_scores():
-        out["val"] = "Validation pairs (stored when the run finished training)"
+        out["val"] = ("Calibration pairs (places held out from training; the threshold is fitted on them)"
+                      if r.has_test_scores() else "Validation pairs (the threshold was fitted on them: optimistic)")
     ed = evaluations_dir(run_id)
     for npz in sorted(ed.glob("*.npz")) if ed.is_dir() else []:
         if npz.name.startswith("."):

@@ -1,6 +1,8 @@
 """Threshold: choose the run's decision threshold on stored scores and save it.
 
-The scores to tune on ("Scores to tune on"): an unfused run's validation pairs; a fused run's calibration
+The scores to tune on ("Scores to tune on"): an unfused run's calibration pairs (where its threshold is fitted;
+the test pairs' numbers at the same threshold are shown beside them: places never used for training or the
+threshold; a run from before the test split has validation pairs only); a fused run's calibration
 pairs (one calibrated on labelled pairs, with ``calibration_scores.npz``: the fused scores, what ``score``
 and Compare output), optionally restricted to some kinds of pair; and any stored evaluation of the run
 (``evaluate --run R --dataset D`` or ``--pairs CSV``). The bundled run, which ships without validation
@@ -119,8 +121,17 @@ if fused:
             f"+ keypoints (what `score` and Compare output); the model is not run again.")
     word = "calibration"
 elif choice == "val":
-    what = "Everything below uses the run's stored validation scores; the model is not run again."
-    word, gallery_dataset = "validation", cfg.dataset
+    has_test = run.has_test_scores()
+    if has_test:
+        what = ("Everything below sweeps the run's stored scores of its **calibration pairs** (places held out from "
+                "training; the threshold is fitted on them); the **test pairs**' numbers at the same threshold "
+                "follow the matrix. The model is not run again.")
+        word = "calibration"
+    else:
+        what = ("Everything below uses the run's stored scores of its **validation pairs** (the threshold was fitted "
+                "on them: optimistic; this run has no test pairs). The model is not run again.")
+        word = "validation"
+    gallery_dataset = cfg.dataset
 else:
     try:
         ev = _ui.stored_evaluation(rid, choice.split(":", 1)[1])
@@ -174,6 +185,10 @@ elif choice == "val":
                             key="thr_exclude_identical",
                             help="They are trivially 'same' and flatter every metric; the calibration leaves them out too.")
     ev = _ui.evaluation(rid, True) if exclude else ev_all
+    if ev.get("distorted"):
+        st.caption("Tile B of each pair carries a seeded training distortion (the same in every run), so the "
+                   "threshold is fitted on pairs like those the model learned from.")
+left_out = ev["n_all"] - len(ev["scores"]) if choice == "val" else 0
 sweep, sug, scores, labels = ev["sweep"], ev["suggest"], ev["scores"], ev["labels"]
 if saved is None:
     saved = float(sug.best_accuracy)
@@ -250,7 +265,29 @@ k3.metric("Recall (same)", f"{m.recall:.3f}", _delta(m.recall, base.recall),
 k4.metric("F1", f"{m.f1:.3f}", _delta(m.f1, base.f1))
 k5.metric("ROC-AUC", "n/a" if ev["auc"] != ev["auc"] else f"{ev['auc']:.3f}", help="independent of the threshold")
 st.markdown(f"<div id='thr-counts'>At {m.threshold:.4f}: <b>TP {m.tp}</b> · <b>FN {m.fn}</b> · <b>FP {m.fp}</b> · "
-            f"<b>TN {m.tn}</b> of {m.n} {word} pairs</div>", unsafe_allow_html=True)
+            f"<b>TN {m.tn}</b> of {m.n} {word} pairs"
+            + (f" ({left_out} identical pairs left out)" if left_out else "") + "</div>", unsafe_allow_html=True)
+
+if choice == "val" and has_test:
+    try:
+        tev = _ui.evaluation(rid, exclude, split="test")
+    except SiameseError as e:
+        _ui.error(e)
+        st.stop()
+    tm = tev["sweep"].at(t)
+    label = run.evaluation_pairs()["label"] if run.evaluation_pairs()["split"] == "test" else "test pairs"
+    with st.container(border=True, key="thr_test"):
+        st.markdown(f"**Test pairs at the same threshold** — {label}")
+        q1, q2, q3, q4, q5 = st.columns(5)
+        q1.metric("Test accuracy", f"{tm.accuracy:.3f}")
+        q2.metric("Test precision (same)", f"{tm.precision:.3f}")
+        q3.metric("Test recall (same)", f"{tm.recall:.3f}")
+        q4.metric("Test F1", f"{tm.f1:.3f}")
+        q5.metric("Test ROC-AUC", "n/a" if tev["auc"] != tev["auc"] else f"{tev['auc']:.3f}")
+        t_left = tev["n_all"] - tm.n
+        st.markdown(f"<div id='thr-test-counts'>At {tm.threshold:.4f}: <b>TP {tm.tp}</b> · <b>FN {tm.fn}</b> · "
+                    f"<b>FP {tm.fp}</b> · <b>TN {tm.tn}</b> of {tm.n} test pairs"
+                    + (f" ({t_left} identical pairs left out)" if t_left else "") + "</div>", unsafe_allow_html=True)
 
 fpr_now = m.fp / (m.fp + m.tn) if (m.fp + m.tn) else float("nan")
 g3, g4 = st.columns(2)
@@ -310,7 +347,7 @@ except SiameseError as e:
     st.stop()
 changed = run.dataset_change(_ui.workspace()) if choice == "val" else None
 if changed:
-    st.warning(f"{changed}: the images shown may not be the validation pairs that were scored.",
+    st.warning(f"{changed}: the images shown may not be the {word} pairs that were scored.",
                icon=":material/warning:")
 elif choice == "val" and ds.size != cfg.model.size:
     st.caption(f"Note: dataset `{cfg.dataset}` now holds {ds.size} px tiles; the run was trained on {cfg.model.size} px.")

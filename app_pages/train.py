@@ -28,6 +28,7 @@ def _defaults(preset: str) -> dict:
     pairs, _, train = preset_defaults(preset)
     return {"train_epochs": train.epochs, "train_batch": train.batch_size, "train_lr": float(train.learning_rate),
             "train_steps": 0, "train_identical": pairs.identical, "train_val": float(pairs.val_fraction),
+            "train_test": float(pairs.test_fraction),
             "train_negatives": pairs.negatives, "train_pair_limit": pairs.limit, "train_seed": 0,
             "train_augment": bool(train.augment), "train_precision": train.precision,
             "train_devices": str(train.devices)}
@@ -60,11 +61,17 @@ else:
                             help="0 = the optimizer's default (0.001)")
             c4.number_input("Steps per epoch", 0, None, step=10, key="train_steps",
                             help="0 = one pass over the training pairs; a small number gives a quick trial run")
-            d1, d2, d3, d4 = st.columns(4)
+            d1, d2, d3, d4, d5 = st.columns(5)
             d1.toggle("Identical pairs (i, i)", key="train_identical")
-            d2.slider("Validation fraction", 0.05, 0.5, step=0.05, key="train_val")
-            d3.number_input("Different pairs per image", 1, 16, key="train_negatives")
-            d4.number_input("Anchor images (0 = all)", 0, None, step=100, key="train_pair_limit")
+            d2.slider("Calibration fraction", 0.05, 0.5, step=0.05, key="train_val",
+                      help="Share of the places held out as calibration pairs: the validation loss, and the "
+                           "threshold is fitted on them")
+            d3.slider("Test fraction", 0.0, 0.5, step=0.05, key="train_test",
+                      help="Share of the places held out as test pairs, never used for training or the threshold: "
+                           "the run's reported accuracy comes from them (0 = none: then it is measured on the "
+                           "calibration pairs, optimistic)")
+            d4.number_input("Different pairs per image", 1, 16, key="train_negatives")
+            d5.number_input("Anchor images (0 = all)", 0, None, step=100, key="train_pair_limit")
             e1, e2, e3, e5, e4 = st.columns([1, 1, 1, 1, 2])
             e1.number_input("Seed", 0, 1_000_000, key="train_seed")
             e2.checkbox("Augment on the fly", key="train_augment", disabled=preset == "seed",
@@ -85,7 +92,8 @@ else:
                                       learning_rate=float(s.train_lr) or None, steps_per_epoch=int(s.train_steps),
                                       seed=int(s.train_seed), augment=bool(s.train_augment) and preset != "seed",
                                       precision=s.train_precision, identical=bool(s.train_identical),
-                                      val_fraction=float(s.train_val), negatives=int(s.train_negatives),
+                                      val_fraction=float(s.train_val), test_fraction=float(s.train_test),
+                                      negatives=int(s.train_negatives),
                                       pair_limit=int(s.train_pair_limit), devices=s.train_devices)
                 resolve_devices(cfg.train.devices)  # more devices than this server has: one line, nothing launched
                 run = runs.launch_background(cfg, ws, run_id=(s.get("train_run_id") or "").strip() or None)
@@ -103,6 +111,13 @@ job = runs.active_job(ws)
 watch = job or st.session_state.get("train_watch") or (trained_here[0]["run"] if trained_here else None)
 if watch and watch not in [r["run"] for r in trained_here]:
     watch = trained_here[0]["run"] if trained_here else None
+
+
+def _preset_of(run) -> str:
+    try:
+        return run.config.model.preset
+    except (SiameseError, OSError, ValueError, KeyError):
+        return ""
 
 
 @st.fragment(run_every=_ui.POLL_S if job else None)
@@ -126,9 +141,7 @@ def live(run_id: str) -> None:
               "interrupted": "orange"}
     h1, h2, h3 = st.columns([1, 2, 1], vertical_alignment="center")
     h1.badge(state, color=colors.get(state, "gray"))
-    h2.caption(f"Device: {status.get('device') or '–'}"
-               + (f" · {status['train_pairs']:,} training / {status.get('val_pairs', 0):,} validation pairs"
-                  if status.get("train_pairs") else ""))
+    h2.caption(f"Device: {status.get('device') or '–'}")
     if state in ("running", "queued") and current == run_id:
         if h3.button("Stop", key="train_stop", icon=":material/stop_circle:",
                      help="Stop after the current batch; the model so far is kept and evaluated"):
@@ -136,6 +149,12 @@ def live(run_id: str) -> None:
                 run.stop(wait_s=30)
             st.rerun(scope="app")
     st.progress(frac, text=text)
+    counts = dash.pair_counts_text(status.get("pair_counts"), status.get("fit_pairs"), _preset_of(run))
+    if counts:
+        st.caption(f"Pairs: {counts}.")
+    res = dash.run_result(run) if state == "finished" else None
+    if res:
+        st.markdown(f":material/task_alt: {dash.result_text(res)}")
     if status.get("error") and state not in ("running", "queued", "finished"):
         st.error(dash.scrub_paths(status["error"], ws))
     records = run.metrics()
@@ -158,8 +177,14 @@ if all_runs:
     st.subheader("Runs")
     table = pd.DataFrame(all_runs)
     table["error"] = table["error"].map(lambda e: dash.scrub_paths(e, ws))
-    st.dataframe(table[["run", "status", "preset", "dataset", "epoch", "threshold", "threshold_source", "device",
-                        "started", "ended", "error"]], hide_index=True, width="stretch", key="train_runs_table")
+    st.dataframe(table[["run", "status", "preset", "dataset", "epoch", "threshold", "threshold_source", "accuracy",
+                        "roc_auc", "measured_on", "device", "started", "ended", "error"]],
+                 hide_index=True, width="stretch", key="train_runs_table",
+                 column_config={"accuracy": st.column_config.NumberColumn("accuracy", format="%.3f",
+                                                                          help="at the run's threshold, on the pairs "
+                                                                               "named in 'measured on'"),
+                                "roc_auc": st.column_config.NumberColumn("ROC-AUC", format="%.3f"),
+                                "measured_on": st.column_config.TextColumn("measured on")})
     if trained_here:
         with st.expander("Delete a run"):
             _ui.delete_control("run", [r["run"] for r in trained_here], "train_del",

@@ -80,7 +80,7 @@ def score_direction(preset: str | None, threshold: float | None = None, fused: b
     elif preset == "seed":
         what = f"this run uses the **seed** preset: its score is a sigmoid in [0, 1]{t}, 0.2 by default"
     elif preset == "default":
-        what = f"this run uses the **default** preset: its score is an embedding distance in [0, 2]{t}, calibrated on validation pairs"
+        what = f"this run uses the **default** preset: its score is an embedding distance in [0, 2]{t}, calibrated on held-out calibration pairs"
     else:
         what = "the seed preset scores in [0, 1] (threshold 0.2), the default preset scores a distance in [0, 2] (calibrated threshold)"
     return f"**Lower score = more alike.** A pair is judged the same place when score ≤ threshold; {what}."
@@ -143,15 +143,62 @@ def run_rows(workspace=None) -> list[dict]:
         thr_info = run.threshold_info() or {}
         thr, thr_src = thr_info.get("threshold"), thr_info.get("source", "")
         epochs = st.get("epochs") or cfg.train.epochs
+        res = run_result(run)
         rows.append({"run": rid, "status": st.get("status", "unknown"), "preset": cfg.model.preset,
                      "dataset": cfg.dataset, "epoch": f"{st.get('epoch') or 0}/{epochs}",
-                     "threshold": thr, "threshold_source": thr_src, "device": st.get("device") or "",
+                     "threshold": thr, "threshold_source": thr_src,
+                     "accuracy": res["accuracy"] if res else None, "roc_auc": res["roc_auc"] if res else None,
+                     "measured_on": res["label"] if res else "", "device": st.get("device") or "",
                      "started": st.get("started") or "", "ended": st.get("ended") or "",
                      "error": st.get("error") or "", "has_model": run.has_model(),
                      "bundled": run.is_bundled, "_mtime": run.created()})
     # newest first; the bundled model last (any run trained here is closer to the user's imagery)
     rows.sort(key=lambda r: (not r["bundled"], r["_mtime"], r["run"]), reverse=True)
     return rows
+
+
+def run_result(run) -> dict | None:
+    """A finished run's reported numbers (``evaluation.json``, written when training ended) and which pairs they
+    come from: ``{"accuracy", "roc_auc", "pairs", "threshold", "threshold_source", "split", "label"}`` (identical
+    pairs left out when there are others), or None before its evaluation."""
+    ev = run.evaluation()
+    m = ev.get("without_identical") or ev.get("all")
+    if not m:
+        return None
+    info = run.evaluation_pairs()
+    metrics = m.get("metrics") or {}
+    return {"accuracy": metrics.get("accuracy"), "roc_auc": m.get("roc_auc"), "pairs": m.get("n_pairs"),
+            "threshold": metrics.get("threshold"), "threshold_source": ev.get("threshold_source", ""),
+            "split": info["split"], "label": info["label"]}
+
+
+def result_text(res: dict) -> str:
+    """'Accuracy **0.944** · ROC-AUC **0.981** on 36 pairs — test pairs: 2 places never used … (at threshold
+    0.5300, fitted on the calibration pairs)'."""
+    def num(x):
+        return "n/a" if x is None else f"{x:.3f}"
+    how = {"calibrated": ", fitted on the calibration pairs", "preset": ", the preset's", "user": ", saved by you"}
+    t = res.get("threshold")
+    thr = f" (at threshold {t:.4f}{how.get(res.get('threshold_source'), '')})" if t is not None else ""
+    return (f"Accuracy **{num(res['accuracy'])}** · ROC-AUC **{num(res['roc_auc'])}** on {res['pairs']} pairs — "
+            f"{res['label']}{thr}")
+
+
+def pair_counts_text(counts: dict | None, fit_pairs: int | None = None, preset: str = "") -> str:
+    """The pair counts a run trains and is measured on, each named: '180 training · 18 calibration · 18 test
+    pairs (same + different place)', with the identical ones and, for the in-batch preset, what one epoch fits."""
+    if not counts:
+        return ""
+    tot = {k: c.get("same", 0) + c.get("different", 0) for k, c in counts.items()}
+    text = (f"{tot.get('train', 0):,} training · {tot.get('calibration', 0):,} calibration · "
+            f"{tot.get('test', 0):,} test pairs (same + different place)")
+    ident = {k: c.get("identical", 0) for k, c in counts.items()}
+    if any(ident.values()):
+        text += (f", of which identical (an image with itself): {ident.get('train', 0):,} · "
+                 f"{ident.get('calibration', 0):,} · {ident.get('test', 0):,}")
+    if fit_pairs and preset != "seed":
+        text += f"; each epoch fits {fit_pairs:,} same-place training pairs (in-batch negatives)"
+    return text
 
 
 def default_run(rows: list[dict], dataset: str | None = None) -> str | None:
@@ -312,17 +359,22 @@ def pairs_counts_figure(counts: dict):
 
 
 def filter_pairs(label: np.ndarray, val: np.ndarray, identical: np.ndarray,
-                 want_label: str = "all", want_split: str = "all", hide_identical: bool = False) -> np.ndarray:
-    """Positions of the pairs matching label (all|same|different), split (all|train|validation)."""
+                 want_label: str = "all", want_split: str = "all", hide_identical: bool = False,
+                 test: np.ndarray | None = None) -> np.ndarray:
+    """Positions of the pairs matching label (all|same|different), split (all|train|calibration|test);
+    ``val`` marks the calibration pairs, ``test`` the test pairs (None: none)."""
+    test = np.zeros(len(label), bool) if test is None else np.asarray(test, bool)
     m = np.ones(len(label), bool)
     if want_label == "same":
         m &= label == 0
     elif want_label == "different":
         m &= label == 1
     if want_split == "train":
-        m &= ~val
-    elif want_split == "validation":
+        m &= ~val & ~test
+    elif want_split == "calibration":
         m &= val
+    elif want_split == "test":
+        m &= test
     if hide_identical:
         m &= ~identical
     return np.flatnonzero(m)
@@ -357,27 +409,47 @@ def _thin(df, n: int = MAX_CURVE_POINTS):
 
 
 def training_figure(records: list[dict], steps: int | None = None):
-    """Loss and accuracy, per batch (thin lines) and per epoch (train and validation markers)."""
+    """Loss (per batch and per epoch) and, per epoch, the calibration pairs' accuracy at the run's threshold
+    and ROC-AUC: the quantities the Threshold page shows (:class:`~siamese_core.callbacks.CalibrationMetrics`).
+    Keras' own accuracy (in-batch, at a fixed score 0.5, not the run's threshold) is drawn thin and named so;
+    a run recorded before the calibration metric shows its Keras validation accuracy, named so too."""
     from plotly.subplots import make_subplots
     bdf, edf = split_metrics(records, steps)
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("Loss", "Accuracy"), horizontal_spacing=0.08)
-    for col, key in ((1, "loss"), (2, "accuracy")):
-        show = col == 1
-        if len(bdf) and key in bdf:
-            t = _thin(bdf)
-            fig.add_scatter(x=t["global_step"], y=t[key], mode="lines+markers" if len(t) < 60 else "lines",
-                            name="train (per batch)", line=dict(color="#9bb7cf", width=1), marker=dict(size=4),
-                            legendgroup="b", showlegend=show, row=1, col=col)
-        if len(edf) and key in edf:
-            fig.add_scatter(x=edf["global_step"], y=edf[key], mode="lines+markers", name="train (per epoch)",
-                            line=dict(color=ACCENT, width=2), legendgroup="e", showlegend=show, row=1, col=col)
-        if len(edf) and f"val_{key}" in edf:
-            fig.add_scatter(x=edf["global_step"], y=edf[f"val_{key}"], mode="lines+markers",
-                            name="validation (per epoch)", line=dict(color=DIFF_COLOR, width=2, dash="dot"),
-                            legendgroup="v", showlegend=show, row=1, col=col)
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("Loss", "Accuracy and ROC-AUC"), horizontal_spacing=0.08)
+    if len(bdf) and "loss" in bdf:
+        t = _thin(bdf)
+        fig.add_scatter(x=t["global_step"], y=t["loss"], mode="lines+markers" if len(t) < 60 else "lines",
+                        name="train loss (per batch)", line=dict(color="#9bb7cf", width=1), marker=dict(size=4),
+                        row=1, col=1)
+    if len(edf) and "loss" in edf:
+        fig.add_scatter(x=edf["global_step"], y=edf["loss"], mode="lines+markers", name="train loss (per epoch)",
+                        line=dict(color=ACCENT, width=2), row=1, col=1)
+    if len(edf) and "val_loss" in edf:
+        fig.add_scatter(x=edf["global_step"], y=edf["val_loss"], mode="lines+markers",
+                        name="calibration pairs' loss (per epoch)", line=dict(color=DIFF_COLOR, width=2, dash="dot"),
+                        row=1, col=1)
+    if len(bdf) and "accuracy" in bdf:
+        t = _thin(bdf)
+        fig.add_scatter(x=t["global_step"], y=t["accuracy"], mode="lines", opacity=0.6,
+                        name="train batches: Keras accuracy at score 0.5 (not the run's threshold)",
+                        line=dict(color="#c9c9c9", width=1), row=1, col=2)
+    has_cal = len(edf) and "cal_accuracy" in edf and edf["cal_accuracy"].notna().any()
+    if has_cal:
+        fig.add_scatter(x=edf["global_step"], y=edf["cal_accuracy"], mode="lines+markers",
+                        name="calibration pairs: accuracy at the run's threshold (per epoch)",
+                        line=dict(color=DIFF_COLOR, width=2), row=1, col=2)
+        if "cal_roc_auc" in edf:
+            fig.add_scatter(x=edf["global_step"], y=edf["cal_roc_auc"], mode="lines+markers",
+                            name="calibration pairs: ROC-AUC (per epoch)", line=dict(color=SAME_COLOR, width=2),
+                            row=1, col=2)
+    elif len(edf) and "val_accuracy" in edf:
+        fig.add_scatter(x=edf["global_step"], y=edf["val_accuracy"], mode="lines+markers",
+                        name="validation: Keras accuracy at score 0.5 (per epoch; recorded before the calibration metric)",
+                        line=dict(color=DIFF_COLOR, width=2, dash="dot"), row=1, col=2)
+    for col in (1, 2):
         fig.update_xaxes(title_text="batch", row=1, col=col)
     fig.update_yaxes(range=[0, 1.02], row=1, col=2)
-    fig.update_layout(height=340, margin=dict(l=10, r=10, t=40, b=10), legend=dict(orientation="h", y=-0.25))
+    fig.update_layout(height=380, margin=dict(l=10, r=10, t=40, b=10), legend=dict(orientation="h", y=-0.3))
     return fig
 
 
@@ -544,7 +616,7 @@ def histogram_figure(hist: dict, threshold: float):
     fig.add_vline(x=threshold, line=dict(color="#222", width=2, dash="dash"),
                   annotation_text=f"threshold {threshold:.4f}", annotation_position="top")
     fig.update_layout(barmode="overlay", height=320, margin=dict(l=10, r=10, t=40, b=10),
-                      title="Validation scores by true label (lower = more alike)",
+                      title="Scores by true label (lower = more alike)",
                       xaxis_title="score", yaxis_title="pairs", legend=dict(orientation="h", y=-0.25))
     return fig
 

@@ -164,7 +164,7 @@ def dataset_pairs(groups: np.ndarray, max_pairs: int = EVAL_MAX_PAIRS):
     sample of ``max_pairs`` when there are more."""
     from .config import PairsConfig
     from .pairs import make_pairs
-    p = make_pairs(groups, PairsConfig(identical=False, negatives=1, seed=EVAL_SEED))
+    p = make_pairs(groups, PairsConfig(identical=False, negatives=1, seed=EVAL_SEED, test_fraction=0.0))
     p = p.subset(~p.identical)
     if max_pairs and len(p) > max_pairs:
         keep = np.zeros(len(p), bool)

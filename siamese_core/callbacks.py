@@ -1,4 +1,5 @@
-"""Keras callbacks that connect a training process to the outside: live metrics, checkpoints, stop.
+"""Keras callbacks that connect a training process to the outside: live metrics, the calibration pairs'
+accuracy per epoch, checkpoints, stop.
 
 The dashboard never talks to the training process; it reads what these callbacks write through the
 :class:`~siamese_core.runs.Run` (live metrics, status, checkpoints) and asks for a stop through it.
@@ -9,6 +10,8 @@ from __future__ import annotations
 import json
 import time
 from collections import deque
+
+import numpy as np
 
 from ._backend import keras
 
@@ -26,8 +29,9 @@ class LiveMetrics(keras.callbacks.Callback):
     """Append one JSON line per batch and per epoch to the run's metrics, flushed as it happens.
 
     Batch lines: ``{"kind": "batch", "epoch", "step", "steps", "loss", "accuracy", "time"}``; epoch
-    lines add ``val_loss`` and ``val_accuracy``. Status (epoch, step, ETA) is refreshed every
-    ``status_every`` seconds.
+    lines add ``val_loss`` and ``val_accuracy`` (Keras' metrics at a fixed 0.5) and whatever callbacks
+    earlier in the list put in the epoch's logs (:class:`CalibrationMetrics`: ``cal_accuracy``, ...).
+    Status (epoch, step, ETA) is refreshed every ``status_every`` seconds.
     """
 
     def __init__(self, run, steps_per_epoch: int, epochs: int, status_every: float = 1.0):
@@ -83,6 +87,48 @@ class LiveMetrics(keras.callbacks.Callback):
         if self._f:
             self._f.close()
             self._f = None
+
+
+def calibration_metrics(scores, labels, identical, threshold: float = 0.0) -> dict:
+    """What the per-epoch metric reports on scored calibration pairs (identical pairs left out, as the
+    threshold's fit leaves them out): ``cal_threshold`` (``threshold`` when > 0, else the best-accuracy
+    threshold on these pairs, as the run's threshold is fitted when training ends), ``cal_accuracy`` at it,
+    ``cal_roc_auc`` (None with one label only) and ``cal_pairs``."""
+    from .evaluate import metrics_at, roc_auc, suggest_thresholds
+    keep = ~np.asarray(identical, bool)
+    s, y = np.asarray(scores, np.float64)[keep], np.asarray(labels)[keep]
+    if not len(s):
+        return {"cal_pairs": 0}
+    t = float(threshold) if threshold and threshold > 0 else float(suggest_thresholds(s, y).best_accuracy)
+    auc = roc_auc(s, y)
+    return {"cal_threshold": t, "cal_accuracy": float(metrics_at(s, y, t).accuracy),
+            "cal_roc_auc": None if auc != auc else float(auc), "cal_pairs": int(len(s))}
+
+
+class CalibrationMetrics(keras.callbacks.Callback):
+    """At every epoch's end, score the calibration pairs with the model as it is now and add
+    :func:`calibration_metrics` to the epoch's logs (so :class:`LiveMetrics` records them and the Train page
+    plots them): the same quantity the Threshold page shows, unlike Keras' in-batch accuracy at 0.5.
+
+    ``score_fn()`` returns the scores of the pairs whose ``labels`` and ``identical`` flags are given (the
+    training loop passes at most 1,000 calibration pairs, seeded, with the distortion the final scores get);
+    ``threshold`` > 0 is the run's fixed threshold (a preset's), else each epoch's best-accuracy threshold.
+    Put it before the callbacks that record the logs."""
+
+    def __init__(self, score_fn, labels, identical, threshold: float = 0.0):
+        super().__init__()
+        self.score_fn = score_fn
+        self.labels = np.asarray(labels)
+        self.identical = np.asarray(identical, bool)
+        self.threshold = float(threshold or 0.0)
+        self.last: dict = {}
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not len(self.labels):
+            return
+        self.last = calibration_metrics(self.score_fn(), self.labels, self.identical, self.threshold)
+        if logs is not None:
+            logs.update({k: v for k, v in self.last.items() if v is not None})
 
 
 class EpochCheckpoint(keras.callbacks.Callback):

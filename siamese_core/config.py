@@ -117,8 +117,11 @@ class PairsConfig(_Config):
 
     ``rule="reference"`` is the tutorial's three rules per image: (i, a member of its group) → 0,
     (i, an image of another group) → 1, and with ``identical`` (i, i) → 0. ``negatives`` draws that
-    many different-place pairs per image. The split is by group: no source tile has images in both
-    training and validation. ``limit`` caps the number of anchor images (the reference used 2,000).
+    many different-place pairs per image. The split is by group (place) into three: ``train``, ``calibration``
+    (``val_fraction`` of the places: Keras' validation loss, and the threshold is fitted on them) and ``test``
+    (``test_fraction``: never used for training or the threshold; every reported number comes from them). No
+    source tile has images in two splits. ``limit`` caps the number of anchor images (the reference used 2,000).
+    A run saved before the test split existed reads ``test_fraction`` 0 (:meth:`RunConfig.from_dict`).
     """
 
     rule: str = "reference"
@@ -127,10 +130,16 @@ class PairsConfig(_Config):
     val_fraction: float = 0.1
     seed: int = 0
     limit: int = 0
+    test_fraction: float = 0.1
 
     def __post_init__(self):
         _check(self.rule in ("reference",), f"unknown pair rule {self.rule!r}; use 'reference'")
         _check(0.0 < float(self.val_fraction) < 1.0, f"val_fraction={self.val_fraction} must be between 0 and 1 (e.g. 0.1)")
+        _check(0.0 <= float(self.test_fraction) < 1.0,
+               f"test_fraction={self.test_fraction} must be at least 0 and below 1 (e.g. 0.1)")
+        _check(float(self.val_fraction) + float(self.test_fraction) < 1.0,
+               f"val_fraction={self.val_fraction} + test_fraction={self.test_fraction} leave no places to train on; "
+               f"keep their sum below 1 (e.g. 0.1 and 0.1)")
         _check(1 <= int(self.negatives) <= 16, f"negatives={self.negatives} is out of range; use 1..16")
         _check(int(self.limit) >= 0, f"pair limit={self.limit} must be >= 0 (0 means all images)")
 
@@ -168,7 +177,7 @@ def parse_devices(value):
 
 @dataclass(frozen=True)
 class TrainConfig(_Config):
-    """Optimisation settings. ``threshold`` 0 means: calibrate on validation (seed keeps 0.2)."""
+    """Optimisation settings. ``threshold`` 0 means: fit it on the calibration pairs (seed keeps 0.2)."""
 
     epochs: int = 10
     batch_size: int = 64
@@ -216,18 +225,21 @@ class RunConfig(_Config):
     @classmethod
     def from_dict(cls, d: dict):
         d = dict(d)
-        return cls(dataset=d["dataset"], pairs=PairsConfig.from_dict(d.get("pairs")),
+        pairs = dict(d.get("pairs") or {})
+        if pairs and "test_fraction" not in pairs:  # saved before the test split: its pairs have no test places
+            pairs["test_fraction"] = 0.0
+        return cls(dataset=d["dataset"], pairs=PairsConfig.from_dict(pairs),
                    model=ModelConfig.from_dict(d.get("model")), train=TrainConfig.from_dict(d.get("train")))
 
     @classmethod
     def build(cls, dataset: str, preset: str = "default", *, seed: int | None = None, identical: bool | None = None,
-              val_fraction: float | None = None, negatives: int | None = None, pair_limit: int | None = None,
-              **train_overrides) -> "RunConfig":
+              val_fraction: float | None = None, test_fraction: float | None = None, negatives: int | None = None,
+              pair_limit: int | None = None, **train_overrides) -> "RunConfig":
         """The one way the CLI and the dashboard turn a user's choices into a run's config: the preset's
         defaults, then every option given (None = keep the preset's). ``seed`` seeds pairs and training."""
         cfg = cls.for_preset(dataset, preset, seed=seed, **train_overrides)
-        chosen = {"identical": identical, "val_fraction": val_fraction, "negatives": negatives,
-                  "limit": pair_limit, "seed": seed}
+        chosen = {"identical": identical, "val_fraction": val_fraction, "test_fraction": test_fraction,
+                  "negatives": negatives, "limit": pair_limit, "seed": seed}
         return cfg.replace(pairs=cfg.pairs.replace(**{k: v for k, v in chosen.items() if v is not None}))
 
     @classmethod

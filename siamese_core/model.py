@@ -10,7 +10,7 @@ Euclidean distance → BN → Dense(1, sigmoid): 1,805,394 parameters.
 ``default`` fixes what REFERENCE.md lists: the tiles are masked to their inscribed disc (the part a
 rotation keeps), a ReLU/BN conv tower ends in global pooling (no Flatten, so features do not depend on
 where things are), embeddings are L2-normalised and the output is the raw distance in [0, 2], so the
-contrastive margin is reachable; the decision threshold is calibrated on validation pairs. It trains
+contrastive margin is reachable; the decision threshold is calibrated on held-out calibration pairs. It trains
 through :func:`embedding_trainer` with in-batch negatives (see :mod:`siamese_core.losses`).
 """
 

@@ -1,8 +1,10 @@
-"""Labelled pairs as index arrays (label 0 = same place, 1 = different), split by group.
+"""Labelled pairs as index arrays (label 0 = same place, 1 = different), split by group into three.
 
 Pairs are never materialised as images: a pair is two row numbers into the dataset's image array.
-The split is by group (a source tile and its variants), so no place has images in both training
-and validation, and negatives are drawn within the anchor's own split. Same seed, same pairs.
+The split is by group (a source tile and its variants, i.e. a place) into train, calibration (where
+the threshold is fitted) and test (never used for training or the threshold: what is reported), so no
+place has images in two splits, and negatives are drawn within the anchor's own split. Same seed, same
+pairs.
 """
 
 from __future__ import annotations
@@ -16,12 +18,21 @@ from .config import PairsConfig
 from .errors import DatasetError
 
 
+SPLITS = ("train", "calibration", "test")
+TRAIN, CALIBRATION, TEST = range(3)
+
+
 @dataclass(frozen=True)
 class Pairs:
     a: np.ndarray          # int64 image index
     b: np.ndarray          # int64 image index
     label: np.ndarray      # uint8: 0 same place, 1 different
-    val: np.ndarray        # bool: True = validation
+    val: np.ndarray        # bool: True = calibration (the validation pairs, where the threshold is fitted)
+    test: np.ndarray | None = None  # bool: True = test (None, e.g. pairs saved before the test split: no test pairs)
+
+    def __post_init__(self):
+        if self.test is None:
+            object.__setattr__(self, "test", np.zeros(len(self.a), bool))
 
     def __len__(self) -> int:
         return int(self.a.shape[0])
@@ -31,43 +42,82 @@ class Pairs:
         return self.a == self.b
 
     def subset(self, mask: np.ndarray) -> "Pairs":
-        return Pairs(self.a[mask], self.b[mask], self.label[mask], self.val[mask])
+        return Pairs(self.a[mask], self.b[mask], self.label[mask], self.val[mask], self.test[mask])
+
+    def mask(self, split: str) -> np.ndarray:
+        """Bool mask of the pairs in ``split`` (one of SPLITS)."""
+        if split == "train":
+            return ~self.val & ~self.test
+        if split == "calibration":
+            return self.val.copy()
+        if split == "test":
+            return self.test.copy()
+        raise ValueError(f"unknown split {split!r}; one of {', '.join(SPLITS)}")
 
     @property
     def train(self) -> "Pairs":
-        return self.subset(~self.val)
+        return self.subset(self.mask("train"))
 
     @property
-    def validation(self) -> "Pairs":
+    def calibration(self) -> "Pairs":
+        """The calibration pairs: Keras' validation data during training, then the threshold is fitted on them."""
         return self.subset(self.val)
 
+    @property
+    def testing(self) -> "Pairs":
+        """The test pairs: places never used for training or the threshold (empty for pairs drawn before them)."""
+        return self.subset(self.test)
+
     def counts(self) -> dict:
-        """Pair counts per split and label, e.g. {'train': {'same': 10, 'different': 9}, ...}."""
+        """Pair counts per split and label, e.g. {'train': {'same': 10, 'different': 9, 'identical': 0}, ...}:
+        'same' includes the 'identical' pairs (an image with itself)."""
         out = {}
-        for split, m in (("train", ~self.val), ("validation", self.val)):
+        for split in SPLITS:
+            m = self.mask(split)
             out[split] = {"same": int(np.sum(m & (self.label == 0))), "different": int(np.sum(m & (self.label == 1))),
                           "identical": int(np.sum(m & self.identical))}
         return out
 
     def save(self, path: Path) -> None:
         tmp = Path(path).with_suffix(".tmp.npz")
-        np.savez(tmp, a=self.a, b=self.b, label=self.label, val=self.val)
+        np.savez(tmp, a=self.a, b=self.b, label=self.label, val=self.val, test=self.test)
         tmp.replace(path)
 
     @classmethod
     def load(cls, path: Path) -> "Pairs":
+        """Pairs saved by :meth:`save`; pairs saved before the test split load with no test pairs."""
         with np.load(path) as z:
-            return cls(z["a"], z["b"], z["label"], z["val"])
+            return cls(z["a"], z["b"], z["label"], z["val"], z["test"] if "test" in z.files else None)
+
+
+def assign_splits(groups: np.ndarray, val_fraction: float, test_fraction: float, seed: int) -> np.ndarray:
+    """Split code per image (TRAIN, CALIBRATION or TEST) by its group, from a seeded shuffle of the groups:
+    the first ``val_fraction`` of them calibrate, the next ``test_fraction`` test, the rest train.
+
+    Each requested split gets at least one group when there are enough (two for a calibration split alone,
+    three with a test split) and training always keeps one. ``test_fraction`` 0 gives the same calibration
+    groups as before the test split existed."""
+    uniq = np.unique(groups)
+    n = len(uniq)
+    rng = np.random.default_rng([seed, 1])
+    n_val = int(round(n * val_fraction))
+    n_test = int(round(n * test_fraction)) if test_fraction > 0 else 0
+    if n > 1:
+        n_val = min(max(n_val, 1), n - 1)
+    else:
+        n_val = 0
+    if test_fraction > 0:
+        n_test = min(max(n_test, 1), n - 1 - n_val) if n >= 3 else 0
+    order = rng.permutation(uniq)
+    code = np.full(len(groups), TRAIN, np.int8)
+    code[np.isin(groups, order[:n_val])] = CALIBRATION
+    code[np.isin(groups, order[n_val:n_val + n_test])] = TEST
+    return code
 
 
 def split_groups(groups: np.ndarray, val_fraction: float, seed: int) -> np.ndarray:
-    """Bool mask over images: True where the image's group is in validation (seeded shuffle of groups)."""
-    uniq = np.unique(groups)
-    rng = np.random.default_rng([seed, 1])
-    n_val = int(round(len(uniq) * val_fraction))
-    n_val = min(max(n_val, 1), len(uniq) - 1) if len(uniq) > 1 else 0
-    val_groups = rng.permutation(uniq)[:n_val]
-    return np.isin(groups, val_groups)
+    """Bool mask over images: True where the image's group is in calibration (two-way split, no test)."""
+    return assign_splits(groups, val_fraction, 0.0, seed) == CALIBRATION
 
 
 def make_pairs(groups: np.ndarray, cfg: PairsConfig) -> Pairs:
@@ -76,6 +126,8 @@ def make_pairs(groups: np.ndarray, cfg: PairsConfig) -> Pairs:
     1. (i, a random member of i's group) → 0 — i itself allowed only when ``identical`` is on;
     2. (i, a random image of another group, same split) → 1, ``cfg.negatives`` times;
     3. (i, i) → 0 when ``identical`` is on.
+
+    The split (train / calibration / test) is by group: :func:`assign_splits`.
     """
     groups = np.asarray(groups, dtype=np.int64)
     n = len(groups)
@@ -83,7 +135,7 @@ def make_pairs(groups: np.ndarray, cfg: PairsConfig) -> Pairs:
         raise DatasetError(f"a dataset needs at least 4 source tiles to make pairs and a split; it has "
                            f"{len(np.unique(groups))}; import more tiles")
     rng = np.random.default_rng([cfg.seed, 2])
-    is_val = split_groups(groups, cfg.val_fraction, cfg.seed)
+    split = assign_splits(groups, cfg.val_fraction, cfg.test_fraction, cfg.seed)
     anchors = np.arange(min(n, cfg.limit) if cfg.limit else n)
 
     # members of each group as contiguous runs of `order`
@@ -109,9 +161,9 @@ def make_pairs(groups: np.ndarray, cfg: PairsConfig) -> Pairs:
     a_parts.append(anchors[keep]); b_parts.append(pick[keep]); l_parts.append(np.zeros(keep.sum(), np.uint8))
 
     # rule 2: images of other groups within the same split
-    for split in (False, True):
-        pool = np.flatnonzero(is_val == split)
-        anc = anchors[is_val[anchors] == split]
+    for code in (TRAIN, CALIBRATION, TEST):
+        pool = np.flatnonzero(split == code)
+        anc = anchors[split[anchors] == code]
         if len(anc) == 0:
             continue
         for _ in range(cfg.negatives):
@@ -133,4 +185,4 @@ def make_pairs(groups: np.ndarray, cfg: PairsConfig) -> Pairs:
     label = np.concatenate(l_parts)
     perm = np.lexsort((np.arange(len(a)), a))  # anchor order, rules in order: stable and seed-determined
     a, b, label = a[perm], b[perm], label[perm]
-    return Pairs(a, b, label, is_val[a])
+    return Pairs(a, b, label, split[a] == CALIBRATION, split[a] == TEST)

@@ -2,10 +2,12 @@
 
 ``<workspace>/runs/<run_id>/`` holds ``config.json``, ``status.json``, ``metrics.jsonl`` (appended
 live by the training callback), two alternating checkpoints named by ``checkpoint.json``,
-``model.keras``, ``pairs.npz``, ``val_scores.npz``, ``threshold.json``, ``evaluation.json``,
+``model.keras``, ``pairs.npz``, ``val_scores.npz`` (the calibration pairs' scores: the threshold is fitted on
+them), ``test_scores.npz`` (the test pairs': places never used for training or the threshold), ``threshold.json``,
+``evaluation.json`` (the report on the test pairs),
 ``data.json`` (the dataset's fingerprint when training began), ``train.log`` and, once calibrated,
 ``fusion.json`` and ``calibration_scores.npz``. Only :class:`Run` names these files. Status moves
-queued → running → finishing (saving the model, scoring validation) → finished | failed | stopped; a
+queued → running → finishing (saving the model, scoring calibration and test pairs) → finished | failed | stopped; a
 run whose process died without saying so is reported as ``interrupted``. Only one training job runs
 per workspace: the job holds an ``flock`` on ``<workspace>/train.lock`` for its lifetime, which the
 kernel releases when the process dies, so a stale lock never blocks anyone.
@@ -29,6 +31,9 @@ from .store import check_name, move_to_trash, write_json_atomic
 # (a workspace run of the same name takes precedence). See siamese_core/pretrained/MODEL_CARD.md.
 PRETRAINED = "pretrained"
 BUNDLED_DIR = Path(__file__).resolve().parent / "pretrained"
+
+# what a run's numbers are labelled with when they come from the pairs its threshold was fitted on
+VALIDATION_LABEL = "validation pairs (the threshold was fitted on them: optimistic)"
 
 LIVE = ("queued", "running", "finishing")  # statuses of a run whose job has not ended
 _LIVE_RANK = {s: k for k, s in enumerate(LIVE)}
@@ -87,7 +92,8 @@ class Run:
     CHECKPOINT_FILES = ("checkpoint.keras", "checkpoint.b.keras")  # written in turn; CHECKPOINT names the latest
     MODEL = "model.keras"
     PAIRS = "pairs.npz"
-    VAL_SCORES = "val_scores.npz"
+    VAL_SCORES = "val_scores.npz"  # the calibration (validation) pairs' scores
+    TEST_SCORES = "test_scores.npz"
     THRESHOLD = "threshold.json"
     EVALUATION = "evaluation.json"
     DATA = "data.json"
@@ -332,41 +338,82 @@ class Run:
     # --- pairs, scores, evaluation --------------------------------------------------------------
     @property
     def pairs_path(self) -> Path:
-        """The training and validation pairs (index arrays into the dataset), drawn when training began."""
+        """The train, calibration and test pairs (index arrays into the dataset), drawn when training began."""
         return self.path / self.PAIRS
 
     @property
     def val_scores_path(self) -> Path:
+        """The calibration pairs' scores (``val_scores.npz``; a run from before the test split: its validation pairs)."""
         return self.path / self.VAL_SCORES
+
+    @property
+    def test_scores_path(self) -> Path:
+        return self.path / self.TEST_SCORES
 
     def has_val_scores(self) -> bool:
         return self.val_scores_path.exists()
 
-    def save_val_scores(self, score, label, a, b) -> None:
+    def has_test_scores(self) -> bool:
+        return self.test_scores_path.exists()
+
+    def _save_scores(self, path: Path, score, label, a, b, distort_seed: int | None) -> None:
         import numpy as np
         self._writable()
-        tmp = self.path / f".{self.VAL_SCORES}.tmp.npz"
-        np.savez(tmp, score=score, label=label, a=a, b=b)
-        os.replace(tmp, self.val_scores_path)
+        tmp = self.path / f".{path.name}.tmp.npz"
+        np.savez(tmp, score=score, label=label, a=a, b=b, distort_seed=-1 if distort_seed is None else int(distort_seed))
+        os.replace(tmp, path)
 
-    def val_scores(self) -> dict:
-        """A finished run's validation scores: score, label, a, b, identical (numpy arrays)."""
+    def _scores(self, path: Path, what: str) -> dict:
         import numpy as np
-        if not self.has_val_scores():
-            raise RunError(f"run {self.name!r} has no validation scores yet; wait for it to finish")
+        if not path.exists():
+            raise RunError(f"run {self.name!r} has no {what} scores yet; wait for it to finish")
         try:
-            with np.load(self.val_scores_path) as z:
+            with np.load(path) as z:
                 out = {k: np.asarray(z[k]) for k in ("score", "label", "a", "b")}
+                seed = int(z["distort_seed"]) if "distort_seed" in z.files else -1
         except (OSError, ValueError, KeyError) as e:
-            raise RunError(f"run {self.name!r}: validation scores are unreadable ({type(e).__name__})") from None
+            raise RunError(f"run {self.name!r}: {what} scores are unreadable ({type(e).__name__})") from None
         out["score"] = out["score"].astype(np.float64)
         out["identical"] = out["a"] == out["b"]
+        out["distort_seed"] = None if seed < 0 else seed
         return out
 
+    def save_val_scores(self, score, label, a, b, distort_seed: int | None = None) -> None:
+        """The calibration pairs' scores; ``distort_seed``: the seed of the distortion tile B got (None: none)."""
+        self._save_scores(self.val_scores_path, score, label, a, b, distort_seed)
+
+    def save_test_scores(self, score, label, a, b, distort_seed: int | None = None) -> None:
+        """The test pairs' scores (as :meth:`save_val_scores`)."""
+        self._save_scores(self.test_scores_path, score, label, a, b, distort_seed)
+
+    def val_scores(self) -> dict:
+        """A finished run's calibration (validation) scores: score, label, a, b, identical (numpy arrays) and
+        distort_seed (None when tile B was not distorted)."""
+        return self._scores(self.val_scores_path, "validation")
+
+    def test_scores(self) -> dict:
+        """A finished run's test scores (as :meth:`val_scores`); a RunError for a run without test pairs."""
+        if not self.has_test_scores() and self.has_val_scores():
+            raise RunError(f"run {self.name!r} has no test pairs (it was trained before the three-way split); "
+                           f"its validation scores are what it has")
+        return self._scores(self.test_scores_path, "test")
+
     def evaluation(self) -> dict:
-        """The report on the validation pairs written when training ended ({} before)."""
+        """The report written when training ended ({} before): on the test pairs, or on the validation pairs
+        for a run from before the test split (see :meth:`evaluation_pairs`)."""
         ev = _read_json(self.path / self.EVALUATION)
         return ev if isinstance(ev, dict) else {}
+
+    def evaluation_pairs(self) -> dict:
+        """Which pairs :meth:`evaluation` reports: ``{"split": "test" | "validation", "pairs", "places",
+        "distorted", "label"}``. ``label`` is the one line every page and the CLI show with the numbers."""
+        ev = self.evaluation()
+        info = ev.get("pairs")
+        if isinstance(info, dict) and info.get("split") == "test":
+            return info
+        n = (ev.get("all") or {}).get("n_pairs")
+        return {"split": "validation", "pairs": n, "places": None, "distorted": False,
+                "label": VALIDATION_LABEL}
 
     def save_evaluation(self, report: dict) -> None:
         self._writable()
@@ -693,6 +740,6 @@ def jobs_using_dataset(name: str, workspace=None, job: str | None = None) -> lis
     return out
 
 
-__all__ = ["Run", "PRETRAINED", "BUNDLED_DIR", "LIVE", "runs_dir", "run_path", "open_run", "new_run_id", "list_runs",
+__all__ = ["Run", "PRETRAINED", "VALIDATION_LABEL", "BUNDLED_DIR", "LIVE", "runs_dir", "run_path", "open_run", "new_run_id", "list_runs",
            "acquire_train_lock", "active_job", "create_run", "launch_background", "delete_run",
            "jobs_using_dataset", "no_launch", "process_start", "PROBE_GRACE_S"]

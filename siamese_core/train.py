@@ -5,6 +5,12 @@ Pairs are never materialised: each batch of index pairs is read from the uint8 i
 (:class:`~siamese_core.store.TileRows`), scaled to [0, 1], and (``default`` preset) randomly
 rotated, flipped, zoomed, blurred, re-exposed and occluded on the fly, so the model learns the
 invariances the tool promises.
+
+The pairs are split by place into train, calibration and test (:mod:`.pairs`). When training ends, the
+threshold (unless the preset or the user fixed one) is fitted on the calibration pairs, and
+``evaluation.json`` reports the test pairs: places never used for training or the threshold. With
+augmentation on, tile B of every calibration and test pair carries a seeded training distortion, so the
+threshold is fitted on (and measured on) pairs like the ones the model learned from.
 """
 
 from __future__ import annotations
@@ -18,13 +24,13 @@ import traceback
 import numpy as np
 
 from ._backend import keras, tf
-from .callbacks import EpochCheckpoint, LiveMetrics, StopOnRequest
+from .callbacks import CalibrationMetrics, EpochCheckpoint, LiveMetrics, StopOnRequest
 from .config import RunConfig
 from .devices import prepare_for_replicas, resolve_devices
 from .errors import RunError
 from .model import assemble, build_model, compile_model, embedding_trainer, preprocess, tower_of
 from .pairs import Pairs, make_pairs
-from .runs import Run, acquire_train_lock, process_start
+from .runs import VALIDATION_LABEL, Run, acquire_train_lock, process_start
 from .store import open_dataset
 
 
@@ -130,17 +136,34 @@ def augment_batch(x, seed=None):
 
 # --- input pipeline -----------------------------------------------------------------------------
 
+# The distortion tile B of every calibration / test pair gets (augmentation on): batch k of those pairs is
+# distorted with the seed pair (seed, k), so every run and every process sees the same distorted pairs.
+CALIBRATION_DISTORT_SEED = 20_251_130
+TEST_DISTORT_SEED = 20_251_131
+EPOCH_METRIC_PAIRS = 1000  # the per-epoch calibration metric scores at most this many pairs (a seeded sample)
+
+
 def pair_dataset(images, pairs: Pairs, batch_size: int, shuffle: bool = False,
-                 augment: bool = False, seed: int = 0, with_labels: bool = True) -> tf.data.Dataset:
+                 augment: bool = False, seed: int = 0, with_labels: bool = True,
+                 distort_seed: int | None = None) -> tf.data.Dataset:
     """Batches of ((tile_a, tile_b), label) gathered by index from ``images``: a uint8
-    array or a :class:`~siamese_core.store.TileRows` (anything that indexes by an index array)."""
+    array or a :class:`~siamese_core.store.TileRows` (anything that indexes by an index array).
+
+    ``augment`` distorts both tiles with a new random stream every epoch (training). ``distort_seed``
+    (without ``augment``) distorts tile B only, batch k with the seed pair (distort_seed, k): a fixed,
+    reproducible distortion for pairs that are scored, not trained on."""
     size = images.shape[1]
     ds = tf.data.Dataset.from_tensor_slices((pairs.a, pairs.b, pairs.label.astype(np.float32)))
     if shuffle:
         ds = ds.shuffle(len(pairs), seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size)
+    distort_b = distort_seed is not None and not augment
     if augment:  # one seed pair per batch, a new stream every epoch, the same streams for the same seed
         ds = tf.data.Dataset.zip(ds, tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2))
+        ds = ds.map(lambda t, r: (*t, r))
+    elif distort_b:  # the seed pair (distort_seed, batch number): fixed, whatever the process or the epoch
+        first = tf.constant(int(distort_seed), tf.int64)
+        ds = tf.data.Dataset.zip(ds, tf.data.Dataset.counter().map(lambda k: tf.stack([first, k])))
         ds = ds.map(lambda t, r: (*t, r))
 
     def gather(ia, ib):
@@ -153,6 +176,8 @@ def pair_dataset(images, pairs: Pairs, batch_size: int, shuffle: bool = False,
         ta, tb = preprocess(ta), preprocess(tb)
         if augment:
             ta, tb = augment_batch(ta, r), augment_batch(tb, r + tf.constant([0, 1_000_003], tf.int64))
+        elif distort_b:
+            tb = augment_batch(tb, r)
         return ((ta, tb), y) if with_labels else (ta, tb)
 
     # two batches in flight: enough to keep the model busy, and memory stays bounded
@@ -162,16 +187,36 @@ def pair_dataset(images, pairs: Pairs, batch_size: int, shuffle: bool = False,
 def _positives(pairs: Pairs, groups: np.ndarray) -> Pairs:
     """The same-place pairs of ``pairs``, labelled with their group id (for the in-batch loss)."""
     p = pairs.subset((pairs.label == 0) & ~pairs.identical)
-    return Pairs(p.a, p.b, groups[p.a], p.val)
+    return Pairs(p.a, p.b, groups[p.a], p.val, p.test)
 
 
-def predict_scores(model: keras.Model, images, pairs: Pairs, batch_size: int = 64) -> np.ndarray:
-    """Model output (score, lower = more alike) for every pair, in order."""
+def predict_scores(model: keras.Model, images, pairs: Pairs, batch_size: int = 64,
+                   distort_seed: int | None = None) -> np.ndarray:
+    """Model output (score, lower = more alike) for every pair, in order; with ``distort_seed``, tile B
+    of each pair distorted as :func:`pair_dataset` says (the same batch size gives the same distortions)."""
     if len(pairs) == 0:
         return np.zeros(0, np.float32)
-    ds = pair_dataset(images, pairs, batch_size, with_labels=False)
+    ds = pair_dataset(images, pairs, batch_size, with_labels=False, distort_seed=distort_seed)
     out = [np.asarray(model(batch, training=False)).reshape(-1) for batch in ds]
     return np.concatenate(out).astype(np.float32)
+
+
+def distort_seeds(cfg: RunConfig) -> tuple[int | None, int | None]:
+    """(calibration, test) distortion seeds: the fixed seeds when the run trains with augmentation (the
+    ``default`` preset with augment on), else (None, None): the pairs are scored as they are."""
+    if cfg.model.preset != "seed" and cfg.train.augment:
+        return CALIBRATION_DISTORT_SEED, TEST_DISTORT_SEED
+    return None, None
+
+
+def epoch_metric_pairs(cal: Pairs, cap: int = EPOCH_METRIC_PAIRS, seed: int = 0) -> Pairs:
+    """The calibration pairs the per-epoch metric scores: all of them when there are at most ``cap``, else a
+    seeded sample of ``cap`` (in their order, so that the first ``cap`` cases score like the final ones)."""
+    if len(cal) <= cap:
+        return cal
+    keep = np.zeros(len(cal), bool)
+    keep[np.random.default_rng([seed, 4]).choice(len(cal), cap, replace=False)] = True
+    return cal.subset(keep)
 
 
 # --- a run --------------------------------------------------------------------------------------
@@ -192,24 +237,41 @@ def _one_op_at_a_time_on_cpu() -> None:
         pass
 
 
-def _finish(run: Run, model: keras.Model, images, pairs: Pairs, cfg: RunConfig,
+def _finish(run: Run, model: keras.Model, images, pairs: Pairs, cfg: RunConfig, groups: np.ndarray,
             keep_user_threshold: bool = False) -> None:
+    """Save the model, score the calibration and test pairs, fit the threshold on calibration, report test."""
     from .evaluate import report, suggest_thresholds
 
     run.save_model(model)
-    val = pairs.validation
-    scores = predict_scores(model, images, val, batch_size=cfg.train.batch_size)
-    run.save_val_scores(scores, val.label, val.a, val.b)
+    bs = cfg.train.batch_size
+    cal_seed, test_seed = distort_seeds(cfg)
+    cal = pairs.calibration
+    scores = predict_scores(model, images, cal, batch_size=bs, distort_seed=cal_seed)
+    run.save_val_scores(scores, cal.label, cal.a, cal.b, distort_seed=cal_seed)
     user = run.user_threshold() if keep_user_threshold else None
     if user is not None:  # a resumed run keeps the threshold its user saved
         threshold, source = user, "user"
     elif cfg.train.threshold > 0:
         threshold, source = cfg.train.threshold, "preset"
     else:
-        keep = ~val.identical
-        threshold, source = suggest_thresholds(scores[keep], val.label[keep]).best_accuracy, "calibrated"
+        keep = ~cal.identical
+        threshold, source = suggest_thresholds(scores[keep], cal.label[keep]).best_accuracy, "calibrated"
     run.save_threshold(threshold, source)
-    run.save_evaluation(report(scores, val.label, threshold, identical=val.identical))
+    test = pairs.testing
+    if len(test):
+        t_scores = predict_scores(model, images, test, batch_size=bs, distort_seed=test_seed)
+        run.save_test_scores(t_scores, test.label, test.a, test.b, distort_seed=test_seed)
+        places = len(np.unique(groups[test.a]))
+        what = {"split": "test", "pairs": len(test), "places": places, "distorted": test_seed is not None,
+                "label": f"test pairs: {places} places never used for training or the threshold"}
+        run.save_evaluation({"pairs": what, "threshold_source": source,
+                             **report(t_scores, test.label, threshold, identical=test.identical)})
+    else:  # --test-fraction 0: only the calibration pairs, which the threshold was fitted on
+        what = {"split": "validation", "pairs": len(cal), "places": len(np.unique(groups[cal.a])),
+                "distorted": cal_seed is not None,
+                "label": VALIDATION_LABEL}
+        run.save_evaluation({"pairs": what, "threshold_source": source,
+                             **report(scores, cal.label, threshold, identical=cal.identical)})
 
 
 def run_training(run_dir, resume: bool = False, lock_fd: int | None = None, verbose: int = 1) -> dict:
@@ -249,9 +311,9 @@ def run_training(run_dir, resume: bool = False, lock_fd: int | None = None, verb
         in_batch = cfg.model.preset != "seed"  # default: same-place pairs, every other pair in the batch is a negative
         if in_batch:
             fit_train = _positives(pairs.train, ds.groups)
-            fit_val = _positives(pairs.validation, ds.groups)
+            fit_val = _positives(pairs.calibration, ds.groups)
         else:
-            fit_train, fit_val = pairs.train, pairs.validation
+            fit_train, fit_val = pairs.train, pairs.calibration
         if len(fit_train) == 0:
             raise RunError(f"dataset {cfg.dataset!r} gives no same-place training pairs (each place has a single "
                            f"image, e.g. prepared with --variants 0); prepare it with --variants 2, or from a source "
@@ -281,15 +343,20 @@ def run_training(run_dir, resume: bool = False, lock_fd: int | None = None, verb
         model = assemble(tower_of(fit_model), cfg.model.preset) if in_batch else fit_model
 
         stop = StopOnRequest(run)
-        callbacks = [LiveMetrics(run, steps, t.epochs), EpochCheckpoint(run), stop]
+        sample = epoch_metric_pairs(pairs.calibration, seed=t.seed)
+        cal_seed = distort_seeds(cfg)[0]
+        cal_metric = CalibrationMetrics(lambda: predict_scores(model, images, sample, bs, distort_seed=cal_seed),
+                                        sample.label, sample.identical, threshold=t.threshold)
+        # the epoch metric first: it adds its numbers to the logs the others record
+        callbacks = [cal_metric, LiveMetrics(run, steps, t.epochs), EpochCheckpoint(run), stop]
         run.write_status("running", epoch=initial_epoch, epochs=t.epochs, step=0, steps=steps,
-                         train_pairs=len(fit_train), val_pairs=len(fit_val))
+                         pair_counts=pairs.counts(), fit_pairs=len(fit_train))
         if initial_epoch < t.epochs:
             fit_model.fit(train_ds, validation_data=val_ds, epochs=t.epochs, initial_epoch=initial_epoch,
                           steps_per_epoch=steps, callbacks=callbacks, verbose=verbose, shuffle=False)
         status = "stopped" if stop.stopped else "finished"
         run.write_status("finishing", final=status)
-        _finish(run, model, images, pairs, cfg, keep_user_threshold=resume)
+        _finish(run, model, images, pairs, cfg, ds.groups, keep_user_threshold=resume)
         return run.write_status(status, ended=time.strftime("%Y-%m-%dT%H:%M:%S"))
     except BaseException as e:
         run.append_log(traceback.format_exc())

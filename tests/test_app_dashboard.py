@@ -77,12 +77,21 @@ def test_filter_pairs_and_counts_figure():
     ident = np.array([True, False, False, False, False])
     assert dash.filter_pairs(label, val, ident, "same", "all").tolist() == [0, 2, 4]
     assert dash.filter_pairs(label, val, ident, "same", "train", hide_identical=True).tolist() == []
-    assert dash.filter_pairs(label, val, ident, "different", "validation").tolist() == [3]
-    counts = {"train": {"same": 5, "different": 4, "identical": 2}, "validation": {"same": 1, "different": 1,
-                                                                                   "identical": 0}}
+    assert dash.filter_pairs(label, val, ident, "different", "calibration").tolist() == [3]
+    test = np.array([False, True, False, False, False])
+    assert dash.filter_pairs(label, val, ident, "all", "test", test=test).tolist() == [1]
+    assert dash.filter_pairs(label, val, ident, "all", "train", test=test).tolist() == [0]
+    counts = {"train": {"same": 5, "different": 4, "identical": 2}, "calibration": {"same": 1, "different": 1,
+                                                                                    "identical": 0},
+              "test": {"same": 2, "different": 4, "identical": 0}}
     rows = dash.pairs_counts_rows(counts)
     assert {"split": "train", "label": "same (distinct images)", "pairs": 3} in rows
+    assert {"split": "test", "label": "different", "pairs": 4} in rows
     assert len(dash.pairs_counts_figure(counts).data) == 3
+    assert dash.pair_counts_text(counts, fit_pairs=3, preset="default") == (
+        "9 training · 2 calibration · 6 test pairs (same + different place), of which identical (an image with "
+        "itself): 2 · 0 · 0; each epoch fits 3 same-place training pairs (in-batch negatives)")
+    assert "each epoch" not in dash.pair_counts_text(counts, fit_pairs=9, preset="seed")
 
 
 def test_training_figure_and_progress():
@@ -91,8 +100,17 @@ def test_training_figure_and_progress():
     recs += [{"kind": "batch", "epoch": 2, "step": 1, "steps": 3, "loss": 0.3, "accuracy": 0.7}]
     b, e = dash.split_metrics(recs)
     assert b["global_step"].tolist() == [1, 2, 3, 4] and e["global_step"].tolist() == [3]
+    fig = dash.training_figure(recs)  # a run recorded before the calibration metric: Keras' accuracy, named so
+    assert {t.name for t in fig.data} == {
+        "train loss (per batch)", "train loss (per epoch)", "calibration pairs' loss (per epoch)",
+        "train batches: Keras accuracy at score 0.5 (not the run's threshold)",
+        "validation: Keras accuracy at score 0.5 (per epoch; recorded before the calibration metric)"}
+    recs[3].update(cal_accuracy=0.9, cal_roc_auc=0.95, cal_threshold=0.4, cal_pairs=60)
     fig = dash.training_figure(recs)
-    assert {t.name for t in fig.data} == {"train (per batch)", "train (per epoch)", "validation (per epoch)"}
+    by_name = {t.name: list(t.y) for t in fig.data}
+    assert by_name["calibration pairs: accuracy at the run's threshold (per epoch)"] == [0.9]
+    assert by_name["calibration pairs: ROC-AUC (per epoch)"] == [0.95]
+    assert not any("validation" in n for n in by_name)  # Keras' in-batch val_accuracy is no longer drawn
     frac, text = dash.progress_info({"status": "running", "epoch": 2, "epochs": 4, "step": 1, "steps": 3, "eta_s": 75})
     assert frac == pytest.approx(4 / 12) and "epoch 2/4" in text and "1 min 15 s" in text
     assert dash.progress_info({"status": "queued"})[0] == 0.0
@@ -140,3 +158,18 @@ def test_the_library_holds_no_view_code():
     offenders = [str(p.relative_to(ROOT)) for p in lib.rglob("*.py")
                  if any(w in p.read_text() for w in ("import plotly", "from plotly", "import streamlit", "from streamlit"))]
     assert offenders == []
+
+
+def test_runs_table_and_result_card_report_the_test_pairs_and_say_so(tiny_ws):
+    from siamese_core.runs import Run
+    rows = {r["run"]: r for r in dash.run_rows(tiny_ws)}
+    ev = Run(tiny_ws / "runs" / "def1").evaluation()
+    m = ev["without_identical"] or ev["all"]
+    row = rows["def1"]
+    assert row["accuracy"] == m["metrics"]["accuracy"] and row["roc_auc"] == m["roc_auc"]
+    assert row["measured_on"] == "test pairs: 2 places never used for training or the threshold"
+    res = dash.run_result(Run(tiny_ws / "runs" / "def1"))
+    text = dash.result_text(res)
+    assert text.startswith(f"Accuracy **{m['metrics']['accuracy']:.3f}** · ROC-AUC **{m['roc_auc']:.3f}** on "
+                           f"{m['n_pairs']} pairs — test pairs: 2 places never used for training or the threshold")
+    assert text.endswith(f"(at threshold {m['metrics']['threshold']:.4f}, fitted on the calibration pairs)")

@@ -157,6 +157,12 @@ def test_triplets_pages_filters_and_jump(app_ws):
     assert widget(at, "number_input", "tri_page").value == 1
     widget(at, "multiselect", "tri_source").set_value(["synthetic"]).run()
     ok(at)
+    # the page lists exactly the groups the query and the source select, and shows their tiles
+    from app_pages import views as dash
+    from siamese_core.store import list_datasets, open_dataset
+    gt = dash.group_table(open_dataset(list_datasets(app_ws)[0], app_ws).manifest)
+    want = dash.filter_groups(gt, ["synthetic"], "5")
+    assert 0 < len(want) < len(gt) and f"{len(want)} of {len(gt)} groups" in texts(at), texts(at)
     assert at.image
 
 
@@ -167,9 +173,16 @@ def test_pairs_options_filters_and_counts(app_ws):
     ok(at)
     badges = [m.value for m in at.markdown if "badge[" in m.value]
     assert badges and all("different places" in b for b in badges), badges
-    widget(at, "segmented_control", "pairs_split").set_value("validation").run()
-    ok(at)
-    assert "pair" in texts(at)
+    # each split shows only its own pairs, as many as the counts say
+    metrics = {m.label: m.value for m in at.metric}
+    for split, key in (("calibration", "Calibration pairs"), ("test", "Test pairs")):
+        widget(at, "segmented_control", "pairs_label").set_value("all").run()
+        widget(at, "segmented_control", "pairs_split").set_value(split).run()
+        ok(at)
+        shown = [c.value for c in at.caption if c.value.startswith("pair ")]
+        assert shown and all(c.endswith(f"· {split}") for c in shown), shown
+        assert f"{metrics[key]} pairs match" in texts(at), (metrics, texts(at))
+    widget(at, "segmented_control", "pairs_split").set_value("calibration").run()
     widget(at, "segmented_control", "pairs_label").set_value("same").run()
     widget(at, "checkbox", "pairs_hide_identical").set_value(False).run()
     # the options start as the default preset's, as on the Train page
@@ -203,7 +216,12 @@ def test_threshold_slider_moves_the_matrix_and_saves(app_ws):
     ok(at)
     at_high = counts_line(at)
     assert "FN 0" in at_high and "TN 0" in at_high  # everything judged same above every score
-    assert len({start, at_low, at_high}) >= 2
+    # the page opened at the saved threshold, with the counts the stored calibration scores give there
+    from siamese_core.evaluate import metrics_at
+    run = Run(run_path(rid, app_ws))
+    v, t0 = run.val_scores(), run.threshold()
+    m0 = metrics_at(v["score"], v["label"], t0)
+    assert f"TP {m0.tp}</b> · <b>FN {m0.fn}</b> · <b>FP {m0.fp}</b> · <b>TN {m0.tn}</b> of {m0.n} calibration" in start
     spec = json.loads(at.get("plotly_chart")[0].proto.spec)
     assert "Heatmap" in json.dumps(spec) or spec["data"][0]["type"] == "heatmap"
 
@@ -228,6 +246,78 @@ def test_threshold_page_of_the_seed_preset_states_its_score_range(app_ws):
     assert widget(at, "slider", "thr_slider").value == pytest.approx(0.2)
 
 
+def _counts_of(line: str) -> tuple:
+    import re
+    return tuple(int(x) for x in re.search(r"TP (\d+)</b> · <b>FN (\d+)</b> · <b>FP (\d+)</b> · <b>TN (\d+)</b> of "
+                                            r"(\d+)", line).groups())
+
+
+def test_threshold_page_sweeps_calibration_pairs_and_shows_test_pairs_at_the_same_threshold(app_ws):
+    """Calibration pairs are swept (the threshold is fitted on them), the test pairs' numbers follow the slider,
+    each labelled; the Accuracy shown at the saved threshold is the last epoch's calibration accuracy; the Train
+    card names the same calibration pair count the page counts."""
+    from siamese_core.evaluate import metrics_at, roc_auc
+    from siamese_core.runs import Run, run_path
+    rid = _runs_by_preset(app_ws)["default"]
+    run = Run(run_path(rid, app_ws))
+    cal, test = run.val_scores(), run.test_scores()
+    at = open_app("threshold", query={"run": rid})
+    body = texts(at)
+    assert widget(at, "selectbox", "thr_eval").value == "val"
+    assert "Calibration pairs (places held out from training; the threshold is fitted on them)" in \
+        widget(at, "selectbox", "thr_eval").options
+    assert "**calibration pairs**" in body and "**test pairs**" in body
+    assert "Test pairs at the same threshold** — test pairs: 2 places never used for training or the threshold" in body
+    metrics = {m.label: m.value for m in at.metric}
+    t0 = run.threshold()
+    last = [r for r in run.metrics() if r["kind"] == "epoch"][-1]
+    assert metrics["Accuracy"] == f"{last['cal_accuracy']:.3f}"  # the Train curve's last point, the same number
+    assert metrics["Accuracy"] == f"{metrics_at(cal['score'], cal['label'], t0).accuracy:.3f}"
+    assert metrics["Test accuracy"] == f"{metrics_at(test['score'], test['label'], t0).accuracy:.3f}"
+    assert metrics["Test ROC-AUC"] == f"{roc_auc(test['score'], test['label']):.3f}"
+    cal_line = counts_line(at)
+    test_line = [m.value for m in at.markdown if "thr-test-counts" in m.value][0]
+    mt = metrics_at(test["score"], test["label"], t0)
+    assert _counts_of(test_line) == (mt.tp, mt.fn, mt.fp, mt.tn, len(test["score"])) and "test pairs" in test_line
+    # the slider moves both
+    hi = widget(at, "slider", "thr_slider").max
+    widget(at, "slider", "thr_slider").set_value(hi).run()
+    ok(at)
+    test_hi = [m.value for m in at.markdown if "thr-test-counts" in m.value][0]
+    assert _counts_of(test_hi) == (int((test["label"] == 0).sum()), 0, int((test["label"] == 1).sum()), 0,
+                                   len(test["score"]))
+    # the Train page's card names the same number of calibration pairs
+    n_cal = _counts_of(cal_line)[-1]
+    at.session_state["train_watch"] = rid  # the run the Train page's card shows
+    at.switch_page("app_pages/train.py").run()
+    ok(at)
+    assert [s.value for s in at.subheader if s.value.startswith("Run ")][0] == f"Run {rid}"
+    card = [c.value for c in at.caption if c.value.startswith("Pairs:")]
+    assert card and f"· {n_cal:,} calibration · {len(test['score']):,} test pairs (same + different place)" in card[0], card
+
+
+def test_threshold_page_of_a_run_without_test_pairs_says_its_numbers_are_optimistic(app_ws):
+    from siamese_core.runs import Run, run_path
+    rid = _runs_by_preset(app_ws)["default"]
+    d = run_path(rid, app_ws)
+    (d / "test_scores.npz").unlink()  # as a run trained before the three-way split
+    ev = json.loads((d / "evaluation.json").read_text())
+    ev.pop("pairs")
+    (d / "evaluation.json").write_text(json.dumps(ev))
+    at = open_app("threshold", query={"run": rid})
+    body = texts(at)
+    assert widget(at, "selectbox", "thr_eval").options[0] == "Validation pairs (the threshold was fitted on them: optimistic)"
+    assert "**validation pairs** (the threshold was fitted on them: optimistic" in body
+    assert "validation pairs</div>" in counts_line(at)
+    assert not [m for m in at.markdown if "thr-test-counts" in m.value] and "Test accuracy" not in [m.label for m in at.metric]
+    at.switch_page("app_pages/train.py").run()
+    ok(at)
+    table = at.dataframe[0].value  # the Runs table
+    row = table[table["run"] == rid].iloc[0]
+    assert row["measured_on"] == "validation pairs (the threshold was fitted on them: optimistic)"
+    assert row["accuracy"] == pytest.approx(Run(d).evaluation()["all"]["metrics"]["accuracy"])
+
+
 # --- compare --------------------------------------------------------------------------------------------
 
 def test_compare_scores_two_uploaded_tiles(app_ws):
@@ -243,7 +333,14 @@ def test_compare_scores_two_uploaded_tiles(app_ws):
     assert len(at.image) >= 2
     body = texts(at)
     assert "the model judges these tiles to show" in body
-    assert ("Same place" in body) or ("Different places" in body)
+    # the verdict follows the score and the run's threshold (score <= threshold: same place)
+    from siamese_core.runs import Run, run_path
+    t, shown = Run(run_path(rid, app_ws)).threshold(), float(score[0].value)
+    said_same = any("**Same place**" in e.value for e in at.success)
+    said_diff = any("**Different places**" in e.value for e in at.warning)
+    assert said_same != said_diff
+    if abs(shown - t) > 1e-4:  # the score is shown to 4 decimals: only a tie that close could read either way
+        assert said_same == (shown <= t), (shown, t)
 
 
 @pytest.mark.parametrize("name,data,expect", [
@@ -298,6 +395,14 @@ def train_ws(tiny_ws, tmp_path, monkeypatch) -> Path:
     return ws
 
 
+def _plotted(y) -> list:
+    """A Plotly trace's y values as floats (the spec may hold them as a list or as a typed-array dict)."""
+    if isinstance(y, dict) and "bdata" in y:
+        import base64
+        return np.frombuffer(base64.b64decode(y["bdata"]), dtype=np.dtype(y.get("dtype", "f8"))).tolist()
+    return [float(v) for v in y]
+
+
 def test_train_page_launches_refuses_a_second_job_and_shows_curves(train_ws):
     ws = train_ws
     from siamese_core.runs import Run, active_job, list_runs, run_path
@@ -310,19 +415,16 @@ def test_train_page_launches_refuses_a_second_job_and_shows_curves(train_ws):
     widget(at, "text_input", "train_run_id").set_value("ui1")
     widget(at, "selectbox", "train_precision").set_value("mixed_bfloat16")
     widget(at, "selectbox", "train_devices").set_value("all")
+    assert widget(at, "slider", "train_test").value == 0.1  # the default preset's test fraction
+    widget(at, "slider", "train_test").set_value(0.2)
     widget(at, "button", "train_launch").click().run()
     ok(at)
     from siamese_core.runs import PRETRAINED
     assert [r for r in list_runs(ws) if r != PRETRAINED] == ["ui1"]
-    assert Run(run_path("ui1", ws)).config.train.precision == "mixed_bfloat16"  # the form's choice reaches the run
-    assert Run(run_path("ui1", ws)).config.train.devices == "all"
+    cfg = Run(run_path("ui1", ws)).config
+    assert cfg.train.precision == "mixed_bfloat16" and cfg.pairs.test_fraction == 0.2  # the form's choices reach the run
+    assert cfg.train.devices == "all"
     try:
-        # a second launch while the first job holds the lock: the RunError's one line, no exception
-        widget(at, "text_input", "train_run_id").set_value("ui2")
-        widget(at, "button", "train_launch").click().run()
-        ok(at)
-        if active_job(ws):  # (the tiny job may already be over on a fast machine)
-            assert any("already running" in e.value for e in at.error), [e.value for e in at.error]
         assert _wait(lambda: Run(run_path("ui1", ws)).status().get("status") in ("finished", "failed")), \
             Run(run_path("ui1", ws)).status()
         assert _wait(lambda: active_job(ws) is None, 30)
@@ -332,14 +434,32 @@ def test_train_page_launches_refuses_a_second_job_and_shows_curves(train_ws):
             Run(run_path("ui1", ws)).stop(wait_s=20)
     st = Run(run_path("ui1", ws)).status()
     assert st["status"] == "finished", st
+    # a launch while another job holds the workspace's lock (held here, so it is certain): the RunError's
+    # one line naming that job, no exception, and no run made
+    from siamese_core.runs import acquire_train_lock
+    fd = acquire_train_lock("other-job", ws)
+    try:
+        widget(at, "text_input", "train_run_id").set_value("ui2")
+        widget(at, "button", "train_launch").click().run()
+        ok(at)
+    finally:
+        os.close(fd)
+    errors = [e.value for e in at.error]
+    assert any("already running (other-job)" in e for e in errors), errors
+    assert "ui2" not in list_runs(ws)
     at.run()
     ok(at)
     at.run()  # the live view's rerun after the job ended
     ok(at)
     charts = at.get("plotly_chart")
     assert charts, "the loss/accuracy curves are shown"
-    spec = json.dumps(json.loads(charts[0].proto.spec))
-    assert "train (per batch)" in spec and "validation (per epoch)" in spec
+    spec = json.loads(charts[0].proto.spec)
+    curves = {t.get("name"): t.get("y") for t in spec["data"]}
+    cal_curve = "calibration pairs: accuracy at the run's threshold (per epoch)"
+    assert "train loss (per batch)" in curves and cal_curve in curves and "calibration pairs: ROC-AUC (per epoch)" in curves
+    assert not any(n.startswith("validation") for n in curves)  # Keras' in-batch val accuracy at 0.5 is gone
+    epochs = [r for r in Run(run_path("ui1", ws)).metrics() if r["kind"] == "epoch"]
+    assert _plotted(curves[cal_curve]) == [pytest.approx(r["cal_accuracy"]) for r in epochs]
     assert "finished" in json.dumps([m.value for m in at.markdown]) + texts(at)
     assert widget(at, "selectbox", "app_run").value == "ui1"
 

@@ -1,10 +1,11 @@
-"""The training callbacks on their own: live metrics and ETA, stop on request."""
+"""The training callbacks on their own: live metrics and ETA, the per-epoch calibration metric, stop on request."""
 
 from __future__ import annotations
 
 import json
 
 import numpy as np
+import pytest
 
 from siamese_core import callbacks as cb
 from siamese_core._backend import keras
@@ -59,3 +60,49 @@ def test_stop_on_request_ends_training_after_the_current_batch(tmp_path):
     (tmp_path / "elsewhere").mkdir()
     hist = _tiny_model().fit(x, y, batch_size=8, epochs=3, verbose=0, callbacks=[stop2])
     assert not stop2.stopped and len(hist.history["loss"]) == 3
+
+
+def test_calibration_metrics_add_the_accuracy_at_the_run_threshold_and_roc_auc_to_every_epoch(tmp_path):
+    """A real model scoring real pairs each epoch: the epoch lines carry the calibration pairs' accuracy at the
+    best threshold (or the fixed one) and ROC-AUC, equal to what the evaluation functions give on those scores."""
+    from siamese_core.evaluate import metrics_at, roc_auc, suggest_thresholds
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 4)).astype("float32")
+    y = (x[:, 0] > 0).astype("float32")  # label 1 (different) when the first feature is positive
+    identical = np.zeros(64, bool)
+    identical[:4] = True  # left out of the metric, as the threshold's fit leaves them out
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1, activation="sigmoid")])
+    model.compile(optimizer=keras.optimizers.SGD(0.5), loss="binary_crossentropy")
+    seen = []
+
+    def score():
+        s = np.asarray(model(x, training=False)).ravel()
+        seen.append(s)
+        return s
+
+    Run(tmp_path).write_status("running", reset=True)
+    cal = cb.CalibrationMetrics(score, y, identical)
+    live = cb.LiveMetrics(tmp_path, steps_per_epoch=4, epochs=3, status_every=0.0)
+    hist = model.fit(x, y, batch_size=16, epochs=3, verbose=0, callbacks=[cal, live])
+    epochs = [r for r in Run(tmp_path).metrics() if r["kind"] == "epoch"]
+    assert len(epochs) == 3 and len(seen) == 3
+    for rec, s in zip(epochs, seen):
+        k = ~identical
+        t = suggest_thresholds(s[k], y[k]).best_accuracy
+        assert rec["cal_threshold"] == pytest.approx(t)
+        assert rec["cal_accuracy"] == pytest.approx(metrics_at(s[k], y[k], t).accuracy)
+        assert rec["cal_roc_auc"] == pytest.approx(roc_auc(s[k], y[k])) and rec["cal_pairs"] == 60
+    assert epochs[-1]["cal_accuracy"] > 0.9  # a separable problem, learned: the metric follows the model
+    assert hist.history["cal_accuracy"][-1] == pytest.approx(epochs[-1]["cal_accuracy"])
+
+    fixed = cb.CalibrationMetrics(score, y, identical, threshold=0.2)
+    model.fit(x, y, batch_size=16, epochs=1, verbose=0, callbacks=[fixed])
+    k = ~identical
+    assert fixed.last["cal_threshold"] == 0.2
+    assert fixed.last["cal_accuracy"] == pytest.approx(metrics_at(seen[-1][k], y[k], 0.2).accuracy)
+
+
+def test_calibration_metrics_of_one_label_have_no_roc_auc():
+    out = cb.calibration_metrics(np.array([0.1, 0.4, 0.2]), np.array([0, 0, 0]), np.zeros(3, bool))
+    assert out["cal_roc_auc"] is None and out["cal_accuracy"] == 1.0 and out["cal_pairs"] == 3
+    assert cb.calibration_metrics(np.array([0.0]), np.array([0]), np.array([True])) == {"cal_pairs": 0}

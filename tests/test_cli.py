@@ -37,14 +37,54 @@ def _tiles(tiny_ws, tmp_path):
 
 
 def test_evaluate_json_and_text(tiny_ws, capsys):
+    from siamese_core.runs import Run
     assert cli("--workspace", tiny_ws, "evaluate", "--run", "seed1", "--json") == 0
     out = json.loads(capsys.readouterr().out)
     assert out["threshold"] == 0.2 and out["all"]["n_pairs"] > 0
     assert out["without_identical"]["n_pairs"] < out["all"]["n_pairs"]  # seed has identical pairs
     m = out["all"]["metrics"]
     assert m["tp"] + m["fp"] + m["tn"] + m["fn"] == out["all"]["n_pairs"]
+    # the run's test pairs, not the calibration pairs its threshold was fitted on, and it says so
+    test = Run(tiny_ws / "runs" / "seed1").test_scores()
+    assert out["pairs"]["split"] == "test" and out["all"]["n_pairs"] == len(test["score"])
+    assert "never used for training or the threshold" in out["pairs"]["label"]
     assert cli("--workspace", tiny_ws, "evaluate", "--run", "def1", "--threshold", "0.5") == 0
-    assert "confusion" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "confusion" in text and "test pairs (test pairs: 2 places never used for training or the threshold)" in text
+
+
+def _old_run(tiny_ws, tmp_path, rid="def1"):
+    """A copy of the workspace in which run ``rid`` looks as a run trained before the test split does: no test
+    scores, pairs.npz without a test mask, an evaluation.json of its validation pairs, no test_fraction."""
+    import shutil
+    from siamese_core.pairs import Pairs
+    ws = tmp_path / "oldws"
+    shutil.copytree(tiny_ws, ws, ignore=shutil.ignore_patterns("train.lock"))
+    d = ws / "runs" / rid
+    (d / "test_scores.npz").unlink()
+    p = Pairs.load(d / "pairs.npz")
+    np.savez(d / "pairs.npz", a=p.a, b=p.b, label=p.label, val=p.val)
+    ev = json.loads((d / "evaluation.json").read_text())
+    ev.pop("pairs"), ev.pop("threshold_source")
+    (d / "evaluation.json").write_text(json.dumps(ev))
+    cfg = json.loads((d / "config.json").read_text())
+    del cfg["pairs"]["test_fraction"]
+    (d / "config.json").write_text(json.dumps(cfg))
+    return ws
+
+
+def test_an_old_run_without_test_pairs_is_labelled_optimistic(tiny_ws, tmp_path, capsys):
+    ws = _old_run(tiny_ws, tmp_path)
+    assert cli("--workspace", ws, "evaluate", "--run", "def1", "--json") == 0
+    out = json.loads(capsys.readouterr().out)
+    from siamese_core.runs import Run
+    v = Run(ws / "runs" / "def1").val_scores()
+    assert out["pairs"]["split"] == "validation" and out["all"]["n_pairs"] == len(v["score"])
+    assert out["pairs"]["label"] == "validation pairs (the threshold was fitted on them: optimistic)"
+    assert cli("--workspace", ws, "list") == 0
+    line = [x for x in capsys.readouterr().out.splitlines() if "def1:" in x][0]
+    assert "validation pairs (the threshold was fitted on them: optimistic)" in line
+    assert Run(ws / "runs" / "def1").config.pairs.test_fraction == 0.0
 
 
 def test_score_pair_and_threshold_direction(tiny_ws, tmp_path, capsys):
@@ -107,9 +147,14 @@ def test_score_bad_image_one_line(tiny_ws, tmp_path):
 
 
 def test_list(tiny_ws, capsys):
+    from siamese_core.runs import Run
     assert cli("--workspace", tiny_ws, "list") == 0
     out = capsys.readouterr().out
     assert "tiny: 72 images, 24 tiles" in out and "seed1: finished" in out
+    ev = Run(tiny_ws / "runs" / "def1").evaluation()["without_identical"]
+    line = [x for x in out.splitlines() if "def1:" in x][0]
+    assert (f"accuracy {ev['metrics']['accuracy']:.4f} on {ev['n_pairs']} pairs (test pairs: 2 places never used for "
+            f"training or the threshold)") in line, line
 
 
 def test_folder_import_then_train_and_score(ws, tmp_path, capsys):

@@ -159,7 +159,7 @@ def test_threshold_page_tunes_on_a_stored_evaluation(ws):
         n_eval = len(z["score"])
     at = open_app("threshold", query={"run": "def1"})
     box = widget(at, "selectbox", "thr_eval")
-    assert box.options[0].startswith("Validation pairs") and any(o.startswith("Dataset tiny") for o in box.options)
+    assert box.options[0].startswith("Calibration pairs") and any(o.startswith("Dataset tiny") for o in box.options)
     assert box.value == "val"
     val_total = total(at)
     assert val_total != n_eval

@@ -1,5 +1,5 @@
 """A model must learn: a tiny default model trained for a few dozen steps clearly beats the same model
-left untrained, on validation tiles it never saw."""
+left untrained, on its test places: never used for training or for its threshold (evaluation.json)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ from conftest import cli
 
 
 def _auc(ws, rid) -> float:
-    return json.loads((ws / "runs" / rid / "evaluation.json").read_text())["without_identical"]["roc_auc"]
+    ev = json.loads((ws / "runs" / rid / "evaluation.json").read_text())
+    assert ev["pairs"]["split"] == "test" and ev["pairs"]["places"] == 4  # 10% of 40 places
+    return ev["without_identical"]["roc_auc"]
 
 
 def test_a_tiny_model_beats_chance_and_its_untrained_self(tmp_path):

@@ -49,35 +49,60 @@ def test_contrastive_loss_closed_form():
     assert float(contrastive_loss(y, d, 1.0)) == pytest.approx(want, rel=1e-6)
 
 
+def _rescore(model, ds, scores: dict, batch_size: int, distort_seed=None):
+    """The model's scores of stored pairs again, tile B distorted with ``distort_seed`` (None: undistorted)."""
+    from siamese_core.pairs import Pairs
+    from siamese_core.train import predict_scores
+    n = len(scores["a"])
+    pairs = Pairs(scores["a"], scores["b"], scores["label"], np.zeros(n, bool))
+    return predict_scores(model, np.asarray(ds.images), pairs, batch_size, distort_seed=distort_seed)
+
+
 def test_run_directory_contents(tiny_ws):
+    from siamese_core.pairs import Pairs
     from siamese_core.runs import Run, run_path
+    from siamese_core.store import open_dataset
+    g = open_dataset("tiny", tiny_ws).groups
     for rid, preset in (("seed1", "seed"), ("def1", "default")):
         d = run_path(rid, tiny_ws)
-        st = Run(d).status()
+        run = Run(d)
+        st = run.status()
         assert st["status"] == "finished", st
         assert st["device"], st  # the GPU's name, or "CPU (n cores)"
         cfg = json.loads((d / "config.json").read_text())
         assert cfg["model"]["preset"] == preset and cfg["dataset"] == "tiny"
-        m = Run(d).metrics()
+        assert cfg["pairs"]["test_fraction"] == 0.1
+        m = run.metrics()
         batches = [r for r in m if r["kind"] == "batch"]
         epochs = [r for r in m if r["kind"] == "epoch"]
         assert len(batches) == 3 and len(epochs) == 1
-        assert {"loss", "accuracy", "val_loss", "val_accuracy"} <= set(epochs[0])
-        z = np.load(d / "val_scores.npz")
-        assert len(z["score"]) == len(z["label"]) > 0
-        t = Run(d).threshold()
+        assert {"loss", "accuracy", "val_loss", "cal_accuracy", "cal_roc_auc", "cal_threshold"} <= set(epochs[0])
+        # the calibration scores are of the calibration pairs, the test scores of the test pairs: disjoint places
+        p = Pairs.load(d / "pairs.npz")
+        cal, test = run.val_scores(), run.test_scores()
+        assert np.array_equal(cal["a"], p.calibration.a) and np.array_equal(test["a"], p.testing.a)
+        assert len(cal["score"]) > 0 and len(test["score"]) > 0
+        assert not set(g[cal["a"]]) & set(g[test["a"]]) and not set(g[test["a"]]) & set(g[p.train.a])
+        assert st["pair_counts"] == p.counts()
+        t = run.threshold()
         assert (t == 0.2) if preset == "seed" else (0 <= t <= 2)
-        assert (d / "model.keras").exists() and Run(d).checkpoint_path() is not None
+        assert (d / "model.keras").exists() and run.checkpoint_path() is not None
 
 
 def test_saved_model_reloads_safely_and_scores_the_same(tiny_ws):
     from siamese_core.inference import Scorer
+    from siamese_core.runs import Run
     from siamese_core.store import open_dataset
     s = Scorer.from_run("def1", tiny_ws)
     ds = open_dataset("tiny", tiny_ws)
-    z = np.load(tiny_ws / "runs" / "def1" / "val_scores.npz")
+    z = Run(tiny_ws / "runs" / "def1").val_scores()
+    assert z["distort_seed"] is not None  # default preset, augmentation on: tile B carries a training distortion
+    again = _rescore(s.model, ds, z, 16, z["distort_seed"])
+    assert np.allclose(again, z["score"], atol=1e-5)  # the reloaded model gives the stored scores
+    plain = _rescore(s.model, ds, z, 16)
     got = s.score_tiles(np.asarray(ds.images[z["a"]]), np.asarray(ds.images[z["b"]]))
-    assert np.allclose(got, z["score"], atol=1e-5)
+    assert np.allclose(got, plain, atol=1e-5)  # and the Scorer is that model
+    assert not np.allclose(plain, z["score"], atol=1e-3)  # the distortion changed the stored scores
 
 
 def test_lambda_model_is_refused(tiny_ws, tmp_path):
@@ -183,8 +208,11 @@ def test_mixed_precision_run_trains_saves_and_scores(tiny_ws, preset):
     assert convs and all(x.compute_dtype == "bfloat16" and x.variable_dtype == "float32" for x in convs)
     from siamese_core.store import open_dataset
     ds = open_dataset("tiny", tiny_ws)
+    v = Run(d).val_scores()
+    stored = _rescore(s.model, ds, v, 8, v["distort_seed"])  # how training scored them (distorted for default)
+    assert stored.dtype == np.float32 and np.allclose(stored, v["score"], atol=0.05)
     got = s.score_tiles(np.asarray(ds.images[z["a"]]), np.asarray(ds.images[z["b"]]))
-    assert got.dtype == np.float32 and np.allclose(got, z["score"], atol=0.05)
+    assert got.dtype == np.float32 and np.allclose(got, _rescore(s.model, ds, v, 8), atol=0.05)
 
 
 def test_unknown_precision_is_refused():
@@ -218,3 +246,45 @@ def test_mixed_float16_run_resumes_with_its_loss_scaling(tiny_ws):
     finally:
         keras.mixed_precision.set_global_policy("float32")
     assert type(opt).__name__ == "LossScaleOptimizer" and int(opt.iterations.numpy()) == 4
+
+
+def test_threshold_is_fitted_on_calibration_pairs_and_the_report_is_on_test_pairs(tiny_ws, tmp_path):
+    """The default run: threshold = best accuracy on its (distorted) calibration pairs, which is also what the
+    last epoch's calibration metric found; evaluation.json is the report on the test pairs and says so. The seed
+    run keeps its preset threshold. With --test-fraction 0 the report is on the calibration pairs, labelled so."""
+    import shutil
+    from conftest import cli
+    from siamese_core.evaluate import ThresholdSweep, report, suggest_thresholds
+    from siamese_core.runs import VALIDATION_LABEL, Run
+    from siamese_core.store import open_dataset
+    g = open_dataset("tiny", tiny_ws).groups
+    run = Run(tiny_ws / "runs" / "def1")
+    cal, test = run.val_scores(), run.test_scores()
+    keep = ~cal["identical"]
+    info = run.threshold_info()
+    assert info["source"] == "calibrated"
+    assert info["threshold"] == suggest_thresholds(cal["score"][keep], cal["label"][keep]).best_accuracy
+    last = [r for r in run.metrics() if r["kind"] == "epoch"][-1]
+    assert last["cal_threshold"] == pytest.approx(info["threshold"], abs=1e-9)
+    assert last["cal_accuracy"] == pytest.approx(
+        ThresholdSweep(cal["score"][keep], cal["label"][keep]).at(info["threshold"]).accuracy, abs=1e-12)
+    ev = run.evaluation()
+    places = len(set(g[test["a"]]))
+    assert ev["pairs"] == {"split": "test", "pairs": len(test["score"]), "places": places, "distorted": True,
+                           "label": f"test pairs: {places} places never used for training or the threshold"}
+    assert ev["threshold_source"] == "calibrated"
+    want = report(test["score"], test["label"], info["threshold"], identical=test["identical"])
+    assert ev["all"] == json.loads(json.dumps(want["all"]))
+    assert test["distort_seed"] is not None and test["distort_seed"] != cal["distort_seed"]
+
+    seed = Run(tiny_ws / "runs" / "seed1")
+    assert seed.threshold_info()["source"] == "preset" and seed.threshold() == 0.2
+    assert seed.val_scores()["distort_seed"] is None and seed.evaluation_pairs()["split"] == "test"
+
+    ws = tmp_path / "ws"
+    shutil.copytree(tiny_ws / "datasets", ws / "datasets")
+    assert cli("--workspace", ws, "train", "--dataset", "tiny", "--epochs", 1, "--steps-per-epoch", 2,
+               "--batch-size", 16, "--test-fraction", 0, "--run-id", "notest", "--verbose", 0) == 0
+    nt = Run(ws / "runs" / "notest")
+    assert not nt.has_test_scores() and nt.evaluation_pairs()["label"] == VALIDATION_LABEL
+    assert nt.evaluation()["all"]["n_pairs"] == len(nt.val_scores()["score"])

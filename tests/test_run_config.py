@@ -15,11 +15,11 @@ def test_cli_and_builder_agree_on_every_option():
     args = parser().parse_args(["train", "--dataset", "d", "--preset", "default", "--epochs", "3", "--batch-size", "32",
                                 "--learning-rate", "0.01", "--steps-per-epoch", "5", "--seed", "7", "--precision",
                                 "float32", "--no-augment", "--identical", "--val-fraction", "0.2", "--negatives", "3",
-                                "--pair-limit", "50", "--devices", "2"])
+                                "--pair-limit", "50", "--devices", "2", "--test-fraction", "0.15"])
     built = RunConfig.build("d", "default", epochs=3, batch_size=32, learning_rate=0.01, steps_per_epoch=5, seed=7,
                             precision="float32", augment=False, identical=True, val_fraction=0.2, negatives=3,
-                            pair_limit=50, devices=2)
-    assert _run_config(args) == built
+                            pair_limit=50, devices=2, test_fraction=0.15)
+    assert _run_config(args) == built and built.pairs.test_fraction == 0.15
     assert built.pairs.seed == built.train.seed == 7 and built.pairs.negatives == 3 and not built.train.augment
     assert built.train.devices == 2
     # options left out keep the preset's defaults

@@ -113,7 +113,7 @@ def test_evaluate_warns_that_the_scores_are_of_the_old_images(ws, capsys):
     assert cli("--workspace", ws, "evaluate", "--run", "r") == 0
     out = capsys.readouterr()
     assert out.err.startswith("warning: dataset 'd' changed since run 'r' was trained") and out.err.count("\n") == 1
-    assert "validation pairs" in out.out
+    assert "test pairs (test pairs: " in out.out  # what is reported, and which pairs
     assert cli("--workspace", ws, "evaluate", "--run", "r", "--json") == 0
     assert "changed since run 'r'" in json.loads(capsys.readouterr().out)["dataset_changed"]
 
@@ -153,4 +153,4 @@ def test_the_threshold_page_says_its_gallery_may_show_other_images(ws, monkeypat
     assert _prepare(ws, "--overwrite", "--seed", 1) == 0
     at = open_app("threshold", query={"run": "r"})
     warned = [w.value for w in at.warning if "changed since run 'r'" in w.value]
-    assert warned and "may not be the validation pairs" in warned[0], [w.value for w in at.warning]
+    assert warned and "may not be the calibration pairs" in warned[0], [w.value for w in at.warning]

@@ -1,4 +1,4 @@
-"""Dataset store and pairs: atomic writes, memory-mapped images, seeded pairs, group split."""
+"""Dataset store and pairs: atomic writes, memory-mapped images, seeded pairs, the three-way group split."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 
 from siamese_core.config import DataConfig, PairsConfig
 from siamese_core.errors import DatasetError, SiameseError
-from siamese_core.pairs import make_pairs, split_groups
+from siamese_core.pairs import CALIBRATION, TEST, TRAIN, Pairs, assign_splits, make_pairs, split_groups
 from siamese_core.store import build_dataset, check_name, list_datasets, open_dataset
 
 
@@ -100,18 +100,90 @@ def test_no_identical_pairs_when_off():
 
 def test_split_by_group_and_no_leak():
     g = _groups(50)
-    p = make_pairs(g, PairsConfig(val_fraction=0.2, seed=1))
-    train_groups = set(g[p.a[~p.val]]) | set(g[p.b[~p.val]])
-    val_groups = set(g[p.a[p.val]]) | set(g[p.b[p.val]])
-    assert not train_groups & val_groups
-    assert len(set(g[p.a[p.val]])) == 10
+    p = make_pairs(g, PairsConfig(val_fraction=0.2, test_fraction=0.1, seed=1))
+    places = {s: set(g[p.a[p.mask(s)]]) | set(g[p.b[p.mask(s)]]) for s in ("train", "calibration", "test")}
+    assert not places["train"] & places["calibration"]
+    assert not places["train"] & places["test"]
+    assert not places["calibration"] & places["test"]
+    assert len(places["calibration"]) == 10 and len(places["test"]) == 5 and len(places["train"]) == 35
+    assert not (p.val & p.test).any()
+    c = p.counts()
+    assert sum(c[s]["same"] + c[s]["different"] for s in c) == len(p)
+    # 5 places x 3 images: per image one other member, itself (identical on) and one negative
+    assert c["test"] == {"same": 30, "different": 15, "identical": c["test"]["identical"]} and c["test"]["identical"] >= 15
+
+
+def test_three_way_split_fractions_and_minimums():
+    for n, val, test, want in ((100, 0.1, 0.1, (80, 10, 10)), (100, 0.2, 0.3, (50, 20, 30)),
+                               (3, 0.1, 0.1, (1, 1, 1)),  # at least one place in each split
+                               (4, 0.1, 0.1, (2, 1, 1)), (10, 0.1, 0.0, (9, 1, 0))):
+        g = np.repeat(np.arange(n), 2)
+        code = assign_splits(g, val, test, seed=3)
+        got = tuple(len(set(g[code == c])) for c in (TRAIN, CALIBRATION, TEST))
+        assert got == want, (n, val, test, got)
+        for grp in np.unique(g):  # every image of a place in one split
+            assert len(set(code[g == grp])) == 1
+
+
+def test_three_way_split_is_seeded_and_keeps_the_old_calibration_split_without_test():
+    g = _groups(60)
+    assert np.array_equal(assign_splits(g, 0.1, 0.1, 7), assign_splits(g, 0.1, 0.1, 7))
+    assert not np.array_equal(assign_splits(g, 0.1, 0.1, 7), assign_splits(g, 0.1, 0.1, 8))
+    # without a test split the calibration places are the ones the two-way split chose
+    assert np.array_equal(assign_splits(g, 0.1, 0.0, 7) == CALIBRATION, split_groups(g, 0.1, 7))
+    # and adding a test split does not move them: test places come from the training side
+    assert np.array_equal(assign_splits(g, 0.1, 0.1, 7) == CALIBRATION, split_groups(g, 0.1, 7))
+
+
+def test_negatives_are_drawn_within_the_anchors_split():
+    g = _groups(40)
+    code = assign_splits(g, 0.2, 0.2, 0)
+    p = make_pairs(g, PairsConfig(identical=False, negatives=3, val_fraction=0.2, test_fraction=0.2, seed=0))
+    diff = p.label == 1
+    assert diff.sum() == 3 * len(g)
+    assert np.array_equal(code[p.a[diff]], code[p.b[diff]])  # both images of every pair in one split
+    assert np.array_equal(code[p.a], code[p.b])
+    assert np.array_equal(p.test, code[p.a] == TEST) and np.array_equal(p.val, code[p.a] == CALIBRATION)
+
+
+def test_split_fractions_are_checked_with_the_fix():
+    with pytest.raises(SiameseError, match=r"test_fraction=1\.0 must be"):
+        PairsConfig(test_fraction=1.0)
+    with pytest.raises(SiameseError, match=r"val_fraction=0\.5 \+ test_fraction=0\.5 leave no places to train"):
+        PairsConfig(val_fraction=0.5, test_fraction=0.5)
+
+
+def test_pairs_save_and_load_the_test_mask_and_old_files_have_no_test_pairs(tmp_path):
+    p = make_pairs(_groups(), PairsConfig(seed=2))
+    assert p.test.any()
+    p.save(tmp_path / "pairs.npz")
+    q = Pairs.load(tmp_path / "pairs.npz")
+    for f in ("a", "b", "label", "val", "test"):
+        assert np.array_equal(getattr(p, f), getattr(q, f))
+    # a pairs.npz written before the test split: a, b, label, val only
+    np.savez(tmp_path / "old.npz", a=p.a, b=p.b, label=p.label, val=p.val)
+    old = Pairs.load(tmp_path / "old.npz")
+    assert not old.test.any() and len(old.testing) == 0 and old.counts()["test"] == {"same": 0, "different": 0,
+                                                                                      "identical": 0}
+    assert np.array_equal(old.mask("train"), ~p.val)
+
+
+def test_a_run_config_saved_before_the_test_split_reads_no_test_fraction():
+    from siamese_core.config import RunConfig
+    new = RunConfig.build("d", "default")
+    assert new.pairs.test_fraction == 0.1 and RunConfig.build("d", "seed").pairs.test_fraction == 0.1
+    assert RunConfig.build("d", test_fraction=0.25).pairs.test_fraction == 0.25
+    old = new.to_dict()
+    del old["pairs"]["test_fraction"]
+    assert RunConfig.from_dict(old).pairs.test_fraction == 0.0
+    assert RunConfig.from_dict(new.to_dict()) == new
 
 
 def test_same_seed_same_pairs_and_split():
     g = _groups()
     a, b = make_pairs(g, PairsConfig(seed=5)), make_pairs(g, PairsConfig(seed=5))
     c = make_pairs(g, PairsConfig(seed=6))
-    for f in ("a", "b", "label", "val"):
+    for f in ("a", "b", "label", "val", "test"):
         assert np.array_equal(getattr(a, f), getattr(b, f))
     assert not np.array_equal(a.b, c.b)
     assert np.array_equal(split_groups(g, 0.1, 5), split_groups(g, 0.1, 5))
