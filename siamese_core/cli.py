@@ -175,6 +175,12 @@ def cmd_evaluate(args) -> int:
     if changed:  # the scores are the run's own, stored when it finished; the dataset's images are not theirs now
         print(f"warning: {changed}; these scores are of its images at training time", file=sys.stderr)
     t = args.threshold if args.threshold is not None else run.threshold()
+    if run.has_fusion() and args.threshold is None:
+        # the stored scores are the learned distance; the run's threshold is now the fused verdict's, on
+        # another scale: report the distance at the threshold it was evaluated with, and say so
+        t = float(run.evaluation().get("all", {}).get("metrics", {}).get("threshold", t))
+        label += (f"; the learned distance alone: run {args.run}'s verdict is fused (keypoints + distance), "
+                  f"measure it with evaluate --run {args.run} --pairs LABELLED.csv")
     rep = report(s, y, t, identical=v["identical"])
     if args.json:
         print(json.dumps({"run": args.run, "threshold": t, "dataset_changed": changed,

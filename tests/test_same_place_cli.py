@@ -74,6 +74,15 @@ def test_calibrate_then_evaluate_per_kind(tiny_ws, labelled, capsys):
     assert rep["kinds"]["rotated"]["roc_auc_score"] >= 0.9
     assert rep["kinds"]["rotated"]["roc_auc_inliers"] >= 0.9
     assert (tiny_ws / "runs" / "def1cal" / "evaluations" / "pairs.json").exists()
+    # the calibrated copy's stored test scores are learned distances: evaluated at the distance threshold they
+    # were measured with (as the original run reports them), not at the fused threshold, and labelled so
+    assert cli("--workspace", tiny_ws, "evaluate", "--run", "def1", "--json") == 0
+    plain = json.loads(capsys.readouterr().out)
+    assert cli("--workspace", tiny_ws, "evaluate", "--run", "def1cal", "--json") == 0
+    copy = json.loads(capsys.readouterr().out)
+    assert copy["threshold"] == plain["threshold"] != fusion["threshold"]
+    assert copy["all"]["metrics"] == plain["all"]["metrics"]
+    assert "learned distance alone" in copy["pairs"]["label"] and "--pairs" in copy["pairs"]["label"]
 
 
 def test_calibrate_refuses_a_csv_without_labels(tiny_ws, tmp_path, capsys):
