@@ -334,7 +334,41 @@ def cmd_index(args) -> int:
     return 0
 
 
+def _search_shards(args) -> int:
+    """``search --embeddings EMB --image X``: the nearest inputs of an ``embed`` job, from its shard index."""
+    from .search import _check_k
+    from .shard_index import open_shard_index
+    k = _check_k(args.k)
+    if args.image is None or args.check:
+        raise SiameseError("search --embeddings EMB takes a query --image FILE (no --row, no --check: the inputs "
+                           "of an embed job are not a dataset); use --dataset NAME for those")
+    idx = open_shard_index(args.embeddings)
+    try:
+        made_by = json.loads((Path(args.embeddings).expanduser() / "job.json").read_text())["run"]
+    except (OSError, ValueError, KeyError):
+        made_by = None
+    if args.run and made_by and args.run != made_by:
+        raise SiameseError(f"{args.embeddings} was embedded by run {made_by!r}; its distances mean nothing for run "
+                           f"{args.run!r}: leave out --run, or embed again with --run {args.run}")
+    from .inference import Scorer
+    scorer = Scorer.from_run(args.run or made_by, args.workspace)
+    hits = idx.search(scorer.embed(scorer.prepare(args.image).tile[None]), k)[0]
+    if args.json:
+        print(json.dumps({"run": scorer.name, "embeddings": str(args.embeddings), "query": {"image": args.image},
+                          "k": k, "index": {"kind": idx.meta.get("kind"), "vectors": len(idx)},
+                          "hits": [{"rank": h.rank, "row": h.row, "name": h.name, "distance": h.distance}
+                                   for h in hits]}))
+        return 0
+    print(f"{len(hits)} nearest of {len(idx)} embedded inputs in {args.embeddings} to {args.image} "
+          f"(run {scorer.name}; embedding distance, lower = more alike):")
+    for h in hits:
+        print(f"  {h.rank:>3}. distance {h.distance:.4f}  {h.name}")
+    return 0
+
+
 def cmd_search(args) -> int:
+    if args.embeddings:
+        return _search_shards(args)
     from .search import _check_k, build_index, dataset_row, search
     from .store import open_dataset
     k = _check_k(args.k)
@@ -546,8 +580,11 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--run", help="run id (default: the model bundled with the package)")
     s.set_defaults(func=cmd_index)
 
-    s = sub.add_parser("search", help="which images of a dataset are nearest to this tile? (embedding search)")
-    s.add_argument("--dataset", required=True, help="dataset name (indexed on first use)")
+    s = sub.add_parser("search", help="which images of a dataset (or of an embed job) are nearest to this tile? "
+                                      "(embedding search)")
+    w = s.add_mutually_exclusive_group(required=True)
+    w.add_argument("--dataset", help="dataset name (indexed on first use)")
+    w.add_argument("--embeddings", metavar="EMB", help="the --out folder of an `embed ... --index` job (its index)")
     q = s.add_mutually_exclusive_group(required=True)
     q.add_argument("--image", help="query image file")
     q.add_argument("--row", type=int, help="query with image ROW of the dataset itself")

@@ -116,6 +116,16 @@ def test_embed_folder_equals_single_process_resumes_and_indexes(ray_local, score
     assert [h[0].name for h in hits] == names[1:]
     assert all(h[0].distance == pytest.approx(0.0, abs=1e-3) and h[0].distance <= h[1].distance for h in hits)
     assert build_shard_index(out, "flat")["status"] == "reused"
+    # ... and from the command line: a query tile finds itself first
+    assert cli("search", "--embeddings", out, "--image", tiles / "t03.png", "--k", 2, "--json") == 0
+    found = json.loads(capsys.readouterr().out)
+    assert found["run"] == "pretrained" and [h["name"] for h in found["hits"]][0] == "t03.png"
+    assert found["hits"][0]["distance"] == pytest.approx(0.0, abs=1e-3)
+    assert found["hits"][0]["distance"] < found["hits"][1]["distance"]
+    assert cli("search", "--embeddings", out, "--row", 3) == 2
+    assert "takes a query --image" in capsys.readouterr().err
+    assert cli("search", "--embeddings", out, "--image", tiles / "t03.png", "--run", "other") == 2
+    assert "was embedded by run 'pretrained'" in capsys.readouterr().err
 
     # a second run: every shard is complete, nothing is recomputed (no Ray job at all)
     before = _mtimes(out)
