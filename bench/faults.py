@@ -33,6 +33,8 @@ import threading
 import time
 from pathlib import Path
 
+from _machine import cpu_model  # bench/ is the script's folder, first on sys.path
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -230,7 +232,7 @@ def main(argv=None) -> int:
     from siamese_core.cli import main as cli
     assert cli(["--workspace", str(ws), "prepare", "--name", "tiny", "--limit", "24", "--size", "32"]) == 0
     t0 = time.time()
-    res = {"cpu": _cpu(), "kills": kill_trials(ws, args.kills, random.Random(args.seed)) if args.kills else None,
+    res = {"cpu": cpu_model(), "kills": kill_trials(ws, args.kills, random.Random(args.seed)) if args.kills else None,
            "races": race_trials(ws, args.races) if args.races else None}
     res["seconds"] = round(time.time() - t0, 1)
     (out / "faults.json").write_text(json.dumps(res, indent=2))
@@ -242,12 +244,6 @@ def main(argv=None) -> int:
         and (not r or r["exactly_one_won"] == r["loser_one_line_naming_the_job"] == r["trials"])
     return 0 if ok else 1
 
-
-def _cpu() -> str:
-    try:
-        return next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return "unknown"
 
 
 if __name__ == "__main__":

@@ -31,13 +31,14 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+
+from _machine import cpu_model  # bench/ is the script's folder, first on sys.path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -48,21 +49,6 @@ PRECISIONS = ("float32", "mixed_float16")
 TARGETS = (("seed preset, training pairs/s", "seed", "train", 6700),
            ("default preset, training pairs/s", "default", "train", 5000),
            ("default preset, embedding tiles/s", "default", "embed", 20000))
-
-
-def cpu_model() -> str:
-    """``lscpu``'s model name (or /proc/cpuinfo's)."""
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
-        for line in out.splitlines():
-            if line.startswith("Model name:"):
-                return line.split(":", 1)[1].strip()
-    except (OSError, subprocess.SubprocessError):
-        pass
-    try:
-        return next(ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name"))
-    except (OSError, StopIteration):
-        return "unknown"
 
 
 def make_tiles(n: int, size: int, variants: int = 2):

@@ -22,6 +22,8 @@ import sys
 import time
 from pathlib import Path
 
+from _machine import cpu_model  # bench/ is the script's folder, first on sys.path
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -46,7 +48,7 @@ def main(argv=None):
     scorer = Scorer.from_run(args.run, args.workspace)
     a = synthetic_tile(1, 256, seed=0)
     pairs = [(encode_png(a), encode_png(rotate(a, 33.0))), (encode_png(a), encode_png(synthetic_tile(2, 256, seed=0)))]
-    out = {"run": scorer.name, "cpu": _cpu()}
+    out = {"run": scorer.name, "cpu": cpu_model()}
     for name, (pa, pb) in zip(("same_place_ms", "different_place_ms"), pairs):
         scorer.judge_pair(pa, pb)  # warm-up: graph trace
         ts = []
@@ -92,12 +94,6 @@ def main(argv=None):
         out["batch_cores"] = len(cores)
     print(json.dumps(out, indent=2))
 
-
-def _cpu() -> str:
-    try:
-        return next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return "unknown"
 
 
 if __name__ == "__main__":

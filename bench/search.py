@@ -28,16 +28,12 @@ from pathlib import Path
 
 import numpy as np
 
+from _machine import cpu_model  # bench/ is the script's folder, first on sys.path
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 SAMPLE = ROOT.parent / "shared" / "data" / "aerial-sample"
 
-
-def _cpu() -> str:
-    try:
-        return next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return "unknown"
 
 
 def _unit(rng, n, d) -> np.ndarray:
@@ -81,7 +77,7 @@ def main(argv=None):
     from siamese_core.search import NPROBE, ivf_params
 
     rng = np.random.default_rng(0)
-    out = {"cpu": _cpu(), "cores": len(os.sched_getaffinity(0)), "faiss": faiss.__version__,
+    out = {"cpu": cpu_model(), "cores": len(os.sched_getaffinity(0)), "faiss": faiss.__version__,
            "faiss_threads": faiss.omp_get_max_threads(), "vectors": args.n}
     sample = Path(args.sample)
     have_sample = sample.is_dir() and any(sample.iterdir())
