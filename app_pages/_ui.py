@@ -295,6 +295,15 @@ def scorer(run_id: str):
     return _scorer(str(workspace()), run_id, (dash.mtime(r.model_path), dash.mtime(r.fusion_path)))
 
 
+def require_scorer(run_id: str):
+    """:func:`scorer`, or the page stops here with the error's one line (a run that cannot be loaded)."""
+    try:
+        return scorer(run_id)
+    except SiameseError as e:
+        error(e)
+        st.stop()
+
+
 @st.cache_data(max_entries=8, show_spinner="Reading the run's scores…")
 def _evaluation(ws: str, run_id: str, stamp: float, exclude_identical: bool, split: str = "val"):
     from siamese_core.evaluate import ThresholdSweep, pr_curve, roc_auc, roc_curve, suggest_thresholds

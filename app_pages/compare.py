@@ -42,14 +42,6 @@ def _read(upload):
     return data
 
 
-def _load_scorer():
-    try:
-        return _ui.scorer(rid)
-    except SiameseError as e:
-        _ui.error(e)
-        st.stop()
-
-
 def _stamp() -> tuple:
     """What a cached judgement depends on besides the tiles: workspace, run, model and fusion files."""
     return str(_ui.workspace()), rid, dash.mtime(run.model_path), dash.mtime(run.fusion_path)
@@ -72,13 +64,13 @@ def _cached(key, make):
 def _prepare(data: bytes, name: str):
     """(Prepared tile, its cache key) for uploaded bytes; raises SiameseError for a bad file."""
     key = ("prep", *_stamp(), hashlib.sha1(data).hexdigest())
-    return _cached(key, lambda: _load_scorer().prepare(data, name)), key
+    return _cached(key, lambda: _ui.require_scorer(rid).prepare(data, name)), key
 
 
 def _judge(pa, pb, key=None):
     """The run's Judgement of a prepared pair (cached under ``key`` when given)."""
     def make():
-        return _load_scorer().judge([(pa, pb)], threshold)[0]
+        return _ui.require_scorer(rid).judge([(pa, pb)], threshold)[0]
     return _cached(("judge", *key), make) if key else make()
 
 
@@ -122,7 +114,7 @@ def familiarity_note(pa, pb) -> None:
     """One warning line under the verdict for each tile unlike the run's training tiles (nothing when the run
     has no reference.npz)."""
     try:
-        fam = _load_scorer().familiarity([pa, pb]) or []
+        fam = _ui.require_scorer(rid).familiarity([pa, pb]) or []
     except (SiameseError, ValueError) as e:
         st.caption(f"Could not compare the tiles with the training tiles: {e}")
         return
@@ -197,7 +189,7 @@ with st.expander(f"No tiles at hand? Compare two images of dataset `{_pick_ds}`"
         ib = x2.number_input("Image index B", 0, n - 1, min(1, n - 1), key="cmp_idx_b",
                              help="Images of the same group (e.g. 0, 1, 2) show the same place.")
         if x3.button("Compare these", key="cmp_idx_go"):
-            scorer = _load_scorer()
+            scorer = _ui.require_scorer(rid)
             imgs = _ui.tiles(ds, [ia, ib])
             pa, pb = scorer.prepare(np.asarray(imgs[int(ia)])), scorer.prepare(np.asarray(imgs[int(ib)]))
             g = ds.groups

@@ -16,7 +16,6 @@ import streamlit as st
 from app_pages import _ui
 from siamese_core import collection as col
 from siamese_core import search as srch
-from siamese_core.errors import SiameseError
 
 MAX_POINTS = 5000      # more tiles than this: a seeded sample is mapped
 MAX_LEGEND = 20        # more colours than this: one colour scale, no legend
@@ -36,11 +35,7 @@ st.markdown(f"Every image of dataset **{ds.name}** ({len(ds):,} images) as run *
 
 def _index() -> srch.Index:
     """The search index of the active run over the active dataset (its embeddings are what is mapped)."""
-    try:
-        scorer = _ui.scorer(rid)
-    except SiameseError as e:
-        _ui.error(e)
-        st.stop()
+    scorer = _ui.require_scorer(rid)
     return _ui.build_index(scorer, ds, "Embedding the dataset")
 
 

@@ -38,11 +38,7 @@ def _loaded() -> dict:
 
 def _index() -> srch.Index:
     """The index of the active run over the active dataset: from memory, else from disk, else built here."""
-    try:
-        scorer = _ui.scorer(rid)
-    except SiameseError as e:
-        _ui.error(e)
-        st.stop()
+    scorer = _ui.require_scorer(rid)
     stamp = srch.source_stamp(scorer, ds)
     key = (str(_ui.workspace()), rid, ds.name, repr(sorted(stamp.items())))
     cache = _loaded()
