@@ -343,10 +343,7 @@ def _search_shards(args) -> int:
         raise SiameseError("search --embeddings EMB takes a query --image FILE (no --row, no --check: the inputs "
                            "of an embed job are not a dataset); use --dataset NAME for those")
     idx = open_shard_index(args.embeddings)
-    try:
-        made_by = json.loads((Path(args.embeddings).expanduser() / "job.json").read_text())["run"]
-    except (OSError, ValueError, KeyError):
-        made_by = None
+    made_by = idx.run
     if args.run and made_by and args.run != made_by:
         raise SiameseError(f"{args.embeddings} was embedded by run {made_by!r}; its distances mean nothing for run "
                            f"{args.run!r}: leave out --run, or embed again with --run {args.run}")

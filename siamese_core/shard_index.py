@@ -118,7 +118,7 @@ def build_shard_index(out, kind: str = "auto", nlist: int = 0, m: int = 0, progr
     if n == 0:
         raise SiameseError(f"{out}: no embeddings to index (every input failed; see the shards' error column)")
     want = kind if kind != "auto" else ("flat" if n <= exact_max else "ivfpq")
-    source = {"keys": job["keys"], "kind": want, "nlist": int(nlist), "m": int(m)}
+    source = {"keys": job["keys"], "run": job.get("run"), "kind": want, "nlist": int(nlist), "m": int(m)}
     dest = out / "index"
     try:
         old = json.loads((dest / "meta.json").read_text())
@@ -185,6 +185,11 @@ class ShardIndex:
 
     def __len__(self) -> int:
         return int(self.faiss_index.ntotal)
+
+    @property
+    def run(self) -> str | None:
+        """The run whose model embedded the shards: queries must be embedded by the same one."""
+        return self.meta.get("source", {}).get("run")
 
     def search(self, embeddings, k: int = 5) -> list[list[ShardHit]]:
         from .search import _check_k
