@@ -23,7 +23,7 @@ import numpy as np
 
 MAX_SIDE = 320            # working resolution: tiles are shrunk (never enlarged) to this longest side
 MIN_FEATURES = 8          # fewer keypoints than this: "no evidence" (blank, flat or tiny tile)
-SIFT_FEATURES = 300       # the strongest keypoints kept: their descriptors are most of SIFT's cost
+SIFT_FEATURES = 250       # the strongest keypoints kept: their descriptors are half of SIFT's cost (see bench/RESULTS.md)
 ORB_FEATURES = 500
 RATIO = 0.8               # Lowe's ratio test
 RANSAC_PX = 4.0           # reprojection tolerance at the working resolution
@@ -214,16 +214,19 @@ def _knn(da: np.ndarray, db: np.ndarray, norm: int) -> tuple[np.ndarray, np.ndar
     if da is None or db is None or len(da) < 2 or len(db) < 2:
         return none, none
     if norm == cv2.NORM_L2:
-        d2 = np.maximum(2.0 - 2.0 * cv2.gemm(db, da, 1.0, None, 0.0, flags=cv2.GEMM_2_T), 0.0)  # squared, B × A
-        rows = np.arange(len(db))
-        near = d2.argmin(axis=1)
-        first = d2[rows, near]
-        d2[rows, near] = np.inf  # the second nearest is then the smallest left (cheaper than a partition)
-        keep = first < RATIO * RATIO * d2.min(axis=1)
-        return rows[keep], near[keep]
-    pairs = cv2.BFMatcher(norm).knnMatch(db, da, k=2)
-    good = [p[0] for p in pairs if len(p) == 2 and p[0].distance < RATIO * p[1].distance]
-    return np.array([g.queryIdx for g in good], np.intp), np.array([g.trainIdx for g in good], np.intp)
+        d = np.maximum(2.0 - 2.0 * cv2.gemm(db, da, 1.0, None, 0.0, flags=cv2.GEMM_2_T), 0.0)  # squared, B × A
+        ratio = RATIO * RATIO
+    else:  # binary (ORB): with bits as ±1, Hamming = (bits − dot) / 2, exact in float32, a third faster
+        bits = da.shape[1] * 8
+        sa, sb = (np.unpackbits(x, axis=1).astype(np.float32) * 2.0 - 1.0 for x in (da, db))
+        d = (bits - cv2.gemm(sb, sa, 1.0, None, 0.0, flags=cv2.GEMM_2_T)) * 0.5
+        ratio = RATIO
+    rows = np.arange(len(db))
+    near = d.argmin(axis=1)
+    first = d[rows, near]
+    d[rows, near] = np.inf  # the second nearest is then the smallest left (cheaper than a partition)
+    keep = first < ratio * d.min(axis=1)  # a tie for nearest never passes, whichever index argmin chose
+    return rows[keep], near[keep]
 
 
 def _attempt(pa, da, pb, db, norm) -> tuple[np.ndarray | None, int, int, np.ndarray]:

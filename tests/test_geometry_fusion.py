@@ -138,3 +138,32 @@ def test_threads_give_the_same_evidence_as_one_thread(tile):
         for m, n in zip(one * 3, many):
             assert (m.inliers, m.sift_inliers, m.orb_inliers, round(m.structure, 6)) == \
                    (n.inliers, n.sift_inliers, n.orb_inliers, round(n.structure, 6))
+
+
+def _bf_ratio(da, db, norm):
+    pairs = cv2.BFMatcher(norm).knnMatch(db, da, k=2)
+    return sorted((p[0].queryIdx, p[0].trainIdx) for p in pairs if len(p) == 2 and p[0].distance < G.RATIO * p[1].distance)
+
+
+@pytest.mark.parametrize("other", ["turned", "unrelated"])
+def test_ratio_test_finds_what_opencvs_matcher_finds(tile, other):
+    b = _turn(tile, 41.0, 1.2) if other == "turned" else synthetic_tile(9, 256, seed=1)
+    fa, fb = G.features(tile), G.features(b)
+    for da, db, norm in ((fa.sift_desc, fb.sift_desc, cv2.NORM_L2), (fa.orb_desc, fb.orb_desc, cv2.NORM_HAMMING)):
+        ib, ia = G._knn(da, db, norm)
+        assert sorted(zip(ib.tolist(), ia.tolist())) == _bf_ratio(da, db, norm)
+    assert len(G._knn(fa.orb_desc, fb.orb_desc, cv2.NORM_HAMMING)[0]) >= (50 if other == "turned" else 0)
+
+
+def test_b_is_realigned_for_the_learned_distance_unless_the_keypoints_decide(tile, monkeypatch):
+    from siamese_core import inference
+    scorer = inference.Scorer.from_run(None)  # the bundled model
+    a, b = scorer.prepare(tile), scorer.prepare(_turn(tile, 50.0, 0.7))
+    plain = float(np.linalg.norm(np.subtract(*scorer.embed(np.stack([a.tile, b.tile])))))
+    decided = scorer.judge([(a, b)])[0]
+    assert decided.geo.inliers >= inference.ALIGN_DECISIVE
+    assert decided.distance == pytest.approx(plain, abs=1e-5)  # not realigned: the keypoints decide alone
+    monkeypatch.setattr(inference, "ALIGN_DECISIVE", 10 ** 6)
+    realigned = scorer.judge([(a, b)])[0]
+    assert realigned.distance < plain - 0.05  # B laid back onto A looks more like A than B turned and shrunk does
+    assert realigned.score <= decided.score

@@ -288,3 +288,20 @@ def test_threshold_is_fitted_on_calibration_pairs_and_the_report_is_on_test_pair
     nt = Run(ws / "runs" / "notest")
     assert not nt.has_test_scores() and nt.evaluation_pairs()["label"] == VALIDATION_LABEL
     assert nt.evaluation()["all"]["n_pairs"] == len(nt.val_scores()["score"])
+
+
+def test_inference_tower_folds_batchnorm_and_scores_the_same():
+    from siamese_core._backend import keras
+    from siamese_core.model import build_model, inference_tower, tower_of
+    tower = tower_of(build_model(ModelConfig(preset="default", size=64, width=8, embedding=16, normalize=True)))
+    rng = np.random.default_rng(0)
+    for layer in tower.layers:  # trained-looking statistics, so that folding has something to get wrong
+        if isinstance(layer, keras.layers.BatchNormalization):
+            n = layer.gamma.shape[0]
+            layer.set_weights([rng.uniform(0.5, 2, n), rng.normal(0, 0.5, n), rng.normal(0, 0.5, n), rng.uniform(0.2, 3, n)])
+    folded = inference_tower(tower)
+    assert not any(isinstance(layer, keras.layers.BatchNormalization) for layer in folded.layers)
+    x = rng.uniform(0, 1, (4, 64, 64, 3)).astype("float32")
+    np.testing.assert_allclose(folded(x, training=False), tower(x, training=False), atol=1e-5)
+    seed = tower_of(build_model(ModelConfig(preset="seed", size=64)))
+    assert inference_tower(seed) is seed  # its BatchNormalizations follow no convolution: nothing to fold
