@@ -160,19 +160,19 @@ def _detect(det, gray: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
     return np.float32([k.pt for k in kp]), desc
 
 
-SIFT_SCALE, SIFT_MIN_SIDE = 0.75, 192  # SIFT looks at the working tile shrunk by this much, not below this side:
-# it doubles the image it is given first, so its cost grows with 4× the area; on the development pairs
-# 0.75 (192 px for a 256 px tile) kept every ROC-AUC of the full size and cut its time by a third
+KEYPOINT_SCALE, KEYPOINT_MIN_SIDE = 0.75, 192  # keypoints are found on the working tile shrunk by this much,
+# not below this side. SIFT doubles the image it is given first, so its cost grows with 4× the area; on the
+# development pairs 0.75 (192 px for a 256 px tile) kept every ROC-AUC of the full size and cut SIFT's time by a
+# third. ORB on the same smaller image: 0.55× its time, and its inliers separated same from different places
+# better than at full size on every kind of pair but distorted copies (bench/RESULTS.md, session 5).
 
 
-def _detect_sift(sift, gray: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+def _keypoint_image(gray: np.ndarray) -> tuple[np.ndarray, float]:
     h, w = gray.shape
-    f = min(1.0, max(SIFT_SCALE, SIFT_MIN_SIDE / max(h, w)))
+    f = min(1.0, max(KEYPOINT_SCALE, KEYPOINT_MIN_SIDE / max(h, w)))
     if f >= 1.0:
-        return _detect(sift, gray)
-    small = cv2.resize(gray, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
-    pts, desc = _detect(sift, small)
-    return (pts + 0.5) / f - 0.5, desc
+        return gray, 1.0
+    return cv2.resize(gray, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA), f
 
 
 def features(img: np.ndarray, factor: float = 1.0, shape: tuple | None = None) -> TileFeatures:
@@ -186,8 +186,10 @@ def features(img: np.ndarray, factor: float = 1.0, shape: tuple | None = None) -
     f *= factor
     clahe, sift, orb = _detectors()
     gray = clahe.apply(cv2.cvtColor(small, cv2.COLOR_RGB2GRAY) if small.ndim == 3 else small)
-    sp, sd = _detect_sift(sift, gray)
-    op, od = _detect(orb, gray)
+    kimg, k = _keypoint_image(gray)
+    (sp, sd), (op, od) = _detect(sift, kimg), _detect(orb, kimg)
+    if k < 1.0:  # keypoints back to the working tile's pixels (centres of pixels kept in place)
+        sp, op = (sp + 0.5) / k - 0.5, (op + 0.5) / k - 0.5
     return TileFeatures(gray, f, shape, sp, _rootsift(sd), op, od, _edge_field(gray))
 
 
