@@ -184,7 +184,11 @@ class Scorer:
 
     def embed(self, tiles: np.ndarray, batch_size: int = 128) -> np.ndarray:
         """Tower embeddings for uint8 tiles (N, S, S, 3)."""
-        out = [self._embed_fn(np.asarray(tiles[i:i + batch_size], np.uint8)).numpy()
+        from ._backend import tf
+        fn = self.__dict__.get("_embed_graph")  # the traced graph itself: 0.4 ms less a call than the tf.function
+        if fn is None:
+            fn = self.__dict__["_embed_graph"] = self._embed_fn.get_concrete_function()
+        out = [fn(tf.constant(np.asarray(tiles[i:i + batch_size], np.uint8))).numpy()
                for i in range(0, len(tiles), batch_size)]
         return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
