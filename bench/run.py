@@ -137,7 +137,7 @@ def child_throughput(p):
         setup_s = time.perf_counter() - t0
         reference.fit(model, train, None, batch_size=B, callbacks=[timer])
     else:
-        from siamese_core.config import ModelConfig, PairsConfig, preset_defaults
+        from siamese_core.config import ModelConfig, preset_defaults
         from siamese_core.model import build_model, compile_model
         from siamese_core.pairs import make_pairs
         from siamese_core.train import pair_dataset

@@ -16,3 +16,15 @@ class DatasetError(SiameseError):
 
 class RunError(SiameseError):
     """A run is missing, malformed, or cannot be started (e.g. another job holds the lock)."""
+
+
+def count_of(value, name: str, unit: str, meaning: str) -> int:
+    """``value`` as a whole number ≥ 1, or a one-line error naming ``name`` and what was received, e.g.
+    count_of("0", "k", "results", "the number of nearest tiles to return")."""
+    try:
+        n = int(value)
+    except (TypeError, ValueError):
+        raise SiameseError(f"{name} must be a whole number of {unit}, got {value!r}") from None
+    if n < 1:
+        raise SiameseError(f"{name} must be at least 1 ({meaning}), got {n}")
+    return n

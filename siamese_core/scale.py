@@ -47,7 +47,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import workspace_dir
-from .errors import ImageError, RunError, SiameseError
+from .errors import ImageError, RunError, SiameseError, count_of
 from .store import write_json_atomic
 
 FORMAT = 1
@@ -124,15 +124,7 @@ def _cut(n: int, shard_size: int):
 
 
 def _check_shard_size(shard_size) -> int:
-    if shard_size is None:
-        return SHARD_SIZE
-    try:
-        shard_size = int(shard_size)
-    except (TypeError, ValueError):
-        raise SiameseError(f"shard size must be a whole number of inputs, got {shard_size!r}") from None
-    if shard_size < 1:
-        raise SiameseError(f"shard size must be at least 1 (inputs per shard file), got {shard_size}")
-    return shard_size
+    return SHARD_SIZE if shard_size is None else count_of(shard_size, "shard size", "inputs", "inputs per shard file")
 
 
 def folder_tasks(root, shard_size: int) -> tuple[dict, list]:

@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import workspace_dir
-from .errors import SiameseError
+from .errors import SiameseError, count_of
 from .store import Dataset, check_name, open_dataset, write_json_atomic
 
 EXACT_MAX = 1_000_000  # more vectors than this: IndexIVFFlat instead of the exact flat index
@@ -297,13 +297,7 @@ def build_index(scorer, dataset_name: str, workspace=None, progress=None, exact_
 
 
 def _check_k(k) -> int:
-    try:
-        k = int(k)
-    except (TypeError, ValueError):
-        raise SiameseError(f"k must be a whole number of results, got {k!r}") from None
-    if k < 1:
-        raise SiameseError(f"k must be at least 1 (the number of nearest tiles to return), got {k}")
-    return k
+    return count_of(k, "k", "results", "the number of nearest tiles to return")
 
 
 FEW_QUERIES = 64  # up to this many queries at once: one thread (see _search)

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 from siamese_core.config import ModelConfig
-from siamese_core.runs import Run
 
 
 def test_seed_matches_reference_parameter_count():
