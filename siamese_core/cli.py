@@ -98,6 +98,11 @@ def cmd_train(args) -> int:
     fitted = " on the calibration pairs" if thr["source"] == "calibrated" else ""
     print(f"run {run.name}: {st['status']} on {st.get('device')}; threshold {thr['threshold']:.4f} "
           f"({thr['source']}{fitted}); {_result_line(run)}")
+    if st["status"] == "finished" and not run.has_fusion():
+        print(f"run {run.name} scores with the learned distance alone; to weigh the keypoint evidence in too: "
+              f"python -m siamese_core make-pairs --tiles DIR --out PAIRS --split calibration && "
+              f"python -m siamese_core calibrate --run {run.name} --pairs PAIRS/pairs.csv",
+              file=sys.stderr)
     return 0 if st["status"] == "finished" else 1
 
 

@@ -125,3 +125,14 @@ def test_the_command_line_works_from_any_folder(tmp_path):
                          env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
     assert out.returncode == 0, out.stderr[-500:]
     assert "pretrained" in out.stdout  # the bundled run is found from there too
+
+
+def test_train_says_how_to_weigh_the_keypoints_in(tmp_path, labelled, capsys):
+    ws = tmp_path / "ws"
+    assert cli("--workspace", ws, "prepare", "--name", "d", "--limit", 24, "--size", 48) == 0
+    assert cli("--workspace", ws, "train", "--dataset", "d", "--epochs", 1, "--steps-per-epoch", 1,
+               "--batch-size", 8, "--run-id", "r1", "--verbose", 0) == 0
+    hint = [line for line in capsys.readouterr().err.splitlines() if "learned distance alone" in line]
+    assert len(hint) == 1 and "calibrate --run r1 --pairs PAIRS/pairs.csv" in hint[0]
+    assert cli("--workspace", ws, "calibrate", "--run", "r1", "--pairs", labelled) == 0  # the hint's last step works
+    assert (ws / "runs" / "r1" / "fusion.json").exists()
