@@ -3,7 +3,7 @@
     python bench/pair_speed.py [--run RUN_ID] [--repeats 30]
 
 One pair = decode two 256×256 PNGs from bytes, learned distance (twice when the keypoints found a
-transform), SIFT + ORB keypoints, matching, RANSAC and edge agreement, the fused score: exactly
+transform with 8 to 29 inliers), SIFT + ORB keypoints, matching, RANSAC and edge agreement, the fused score: exactly
 ``Scorer.judge_pair``. The process is pinned to one core for the single-pair figure (TensorFlow and
 OpenCV then have one core to use). Measured on one synthetic tile (always), and when
 ``../shared/data/aerial-sample`` is there, on real 256 px aerial tiles too: 12 tiles, each paired with
