@@ -14,23 +14,23 @@ import streamlit as st
 st.set_page_config(page_title="Same place? · Siamese tiles", page_icon=":material/satellite_alt:",
                    layout="wide", initial_sidebar_state="expanded")
 
-from app_pages import _ui  # noqa: E402  (after set_page_config)
+from app_pages import ui  # noqa: E402  (after set_page_config)
 
 nav = st.navigation({
     "Data": [
-        st.Page(_ui.PAGES["home"], title="Home / data", icon=":material/home:", url_path="home", default=True),
-        st.Page(_ui.PAGES["triplets"], title="Triplets", icon=":material/grid_view:", url_path="triplets"),
-        st.Page(_ui.PAGES["pairs"], title="Pairs", icon=":material/compare_arrows:", url_path="pairs"),
+        st.Page(ui.PAGES["home"], title="Home / data", icon=":material/home:", url_path="home", default=True),
+        st.Page(ui.PAGES["triplets"], title="Triplets", icon=":material/grid_view:", url_path="triplets"),
+        st.Page(ui.PAGES["pairs"], title="Pairs", icon=":material/compare_arrows:", url_path="pairs"),
     ],
     "Model": [
-        st.Page(_ui.PAGES["train"], title="Train", icon=":material/model_training:", url_path="train"),
-        st.Page(_ui.PAGES["compare"], title="Compare", icon=":material/image_search:", url_path="compare"),
-        st.Page(_ui.PAGES["search"], title="Search", icon=":material/travel_explore:", url_path="search"),
-        st.Page(_ui.PAGES["map"], title="Map", icon=":material/scatter_plot:", url_path="map"),
-        st.Page(_ui.PAGES["batch"], title="Batch", icon=":material/table_rows:", url_path="batch"),
-        st.Page(_ui.PAGES["threshold"], title="Threshold", icon=":material/tune:", url_path="threshold"),
+        st.Page(ui.PAGES["train"], title="Train", icon=":material/model_training:", url_path="train"),
+        st.Page(ui.PAGES["compare"], title="Compare", icon=":material/image_search:", url_path="compare"),
+        st.Page(ui.PAGES["search"], title="Search", icon=":material/travel_explore:", url_path="search"),
+        st.Page(ui.PAGES["map"], title="Map", icon=":material/scatter_plot:", url_path="map"),
+        st.Page(ui.PAGES["batch"], title="Batch", icon=":material/table_rows:", url_path="batch"),
+        st.Page(ui.PAGES["threshold"], title="Threshold", icon=":material/tune:", url_path="threshold"),
     ],
 }, expanded=True)
-_ui.bootstrap()
-_ui.show_flash()
+ui.bootstrap()
+ui.show_flash()
 nav.run()

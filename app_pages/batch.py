@@ -2,9 +2,9 @@
 
 The analyst uploads a pairs CSV (``image_a,image_b[,…]``) and a zip of the tiles it names — or draws N
 random pairs from the active dataset — and the active run judges every pair through the code path of
-``python -m siamese_core score --pairs`` (:func:`siamese_core.inference.read_pairs_csv` and
-:func:`~siamese_core.inference.judge_rows`, the same output columns as
-:func:`~siamese_core.inference.score_csv`). The zip is unpacked by :func:`siamese_core.uploads.extract_zip`
+``python -m siamese_core score --pairs`` (:func:`siamese_core.data.pairs_csv.read_pairs_csv` and
+:func:`~siamese_core.judge.inference.judge_rows`, the same output columns as
+:func:`~siamese_core.judge.inference.score_csv`). The zip is unpacked by :func:`siamese_core.data.uploads.extract_zip`
 (limits, no path traversal) into a temporary folder removed afterwards; the CSV's paths are resolved to the
 zip's members only (relative to the zip's root, else by a unique base name), never to other server files.
 
@@ -24,12 +24,13 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from app_pages import _ui
+from app_pages import ui
 from app_pages import views as dash
-from siamese_core.errors import SiameseError
-from siamese_core.images import decode_image, encode_png
-from siamese_core.inference import OUT_COLUMNS, Judgement, csv_text, explain, judge_rows, read_pairs_csv, scored_rows
-from siamese_core.uploads import _safe_relpath, extract_zip
+from siamese_core.core.errors import SiameseError
+from siamese_core.data.images import decode_image, encode_png
+from siamese_core.data.pairs_csv import csv_text, read_pairs_csv
+from siamese_core.data.uploads import extract_zip, safe_relpath
+from siamese_core.judge.inference import OUT_COLUMNS, Judgement, explain, judge_rows, scored_rows
 
 MAX_CSV_MB = 50
 MAX_ZIP_MB = 1024
@@ -56,13 +57,13 @@ def _resolver(folder: Path, skipped: list, zip_name: str):
         by_base[PurePosixPath(m).name].append(m)
     refused = {}
     for member, reason in skipped:
-        rel = _safe_relpath(member)
+        rel = safe_relpath(member)
         if rel is not None:
             refused[str(rel)] = reason
             refused.setdefault(rel.name, reason)
 
     def resolve(name: str):
-        rel = _safe_relpath(name)
+        rel = safe_relpath(name)
         if rel is not None and str(rel) in have:
             return str(rel), None
         base = PurePosixPath(name.replace("\\", "/")).name
@@ -170,7 +171,7 @@ def random_pairs(ds, n: int, seed: int) -> tuple[bytes, bytes]:
                 b = rng.integers(len(groups))
         pairs.append((int(a), int(b)))
     used = sorted({i for p in pairs for i in p})
-    tiles = _ui.tiles(ds, used)
+    tiles = ui.tiles(ds, used)
     zbuf = io.BytesIO()
     with zipfile.ZipFile(zbuf, "w", zipfile.ZIP_STORED) as zf:
         for i in used:
@@ -199,23 +200,23 @@ def table(res: dict) -> pd.DataFrame:
 # --- the page -------------------------------------------------------------------------------------------
 
 st.title("Batch: which of these pairs match?")
-rid, run, cfg = _ui.require_finished_run(scores=False)
+rid, run, cfg = ui.require_finished_run(scores=False)
 try:
     threshold = run.threshold()
 except SiameseError as e:
-    _ui.error(e)
+    ui.error(e)
     st.stop()
 st.markdown(f"Every pair is judged by run **{rid}** ({cfg.model.preset} preset) at threshold **{threshold:.4f}**, "
             f"exactly as `python -m siamese_core score --pairs` does; the download has the same columns.")
-_ui.score_note(cfg.model.preset, threshold, fused=run.has_fusion())
+ui.score_note(cfg.model.preset, threshold, fused=run.has_fusion())
 
 
 def _run(csv_bytes: bytes, csv_name: str, zip_bytes: bytes, zip_name: str, source: str) -> None:
     st.session_state.pop(STATE, None)
     try:
-        scorer = _ui.scorer(rid)
+        scorer = ui.scorer(rid)
     except SiameseError as e:
-        _ui.error(e)
+        ui.error(e)
         return
     bar = st.progress(0.0, text="Scoring pairs…")
 
@@ -224,10 +225,10 @@ def _run(csv_bytes: bytes, csv_name: str, zip_bytes: bytes, zip_name: str, sourc
 
     try:
         res = score_upload(scorer, threshold, csv_bytes, csv_name, zip_bytes, zip_name,
-                           tmp_root=_ui.workspace() / ".uploads", progress=progress)
+                           tmp_root=ui.workspace() / ".uploads", progress=progress)
     except (SiameseError, OSError) as e:
         bar.empty()
-        _ui.error(e)
+        ui.error(e)
         return
     bar.empty()
     res.update(run=rid, source=source, name=Path(csv_name).stem or "pairs")
@@ -245,7 +246,7 @@ with up_tab:
     if st.button("Score these pairs", key="batch_go", type="primary", disabled=not (up_csv and up_zip)):
         _run(up_csv.getvalue(), up_csv.name, up_zip.getvalue(), up_zip.name, f"{up_csv.name} + {up_zip.name}")
 with rnd_tab:
-    ds_name = _ui.active_dataset()
+    ds_name = ui.active_dataset()
     if ds_name is None:
         st.info("There is no dataset yet — create one on **Home / data**.", icon=":material/info:")
     else:
@@ -254,9 +255,9 @@ with rnd_tab:
         seed = r2.number_input("Seed", 0, 10 ** 6, 0, key="batch_seed")
         if r3.button(f"Score {int(n)} random pairs of `{ds_name}`", key="batch_random_go"):
             try:
-                c, z = random_pairs(_ui.dataset(ds_name), int(n), int(seed))
+                c, z = random_pairs(ui.dataset(ds_name), int(n), int(seed))
             except (SiameseError, OSError, ValueError) as e:
-                _ui.error(e)
+                ui.error(e)
             else:
                 _run(c, f"{ds_name}_random.csv", z, f"{ds_name}.zip", f"{int(n)} random pairs of {ds_name}")
 
@@ -324,8 +325,8 @@ i = st.selectbox("Pair", options, key="batch_row",
 row = df.loc[i]
 ma, mb = res["members"][i]
 zf = zipfile.ZipFile(io.BytesIO(res["zip"]))
-members = {str(_safe_relpath(info.filename)): info.filename for info in zf.infolist()
-           if not info.is_dir() and _safe_relpath(info.filename) is not None}
+members = {str(safe_relpath(info.filename)): info.filename for info in zf.infolist()
+           if not info.is_dir() and safe_relpath(info.filename) is not None}
 cols = st.columns(2)
 for col, member, label in ((cols[0], ma, row.image_a), (cols[1], mb, row.image_b)):
     with col:
@@ -335,7 +336,7 @@ for col, member, label in ((cols[0], ma, row.image_a), (cols[1], mb, row.image_b
         try:
             st.image(decode_image(zf.read(members[member]), name=member, max_side=1024), caption=label, width=IMG_W)
         except (SiameseError, zipfile.BadZipFile, OSError, ValueError) as e:
-            st.caption(dash.user_message(e, _ui.workspace()))
+            st.caption(dash.user_message(e, ui.workspace()))
 if row.verdict == "error":
     st.warning(f"Not scored: {row.error}", icon=":material/error:")
 else:

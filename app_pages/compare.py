@@ -11,27 +11,27 @@ import hashlib
 import numpy as np
 import streamlit as st
 
-from app_pages import _geometry_view as gv
-from app_pages import _ui
+from app_pages import geometry_view as gv
+from app_pages import ui
 from app_pages import views as dash
-from siamese_core.errors import SiameseError
-from siamese_core.images import IMAGE_EXTENSIONS
-from siamese_core.store import list_datasets
+from siamese_core.core.errors import SiameseError
+from siamese_core.data.images import IMAGE_EXTENSIONS
+from siamese_core.data.store import list_datasets
 
 TYPES = [e.lstrip(".") for e in IMAGE_EXTENSIONS]
 MAX_MB = 50
 IMG_W = 320
 
 st.title("Compare two tiles")
-rid, run, cfg = _ui.require_finished_run(scores=False)
+rid, run, cfg = ui.require_finished_run(scores=False)
 try:
     threshold = run.threshold()  # read fresh: the Threshold page may have saved a new one
 except SiameseError as e:
-    _ui.error(e)
+    ui.error(e)
     st.stop()
 st.markdown(f"Run **{rid}** ({cfg.model.preset} preset, trained on `{cfg.dataset}`, {cfg.model.size} px tiles). "
             f"Decision threshold **{threshold:.4f}** — change it on **Threshold**.")
-_ui.score_note(cfg.model.preset, threshold, fused=run.has_fusion())
+ui.score_note(cfg.model.preset, threshold, fused=run.has_fusion())
 
 
 def _read(upload):
@@ -44,7 +44,7 @@ def _read(upload):
 
 def _stamp() -> tuple:
     """What a cached judgement depends on besides the tiles: workspace, run, model and fusion files."""
-    return str(_ui.workspace()), rid, dash.mtime(run.model_path), dash.mtime(run.fusion_path)
+    return str(ui.workspace()), rid, dash.mtime(run.model_path), dash.mtime(run.fusion_path)
 
 
 CACHE_ENTRIES = 8
@@ -64,13 +64,13 @@ def _cached(key, make):
 def _prepare(data: bytes, name: str):
     """(Prepared tile, its cache key) for uploaded bytes; raises SiameseError for a bad file."""
     key = ("prep", *_stamp(), hashlib.sha1(data).hexdigest())
-    return _cached(key, lambda: _ui.require_scorer(rid).prepare(data, name)), key
+    return _cached(key, lambda: ui.require_scorer(rid).prepare(data, name)), key
 
 
 def _judge(pa, pb, key=None):
     """The run's Judgement of a prepared pair (cached under ``key`` when given)."""
     def make():
-        return _ui.require_scorer(rid).judge([(pa, pb)], threshold)[0]
+        return ui.require_scorer(rid).judge([(pa, pb)], threshold)[0]
     return _cached(("judge", *key), make) if key else make()
 
 
@@ -86,7 +86,7 @@ for side, col in zip("ab", cols):
         try:
             prep, pkey = _prepare(_read(up), up.name)
         except SiameseError as e:
-            _ui.error(e)
+            ui.error(e)
             continue
         tiles[side] = (prep, pkey)
         tile = prep.tile
@@ -105,7 +105,7 @@ def verdict(score: float, fused: bool = False) -> None:
             v2.success("**Same place** (score ≤ threshold)", icon=":material/check_circle:")
         else:
             v2.warning("**Different places** (score > threshold)", icon=":material/cancel:")
-        from siamese_core.inference import explain
+        from siamese_core.judge.inference import explain
         sentence = explain(score, threshold)
         st.markdown(sentence[:1].upper() + sentence[1:] + ".")
 
@@ -114,7 +114,7 @@ def familiarity_note(pa, pb) -> None:
     """One warning line under the verdict for each tile unlike the run's training tiles (nothing when the run
     has no reference.npz)."""
     try:
-        fam = _ui.require_scorer(rid).familiarity([pa, pb]) or []
+        fam = ui.require_scorer(rid).familiarity([pa, pb]) or []
     except (SiameseError, ValueError) as e:
         st.caption(f"Could not compare the tiles with the training tiles: {e}")
         return
@@ -151,7 +151,7 @@ def evidence(j, pa, pb, interactive: bool = True) -> None:
                  width="stretch")
     if not interactive:
         return
-    from siamese_core.geometry import warp_onto
+    from siamese_core.judge.geometry import warp_onto
     with m2:
         alpha = st.slider("Blend: 0 = tile A, 1 = tile B warped onto A", 0.0, 1.0, 0.5, 0.05, key="compare_blend")
         warped = warp_onto(pa.image, pb.image, geo, working=True)
@@ -165,7 +165,7 @@ if len(tiles) == 2:
     try:
         judgement = _judge(pa, pb, (ka, kb))
     except SiameseError as e:
-        _ui.error(e)
+        ui.error(e)
     else:
         verdict(judgement.score, bool(judgement.contributions))
         familiarity_note(pa, pb)
@@ -174,13 +174,13 @@ elif not tiles:
     st.info("Upload two tiles to compare them.", icon=":material/upload:")
 
 # the run's own dataset, else the one active in the sidebar (the bundled model's training data is not here)
-_pick_ds = cfg.dataset if cfg.dataset in list_datasets(_ui.workspace()) else _ui.active_dataset()
+_pick_ds = cfg.dataset if cfg.dataset in list_datasets(ui.workspace()) else ui.active_dataset()
 with st.expander(f"No tiles at hand? Compare two images of dataset `{_pick_ds}`" if _pick_ds
                  else "No tiles at hand? Make a dataset on Home / data, then compare two of its images here"):
     try:
-        ds = _ui.dataset(_pick_ds) if _pick_ds else None
+        ds = ui.dataset(_pick_ds) if _pick_ds else None
     except SiameseError as e:
-        _ui.error(e)
+        ui.error(e)
         ds = None
     if ds is not None:
         n = len(ds)
@@ -189,8 +189,8 @@ with st.expander(f"No tiles at hand? Compare two images of dataset `{_pick_ds}`"
         ib = x2.number_input("Image index B", 0, n - 1, min(1, n - 1), key="cmp_idx_b",
                              help="Images of the same group (e.g. 0, 1, 2) show the same place.")
         if x3.button("Compare these", key="cmp_idx_go"):
-            scorer = _ui.require_scorer(rid)
-            imgs = _ui.tiles(ds, [ia, ib])
+            scorer = ui.require_scorer(rid)
+            imgs = ui.tiles(ds, [ia, ib])
             pa, pb = scorer.prepare(np.asarray(imgs[int(ia)])), scorer.prepare(np.asarray(imgs[int(ib)]))
             g = ds.groups
             y1, y2 = st.columns(2)

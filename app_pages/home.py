@@ -3,13 +3,13 @@
 import pandas as pd
 import streamlit as st
 
-from app_pages import _ui
+from app_pages import ui
 from app_pages import views as dash
-from siamese_core.config import DISTORTIONS, DataConfig, check_import_path
-from siamese_core.errors import SiameseError
-from siamese_core.sources.hf import download_hub
+from siamese_core.core.config import DISTORTIONS, DataConfig, check_import_path
+from siamese_core.core.errors import SiameseError
+from siamese_core.data.sources.hf import download_hub
 
-ws = _ui.workspace()
+ws = ui.workspace()
 st.title("Do these two tiles show the same place?")
 st.markdown(
     "A Siamese network compares two satellite or aerial tiles and gives a **score: lower = more alike**. "
@@ -25,7 +25,7 @@ c2.metric("Runs", len(runs))
 c3.metric("Finished runs", sum(r["has_model"] for r in runs))
 
 # --- the active dataset ------------------------------------------------------------------------------
-active = _ui.active_dataset()
+active = ui.active_dataset()
 if active:
     row = next((r for r in datasets if r["dataset"] == active), None)
     with st.container(border=True):
@@ -35,24 +35,24 @@ if active:
                        f"{row['variants']} rotated variant(s) per tile · source {row['source']}"
                        + (f" · {row['skipped']} file(s) skipped" if row["skipped"] else ""))
         try:
-            ds = _ui.dataset(active)
-            gt = _ui.group_table(active)
+            ds = ui.dataset(active)
+            gt = ui.group_table(active)
             head = gt.head(8)
-            imgs = _ui.tiles(ds, head["first"])
+            imgs = ui.tiles(ds, head["first"])
             cols = st.columns(8)
             for col, (_, g) in zip(cols, head.iterrows()):
                 col.image(imgs[int(g["first"])], caption=f"tile {int(g['group'])}", width="stretch")
         except (SiameseError, OSError, ValueError) as e:
-            _ui.error(e)
-        _ui.goto("triplets", "Browse its tiles and variants on Triplets", ":material/grid_view:")
+            ui.error(e)
+        ui.goto("triplets", "Browse its tiles and variants on Triplets", ":material/grid_view:")
 else:
     st.info("No dataset yet: create one below (synthetic tiles take one click).", icon=":material/info:")
 
 if datasets:
     with st.expander(f"All datasets ({len(datasets)})", expanded=False):
         st.dataframe(pd.DataFrame(datasets).drop(columns=["_mtime"]), hide_index=True, width="stretch")
-        from siamese_core.store import delete_dataset
-        _ui.delete_control("dataset", [r["dataset"] for r in datasets], "home_del",
+        from siamese_core.runs.delete import delete_dataset
+        ui.delete_control("dataset", [r["dataset"] for r in datasets], "home_del",
                            lambda name: delete_dataset(name, ws),
                            note="Runs trained on it keep their models, but can no longer resume.")
 
@@ -78,7 +78,7 @@ def options(prefix: str, default_name: str, default_limit: int = 0, limit_help: 
 
 def build(name: str, cfg_fields: dict, *, zip_upload=None, keep: tuple = ()):
     """Build with a progress bar; one-line errors; make the new dataset active."""
-    from siamese_core.store import build_dataset
+    from siamese_core.data.store import build_dataset
     bar = st.progress(0.0, text="Starting…")
     skipped: list[tuple[str, str]] = []
 
@@ -90,7 +90,7 @@ def build(name: str, cfg_fields: dict, *, zip_upload=None, keep: tuple = ()):
 
     try:
         if zip_upload is not None:
-            from siamese_core.uploads import build_from_zip
+            from siamese_core.data.uploads import build_from_zip
             ds, res = build_from_zip(zip_upload, name, ws, zip_name=zip_upload.name, progress=dash.Throttle(progress),
                                      on_skip=lambda f, why: skipped.append((f, why)), **cfg_fields)
             skipped[:0] = res.skipped
@@ -102,17 +102,17 @@ def build(name: str, cfg_fields: dict, *, zip_upload=None, keep: tuple = ()):
                                on_skip=lambda f, why: skipped.append((f, why)))
     except (SiameseError, OSError) as e:
         bar.empty()
-        _ui.error(e, keep=keep)
+        ui.error(e, keep=keep)
         return
     bar.empty()
     info = ds.info
-    _ui.flash("success", f"Dataset **{name}** created: {info['images']} images from {info['groups']} tiles"
+    ui.flash("success", f"Dataset **{name}** created: {info['images']} images from {info['groups']} tiles"
                          + (f"; {len(skipped)} file(s) skipped" if skipped else "") + ". It is now the active dataset.")
     if skipped:
         lines = "\n".join(f"- {dash.scrub_paths(why, ws, keep)}" for _, why in skipped[:10])
         more = f"\n- … and {len(skipped) - 10} more" if len(skipped) > 10 else ""
-        _ui.flash("warning", f"Skipped files:\n{lines}{more}")
-    _ui.select_dataset(name)
+        ui.flash("warning", f"Skipped files:\n{lines}{more}")
+    ui.select_dataset(name)
     st.rerun()
 
 
@@ -149,7 +149,7 @@ with tabs[1]:
     path_form("home_folder", "folder", "Import folder", "/data/tiles", "Enter the folder that holds the tiles.")
 
 with tabs[2]:
-    from siamese_core.uploads import MAX_MEMBERS, MAX_TOTAL_BYTES
+    from siamese_core.data.uploads import MAX_MEMBERS, MAX_TOTAL_BYTES
     st.markdown(f"A .zip of image tiles from your computer (up to 500 MB). It is unpacked into a temporary "
                 f"folder that is removed afterwards. For safety, archives with paths outside the archive "
                 f"(`../`, absolute), nested archives or more than {MAX_MEMBERS:,} files / "
@@ -204,7 +204,7 @@ with tabs[5]:
             download_hub(repo.strip(), progress=dl)
         except SiameseError as e:
             bar.empty()
-            _ui.error(e)
+            ui.error(e)
         else:
             bar.empty()
             build(name, dict(source="hf-hub", repo_id=repo.strip(), **fields))

@@ -2,8 +2,8 @@
 coloured by place or source, with near-duplicates (two places closer than two views of one place usually are)
 and outliers (tiles with no close neighbour) marked and listed. Click or lasso points to see their tiles.
 
-The embeddings are those of the search index (``siamese_core.search.build_index``: cached in the workspace,
-rebuilt when the model or the dataset changes); the arithmetic is in :mod:`siamese_core.collection`.
+The embeddings are those of the search index (``siamese_core.scale.search.build_index``: cached in the workspace,
+rebuilt when the model or the dataset changes); the arithmetic is in :mod:`siamese_core.judge.collection`.
 """
 
 import importlib.util
@@ -13,9 +13,9 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from app_pages import _ui
-from siamese_core import collection as col
-from siamese_core import search as srch
+from app_pages import ui
+from siamese_core.judge import collection as col
+from siamese_core.scale import search as srch
 
 MAX_POINTS = 5000      # more tiles than this: a seeded sample is mapped
 MAX_LEGEND = 20        # more colours than this: one colour scale, no legend
@@ -26,8 +26,8 @@ HAS_UMAP = importlib.util.find_spec("umap") is not None
 COLOURS = {"place": "Place (group)", "source": "Source"}
 
 st.title("Map of the collection")
-ds = _ui.require_dataset()
-rid, run, cfg = _ui.require_finished_run(scores=False)
+ds = ui.require_dataset()
+rid, run, cfg = ui.require_finished_run(scores=False)
 st.markdown(f"Every image of dataset **{ds.name}** ({len(ds):,} images) as run **{rid}** embeds it, laid out in two "
             f"dimensions: nearby points look alike to the model. Near-duplicates and outliers are marked; click or "
             f"lasso points to see their tiles.")
@@ -35,8 +35,8 @@ st.markdown(f"Every image of dataset **{ds.name}** ({len(ds):,} images) as run *
 
 def _index() -> srch.Index:
     """The search index of the active run over the active dataset (its embeddings are what is mapped)."""
-    scorer = _ui.require_scorer(rid)
-    return _ui.build_index(scorer, ds, "Embedding the dataset")
+    scorer = ui.require_scorer(rid)
+    return ui.build_index(scorer, ds, "Embedding the dataset")
 
 
 @st.cache_data(max_entries=4, show_spinner="Laying out the map…")
@@ -210,7 +210,7 @@ if not selected:
     st.stop()
 shown = selected[:MAX_SHOWN]
 st.caption(f"{len(selected):,} selected" + (f"; the first {MAX_SHOWN} are shown" if len(selected) > MAX_SHOWN else ""))
-thumbs = _ui.tiles(ds, shown)
+thumbs = ui.tiles(ds, shown)
 dup_set, out_set = set(map(int, np.unique(dups))), set(map(int, outs))
 for start in range(0, len(shown), PER_ROW):
     for c, r in zip(st.columns(PER_ROW), shown[start:start + PER_ROW]):

@@ -3,10 +3,10 @@
 import numpy as np
 import streamlit as st
 
-from app_pages import _ui
+from app_pages import ui
 from app_pages import views as dash
-from siamese_core.config import PairsConfig, preset_defaults
-from siamese_core.errors import SiameseError
+from siamese_core.core.config import PairsConfig, preset_defaults
+from siamese_core.core.errors import SiameseError
 
 st.title("Pairs")
 st.caption("Training sees pairs of images, labelled **same place** (0: an image and a variant of the same tile) "
@@ -14,7 +14,7 @@ st.caption("Training sees pairs of images, labelled **same place** (0: an image 
            "(the threshold is fitted on them) and **test** (never used for training or the threshold: what a run "
            "reports) is by tile, so no place is in two of them.")
 
-ds = _ui.require_dataset()
+ds = ui.require_dataset()
 manifest = ds.manifest
 
 DEFAULT = preset_defaults("default")[0]  # the Train page starts from the same preset's options
@@ -33,9 +33,9 @@ with st.form("pairs_form"):
 try:
     cfg = PairsConfig(identical=bool(identical), negatives=int(negatives), val_fraction=float(val_fraction),
                       test_fraction=float(test_fraction), seed=int(seed), limit=int(limit))
-    p = _ui.pairs(ds.name, cfg)
+    p = ui.pairs(ds.name, cfg)
 except SiameseError as e:
-    _ui.error(e)
+    ui.error(e)
     st.stop()
 
 a, b, label, val, test = p["a"], p["b"], p["label"], p["val"], p["test"]
@@ -70,7 +70,7 @@ if len(pos) == 0:
     st.stop()
 
 shown = pos[(page - 1) * per: page * per]
-images = _ui.tiles(ds, np.concatenate([a[shown], b[shown]]))
+images = ui.tiles(ds, np.concatenate([a[shown], b[shown]]))
 groups = manifest["group"].to_numpy()
 variants = manifest["variant"].to_numpy()
 PER_ROW = 3

@@ -1,7 +1,7 @@
 """Search: which tile of the active dataset is this? Upload a tile (or pick a dataset image) and see the k
 nearest images by embedding distance, optionally with the run's fused verdict from the geometric check.
 
-Every image of the dataset is embedded once into a FAISS index (``siamese_core.search``), saved in the
+Every image of the dataset is embedded once into a FAISS index (``siamese_core.scale.search``), saved in the
 workspace and kept in memory for all sessions; it is rebuilt, with a progress bar, when the run's model or
 the dataset changes.
 """
@@ -11,10 +11,10 @@ import hashlib
 import numpy as np
 import streamlit as st
 
-from app_pages import _ui
-from siamese_core import search as srch
-from siamese_core.errors import SiameseError
-from siamese_core.images import IMAGE_EXTENSIONS
+from app_pages import ui
+from siamese_core.core.errors import SiameseError
+from siamese_core.data.images import IMAGE_EXTENSIONS
+from siamese_core.scale import search as srch
 
 TYPES = [e.lstrip(".") for e in IMAGE_EXTENSIONS]
 MAX_MB = 50
@@ -23,8 +23,8 @@ PER_ROW = 5
 K_MAX = 20
 
 st.title("Search the archive")
-ds = _ui.require_dataset()
-rid, run, cfg = _ui.require_finished_run(scores=False)
+ds = ui.require_dataset()
+rid, run, cfg = ui.require_finished_run(scores=False)
 st.markdown(f"Which image of dataset **{ds.name}** ({len(ds):,} images) shows this place? Run **{rid}** embeds "
             f"the query and finds the nearest images by **embedding distance** (lower = more alike); the "
             f"geometric check then judges each hit with keypoints and the run's fused verdict.")
@@ -38,13 +38,13 @@ def _loaded() -> dict:
 
 def _index() -> srch.Index:
     """The index of the active run over the active dataset: from memory, else from disk, else built here."""
-    scorer = _ui.require_scorer(rid)
+    scorer = ui.require_scorer(rid)
     stamp = srch.source_stamp(scorer, ds)
-    key = (str(_ui.workspace()), rid, ds.name, repr(sorted(stamp.items())))
+    key = (str(ui.workspace()), rid, ds.name, repr(sorted(stamp.items())))
     cache = _loaded()
     if key in cache:
         return cache[key]
-    idx = _ui.build_index(scorer, ds, "Embedding the dataset for search")
+    idx = ui.build_index(scorer, ds, "Embedding the dataset for search")
     for old in [k for k in cache if k[:3] == key[:3]]:
         cache.pop(old)
     while len(cache) >= 4:
@@ -87,7 +87,7 @@ try:
         hits = srch.search(index, query, int(k), query_rows=query_rows, check=bool(check),
                            prepared=None if prepared is None else [prepared])[0]
 except SiameseError as e:
-    _ui.error(e)
+    ui.error(e)
     st.stop()
 
 q1, q2 = st.columns([1, 3])
@@ -110,7 +110,7 @@ with q2:
     st.dataframe(table, hide_index=True, key="search_table")
 
 st.subheader(f"The {len(hits)} nearest images")
-thumbs = _ui.tiles(ds, [h.row for h in hits])
+thumbs = ui.tiles(ds, [h.row for h in hits])
 for start in range(0, len(hits), PER_ROW):
     cols = st.columns(PER_ROW)
     for col, h in zip(cols, hits[start:start + PER_ROW]):

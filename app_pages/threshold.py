@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
-from app_pages import _ui
+from app_pages import ui
 from app_pages import views as dash
-from siamese_core.errors import SiameseError
+from siamese_core.core.errors import SiameseError
 
 THUMB = 256  # longest side of a calibration image in the mistakes gallery
 
@@ -33,7 +33,7 @@ def _thumb(path: str, stamp: float):
     try:
         import cv2
 
-        from siamese_core.images import decode_image
+        from siamese_core.data.images import decode_image
         img = decode_image(path, max_side=THUMB)
         h, w = img.shape[:2]
         if max(h, w) > THUMB:
@@ -41,7 +41,7 @@ def _thumb(path: str, stamp: float):
             img = cv2.resize(img, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
         return img, None
     except Exception as e:  # noqa: BLE001 - a gallery cell shows a caption, never a traceback
-        return None, dash.user_message(e, _ui.workspace())
+        return None, dash.user_message(e, ui.workspace())
 
 
 def _kind_label(kind: str) -> str:
@@ -49,12 +49,12 @@ def _kind_label(kind: str) -> str:
 
 
 st.title("Threshold")
-rid, run, cfg = _ui.require_finished_run(scores=False)
+rid, run, cfg = ui.require_finished_run(scores=False)
 bundled = run.is_bundled
 saved_info = run.threshold_info() or {"source": "none", "threshold": None}
 saved = saved_info["threshold"]
-sources = _ui.score_sources(rid)
-active_ds = _ui.active_dataset()
+sources = ui.score_sources(rid)
+active_ds = ui.active_dataset()
 offer_demo = bundled and active_ds is not None and f"eval:dataset-{active_ds}" not in sources
 
 
@@ -68,16 +68,16 @@ def _evaluate_demo() -> None:
         return
     bar = st.progress(0.0, text="Loading the model…")
     try:
-        from siamese_core.calibration import evaluate_dataset
-        scorer = _ui.scorer(rid)
-        res = evaluate_dataset(scorer, _ui.dataset(active_ds), _ui.workspace(), progress=dash.Throttle(
+        from siamese_core.judge.calibration import evaluate_dataset
+        scorer = ui.scorer(rid)
+        res = evaluate_dataset(scorer, ui.dataset(active_ds), ui.workspace(), progress=dash.Throttle(
             lambda d, n: bar.progress(min(1.0, d / max(n, 1)), text=f"Scoring pairs of {active_ds}: {d}/{n}")))
     except (SiameseError, OSError) as e:
         bar.empty()
-        _ui.error(e)
+        ui.error(e)
         return
     st.session_state["_thr_eval_pending"] = f"eval:dataset-{active_ds}"
-    _ui.flash("success", f"Evaluated **{rid}** on {res['kinds']['all']['pairs']} pairs of dataset **{active_ds}**; "
+    ui.flash("success", f"Evaluated **{rid}** on {res['kinds']['all']['pairs']} pairs of dataset **{active_ds}**; "
                          f"tune on them below.")
     st.rerun()
 
@@ -92,7 +92,7 @@ if not sources:
                 icon=":material/info:")
         _evaluate_demo()
         st.stop()
-    _ui.require_finished_run()  # today's message for a run with nothing to sweep; stops
+    ui.require_finished_run()  # today's message for a run with nothing to sweep; stops
     st.stop()
 
 keys = list(sources)
@@ -113,9 +113,9 @@ fused = choice == "calibration"
 gallery_dataset = None  # the dataset whose rows ev["a"], ev["b"] are (val and dataset evaluations)
 if fused:
     try:
-        cal_all = _ui.calibration(rid)
+        cal_all = ui.calibration(rid)
     except SiameseError as e:
-        _ui.error(e)
+        ui.error(e)
         st.stop()
     what = (f"Everything below sweeps the fused scores of {cal_all['n_all']} calibration pairs: learned distance "
             f"+ keypoints (what `score` and Compare output); the model is not run again.")
@@ -134,9 +134,9 @@ elif choice == "val":
     gallery_dataset = cfg.dataset
 else:
     try:
-        ev = _ui.stored_evaluation(rid, choice.split(":", 1)[1])
+        ev = ui.stored_evaluation(rid, choice.split(":", 1)[1])
     except SiameseError as e:
-        _ui.error(e)
+        ui.error(e)
         st.stop()
     info = ev["info"]
     when = str(info.get("created", "?"))[:16].replace("T", " ")
@@ -150,7 +150,7 @@ else:
                 f"`{Path(str(info.get('pairs_csv', choice))).name}` (evaluated {when}); the model is not run again.")
     word = "evaluation"
 st.markdown(what)
-_ui.score_note(cfg.model.preset, saved, fused=run.has_fusion() if not fused else True)
+ui.score_note(cfg.model.preset, saved, fused=run.has_fusion() if not fused else True)
 
 if fused:
     kinds_all = cal_all["kinds"]
@@ -169,22 +169,22 @@ if fused:
             st.info("Pick at least one kind of pair to sweep.", icon=":material/info:")
             st.stop()
         if set(chosen) != set(options):
-            ev = _ui.calibration(rid, chosen)
+            ev = ui.calibration(rid, chosen)
     if "sweep" not in ev:  # pragma: no cover - an empty selection stops above
         st.info("No calibration pairs of the chosen kinds.", icon=":material/info:")
         st.stop()
 elif choice == "val":
     try:
-        ev_all = _ui.evaluation(rid, False)
+        ev_all = ui.evaluation(rid, False)
     except SiameseError as e:
-        _ui.error(e)
+        ui.error(e)
         st.stop()
     exclude = False
     if ev_all["n_identical"] and ev_all["n_identical"] < len(ev_all["scores"]):
         exclude = st.toggle(f"Leave out the {ev_all['n_identical']} identical pairs (an image with itself)", value=True,
                             key="thr_exclude_identical",
                             help="They are trivially 'same' and flatter every metric; the calibration leaves them out too.")
-    ev = _ui.evaluation(rid, True) if exclude else ev_all
+    ev = ui.evaluation(rid, True) if exclude else ev_all
     if ev.get("distorted"):
         st.caption("Tile B of each pair carries a seeded training distortion (the same in every run), so the "
                    "threshold is fitted on pairs like those the model learned from.")
@@ -238,12 +238,12 @@ with st.container(border=True):
         try:
             run.save_threshold(float(t), source="user")
         except SiameseError as e:
-            _ui.error(e)
+            ui.error(e)
             st.caption(read_only)
         except OSError as e:
-            _ui.error(SiameseError(f"cannot save the threshold ({e.strerror or e})"))
+            ui.error(SiameseError(f"cannot save the threshold ({e.strerror or e})"))
         else:
-            _ui.flash("success", f"Saved threshold {t:.4f} for run {rid}; Compare and `score` now use it.")
+            ui.flash("success", f"Saved threshold {t:.4f} for run {rid}; Compare and `score` now use it.")
             st.rerun()
     if bundled:
         st.caption(read_only)
@@ -270,9 +270,9 @@ st.markdown(f"<div id='thr-counts'>At {m.threshold:.4f}: <b>TP {m.tp}</b> · <b>
 
 if choice == "val" and has_test:
     try:
-        tev = _ui.evaluation(rid, exclude, split="test")
+        tev = ui.evaluation(rid, exclude, split="test")
     except SiameseError as e:
-        _ui.error(e)
+        ui.error(e)
         st.stop()
     tm = tev["sweep"].at(t)
     label = run.evaluation_pairs()["label"] if run.evaluation_pairs()["split"] == "test" else "test pairs"
@@ -340,12 +340,12 @@ if gallery_dataset is None:  # pairs of image files (calibration or a labelled C
     _mistakes(wrong, _paths_card)
     st.stop()
 try:
-    ds = _ui.dataset(gallery_dataset)
+    ds = ui.dataset(gallery_dataset)
 except SiameseError as e:
     st.info(f"Dataset `{gallery_dataset}` is not available, so the images of these pairs cannot be shown "
-            f"({dash.user_message(e, _ui.workspace())}).")
+            f"({dash.user_message(e, ui.workspace())}).")
     st.stop()
-changed = run.dataset_change(_ui.workspace()) if choice == "val" else None
+changed = run.dataset_change(ui.workspace()) if choice == "val" else None
 if changed:
     st.warning(f"{changed}: the images shown may not be the {word} pairs that were scored.",
                icon=":material/warning:")
@@ -355,7 +355,7 @@ if choice != "val" and ev["info"].get("dataset_images") not in (None, len(ds.gro
     st.caption(f"Note: dataset `{gallery_dataset}` has changed since this evaluation ({ev['info']['dataset_images']} "
                f"images then, {len(ds.groups)} now): the images shown may not be the pairs that were scored.")
 groups = ds.groups
-imgs = _ui.tiles(ds, sorted({int(x) for k in wrong["fn"] + wrong["fp"] for x in (ev["a"][k], ev["b"][k])}))
+imgs = ui.tiles(ds, sorted({int(x) for k in wrong["fn"] + wrong["fp"] for x in (ev["a"][k], ev["b"][k])}))
 
 
 def _dataset_card(k):

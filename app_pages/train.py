@@ -3,18 +3,21 @@
 import pandas as pd
 import streamlit as st
 
-from app_pages import _ui
+from app_pages import ui
 from app_pages import views as dash
-from siamese_core.config import PRECISIONS, PRESETS, RunConfig, preset_defaults
-from siamese_core.devices import resolve_devices
-from siamese_core.errors import SiameseError
-from siamese_core import runs
+from siamese_core.core.config import PRECISIONS, PRESETS, RunConfig, preset_defaults
+from siamese_core.core.errors import SiameseError
+from siamese_core.learn.devices import resolve_devices
+from siamese_core.runs.delete import delete_run
+from siamese_core.runs.jobs import launch_background
+from siamese_core.runs.lock import active_job
+from siamese_core.runs.registry import open_run
 
-ws = _ui.workspace()
+ws = ui.workspace()
 st.title("Train")
 st.caption("Training runs in a separate process (one job per workspace): you can leave this page, close the "
            "browser or use the other pages meanwhile. Curves refresh about every "
-           f"{_ui.POLL_S:g} s while a job runs.")
+           f"{ui.POLL_S:g} s while a job runs.")
 
 DEVICE_CHOICES = ["1", "2", "3", "4", "8", "all"]
 PRESET_HELP = {
@@ -39,10 +42,10 @@ def _reset_form():
 
 
 # --- launch ----------------------------------------------------------------------------------------
-dataset = _ui.active_dataset()
+dataset = ui.active_dataset()
 if dataset is None:
     st.info("Create a dataset on **Home / data** first; training needs one.", icon=":material/info:")
-    _ui.goto("home", "Go to Home / data", ":material/home:")
+    ui.goto("home", "Go to Home / data", ":material/home:")
 else:
     with st.container(border=True):
         st.markdown(f"**New run on dataset `{dataset}`** (change the dataset in the sidebar)")
@@ -96,18 +99,18 @@ else:
                                       negatives=int(s.train_negatives),
                                       pair_limit=int(s.train_pair_limit), devices=s.train_devices)
                 resolve_devices(cfg.train.devices)  # more devices than this server has: one line, nothing launched
-                run = runs.launch_background(cfg, ws, run_id=(s.get("train_run_id") or "").strip() or None)
+                run = launch_background(cfg, ws, run_id=(s.get("train_run_id") or "").strip() or None)
             except SiameseError as e:
-                _ui.error(e)
+                ui.error(e)
             else:
                 st.session_state["train_watch"] = run.name
-                _ui.flash("success", f"Launched run **{run.name}** ({preset} preset on {dataset}).")
+                ui.flash("success", f"Launched run **{run.name}** ({preset} preset on {dataset}).")
                 st.rerun()
 
 # --- live view -----------------------------------------------------------------------------------------
 all_runs = dash.run_rows(ws)
 trained_here = [r for r in all_runs if not r["bundled"]]  # the bundled model was not trained in this workspace
-job = runs.active_job(ws)
+job = active_job(ws)
 watch = job or st.session_state.get("train_watch") or (trained_here[0]["run"] if trained_here else None)
 if watch and watch not in [r["run"] for r in trained_here]:
     watch = trained_here[0]["run"] if trained_here else None
@@ -120,18 +123,18 @@ def _preset_of(run) -> str:
         return ""
 
 
-@st.fragment(run_every=_ui.POLL_S if job else None)
+@st.fragment(run_every=ui.POLL_S if job else None)
 def live(run_id: str) -> None:
-    current = runs.active_job(ws)
+    current = active_job(ws)
     run_id = current or run_id
-    run = _ui.run(run_id)
+    run = ui.run(run_id)
     status = run.status()
     state = status.get("status", "unknown")
     if st.session_state.get("train_was_running") and not current:
         # the job just ended: make its result the active run and refresh the whole page once
         st.session_state["train_was_running"] = False
         if run.has_model():
-            _ui.select_run(run_id)
+            ui.select_run(run_id)
         st.rerun(scope="app")
     st.session_state["train_was_running"] = bool(current)
 
@@ -187,8 +190,8 @@ if all_runs:
                                 "measured_on": st.column_config.TextColumn("measured on")})
     if trained_here:
         with st.expander("Delete a run"):
-            _ui.delete_control("run", [r["run"] for r in trained_here], "train_del",
-                               lambda rid: runs.delete_run(rid, ws),
+            ui.delete_control("run", [r["run"] for r in trained_here], "train_del",
+                               lambda rid: delete_run(rid, ws),
                                note="Its model, scores, threshold and stored evaluations go with it.")
     resumable = [r["run"] for r in all_runs if r["status"] in ("stopped", "interrupted", "failed")]
     if resumable and not job:
@@ -196,11 +199,11 @@ if all_runs:
             rid = st.selectbox("Run", resumable, key="train_resume_run")
             if st.button("Resume from its last checkpoint", key="train_resume"):
                 try:
-                    run = runs.open_run(rid, ws)
+                    run = open_run(rid, ws)
                     run.resume_check(ws)
-                    runs.launch_background(run.config, ws, run_id=rid, resume=True)
+                    launch_background(run.config, ws, run_id=rid, resume=True)
                 except SiameseError as e:
-                    _ui.error(e)
+                    ui.error(e)
                 else:
                     st.session_state["train_watch"] = rid
                     st.rerun()

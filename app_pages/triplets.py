@@ -3,17 +3,17 @@
 import numpy as np
 import streamlit as st
 
-from app_pages import _ui
-from siamese_core import augment
+from app_pages import ui
+from siamese_core.data import augment
 from app_pages import views as dash
 
 st.title("Triplets")
 st.caption("Each group is one place: the original tile and its rotated (and optionally distorted) variants. "
            "Pairs inside a group are labelled *same place*; pairs across groups *different places*.")
 
-ds = _ui.require_dataset()
+ds = ui.require_dataset()
 name = ds.name
-gt = _ui.group_table(name)
+gt = ui.group_table(name)
 manifest = ds.manifest
 kinds = sorted(gt["kind"].unique().tolist())
 PER_ROW = 2
@@ -72,7 +72,7 @@ if len(groups) == 0:
 
 shown = groups[(page - 1) * per: page * per]
 rows = manifest[manifest["group"].isin(shown)]
-images = _ui.tiles(ds, rows["index"])  # only this page is read from the memory map
+images = ui.tiles(ds, rows["index"])  # only this page is read from the memory map
 highlight = st.session_state.get("tri_highlight")
 
 for start in range(0, len(shown), PER_ROW):

@@ -6,7 +6,7 @@ This module never imports Streamlit or TensorFlow; Plotly and pandas are importe
 that need them.
 
 Score direction everywhere: **lower score = more alike**. A pair is judged "same place" when
-``score <= threshold`` (see :mod:`siamese_core.evaluate`).
+``score <= threshold`` (see :mod:`siamese_core.learn.evaluate`).
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from siamese_core.config import DataConfig, workspace_dir
-from siamese_core.errors import SiameseError
+from siamese_core.core.config import DataConfig, workspace_dir
+from siamese_core.core.errors import SiameseError
 
 SAME_COLOR = "#2a9d8f"
 DIFF_COLOR = "#e76f51"
@@ -109,7 +109,7 @@ def mtime(path) -> float:
 
 def dataset_rows(workspace=None) -> list[dict]:
     """One row per dataset, newest first: name, images, tiles, size, source, skipped, created."""
-    from siamese_core.store import datasets_dir, list_datasets
+    from siamese_core.data.store import datasets_dir, list_datasets
     rows = []
     for name in list_datasets(workspace):
         p = datasets_dir(workspace) / name / "dataset.json"
@@ -131,7 +131,8 @@ def dataset_rows(workspace=None) -> list[dict]:
 
 def run_rows(workspace=None) -> list[dict]:
     """One row per run, newest first: id, status, preset, dataset, progress, threshold, error."""
-    from siamese_core.runs import Run, list_runs, run_path
+    from siamese_core.runs.registry import list_runs, run_path
+    from siamese_core.runs.run import Run
     rows = []
     for rid in list_runs(workspace):
         run = Run(run_path(rid, workspace))
@@ -226,8 +227,8 @@ def ensure_demo_dataset(workspace=None, tiles: int = DEMO_TILES, progress=None) 
     Returns its name, or None when the workspace already has a datasets folder (even an empty one:
     then the user removed their datasets on purpose) or ``$SIAMESE_AUTO_DATASET`` is ``0``.
     """
-    from siamese_core.errors import DatasetError
-    from siamese_core.store import build_dataset, datasets_dir, list_datasets
+    from siamese_core.core.errors import DatasetError
+    from siamese_core.data.store import build_dataset, datasets_dir, list_datasets
     if os.environ.get("SIAMESE_AUTO_DATASET", "1") == "0" or datasets_dir(workspace).exists():
         return None
     try:
@@ -410,7 +411,7 @@ def _thin(df, n: int = MAX_CURVE_POINTS):
 
 def training_figure(records: list[dict], steps: int | None = None):
     """Loss (per batch and per epoch) and, per epoch, the calibration pairs' accuracy at the run's threshold
-    and ROC-AUC: the quantities the Threshold page shows (:class:`~siamese_core.callbacks.CalibrationMetrics`).
+    and ROC-AUC: the quantities the Threshold page shows (:class:`~siamese_core.learn.callbacks.CalibrationMetrics`).
     Keras' own accuracy (in-batch, at a fixed score 0.5, not the run's threshold) is drawn thin and named so;
     a run recorded before the calibration metric shows its Keras validation accuracy, named so too."""
     from plotly.subplots import make_subplots

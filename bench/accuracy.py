@@ -1,6 +1,6 @@
 """Accuracy per kind of pair on imagery a run never trained on: the fused score and each piece of evidence.
 
-Draws labelled pairs of every kind (`siamese_core.pairsets`: two dates in the same frame, two dates
+Draws labelled pairs of every kind (`siamese_core.data.pairsets`: two dates in the same frame, two dates
 turned and zoomed, rotated copies, distorted copies, simulated second dates) from the places and tiles
 hashed into the ``test`` split (never used to train or calibrate the bundled model), then runs
 ``evaluate --pairs`` on them. Usage:
@@ -38,9 +38,9 @@ def main(argv=None):
     p.add_argument("--workspace")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
-    from siamese_core.calibration import evaluate_pairs
-    from siamese_core.inference import Scorer
-    from siamese_core.pairsets import make_pairset
+    from siamese_core.data.pairsets import make_pairset
+    from siamese_core.judge.calibration import evaluate_pairs
+    from siamese_core.judge.inference import Scorer
     with tempfile.TemporaryDirectory() as tmp:
         csv_path = Path(args.pairs) if args.pairs else make_pairset(
             tmp, args.ab if Path(args.ab).is_dir() else None, args.tiles if Path(args.tiles).is_dir() else None,

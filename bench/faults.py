@@ -33,7 +33,7 @@ import threading
 import time
 from pathlib import Path
 
-from _machine import cpu_model  # bench/ is the script's folder, first on sys.path
+from machine import cpu_model  # bench/ is the script's folder, first on sys.path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -87,8 +87,9 @@ def _count(out: dict, rid: str, seen: list[str]) -> int:
 
 
 def kill_trials(ws: Path, n: int, rng: random.Random, epochs: int = 3) -> dict:
-    from siamese_core.inference import load_model_safe
-    from siamese_core.runs import Run, run_path
+    from siamese_core.learn.model import load_model_safe
+    from siamese_core.runs.registry import run_path
+    from siamese_core.runs.run import Run
     # how long one uninterrupted run takes, to spread the kills over all of it
     t0 = time.time()
     p = _cli(ws, "train", "--dataset", "tiny", "--epochs", epochs, "--steps-per-epoch", 3, "--batch-size", 8,
@@ -160,10 +161,10 @@ def kill_trials(ws: Path, n: int, rng: random.Random, epochs: int = 3) -> dict:
 
 
 def _launch(ws: str, rid: str, barrier, results):
-    from siamese_core.config import RunConfig
-    from siamese_core.errors import RunError
-    from siamese_core import runs
-    from siamese_core.runs import acquire_train_lock, create_run
+    from siamese_core.core.config import RunConfig
+    from siamese_core.core.errors import RunError
+    from siamese_core.runs.lock import PROBE_GRACE_S, acquire_train_lock
+    from siamese_core.runs.registry import create_run
     barrier.wait()
     try:
         fd = acquire_train_lock(rid, ws)
@@ -173,13 +174,13 @@ def _launch(ws: str, rid: str, barrier, results):
     try:
         create_run(RunConfig.for_preset("tiny", "default", epochs=1), ws, rid)
         results.put((rid, "won", ""))
-        time.sleep(runs.PROBE_GRACE_S + 0.7)  # a job holds the lock while it trains: longer than a launch waits
+        time.sleep(PROBE_GRACE_S + 0.7)  # a job holds the lock while it trains: longer than a launch waits
     finally:
         os.close(fd)
 
 
 def _probe(ws: str, stop):
-    from siamese_core.runs import active_job
+    from siamese_core.runs.lock import active_job
     while not stop.is_set():
         active_job(ws)
 
@@ -243,7 +244,6 @@ def main(argv=None) -> int:
                     and k["model_loads"] == runs_made and k["epochs_complete"] == runs_made)) \
         and (not r or r["exactly_one_won"] == r["loser_one_line_naming_the_job"] == r["trials"])
     return 0 if ok else 1
-
 
 
 if __name__ == "__main__":

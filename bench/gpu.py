@@ -7,7 +7,7 @@ On a lent GPU machine, from a fresh copy of the repository (nothing else needed:
 
     pip install -q -r requirements.txt "tensorflow[and-cuda]==2.21.0" && python bench/gpu.py --out $OUT/gpu.json
 
-Measures, on tiles from ``siamese_core.sources.synthetic`` (each with 2 rotated variants):
+Measures, on tiles from ``siamese_core.data.sources.synthetic`` (each with 2 rotated variants):
 
 * training pairs/s of both presets at float32 and ``mixed_float16``, each with XLA (``jit_compile``) off and
   on, at ``--batch`` (default 256) through the real input pipeline (``train.pair_dataset``: pairs gathered by
@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from _machine import cpu_model  # bench/ is the script's folder, first on sys.path
+from machine import cpu_model  # bench/ is the script's folder, first on sys.path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -53,8 +53,8 @@ TARGETS = (("seed preset, training pairs/s", "seed", "train", 6700),
 
 def make_tiles(n: int, size: int, variants: int = 2):
     """n synthetic tiles and ``variants`` rotations of each: (uint8 images, group id per image)."""
-    from siamese_core.augment import rotate
-    from siamese_core.sources.synthetic import synthetic_tile
+    from siamese_core.data.augment import rotate
+    from siamese_core.data.sources.synthetic import synthetic_tile
     rng = np.random.default_rng(0)
     images, groups = [], []
     for i in range(n):
@@ -69,7 +69,7 @@ class Timer:
 
     @staticmethod
     def make(warmup: int, steps: int, max_s: float):
-        from siamese_core._backend import keras
+        from siamese_core.core.backend import keras
 
         class StepTimer(keras.callbacks.Callback):
             def __init__(self):
@@ -98,17 +98,17 @@ class Timer:
 def train_speed(preset: str, precision: str, jit, batch: int, images, groups, p: dict, placement=None,
                 cached: bool = False) -> dict:
     """Training pairs/s of ``preset`` as ``train`` builds it; ``jit`` None leaves Keras' own choice."""
-    from siamese_core._backend import keras
-    from siamese_core.config import preset_defaults
-    from siamese_core.devices import prepare_for_replicas
-    from siamese_core.model import build_model, compile_model, embedding_trainer, tower_of
-    from siamese_core.pairs import make_pairs
-    from siamese_core.train import _positives, pair_dataset
+    from siamese_core.core.backend import keras
+    from siamese_core.core.config import preset_defaults
+    from siamese_core.data.pairs import make_pairs
+    from siamese_core.learn.devices import prepare_for_replicas
+    from siamese_core.learn.model import build_model, compile_model, embedding_trainer, tower_of
+    from siamese_core.learn.train import pair_dataset, positive_pairs
 
     pcfg, mcfg, tcfg = preset_defaults(preset)
     pairs = make_pairs(groups, pcfg.replace(limit=0)).train
     if preset != "seed":
-        pairs = _positives(pairs, groups)
+        pairs = positive_pairs(pairs, groups)
     ds = pair_dataset(images, pairs, batch, shuffle=True, augment=preset != "seed" and tcfg.augment, seed=0)
     ds = ds.take(1).cache().repeat() if cached else ds.repeat()
     policy = keras.mixed_precision.global_policy()
@@ -139,13 +139,13 @@ def train_speed(preset: str, precision: str, jit, batch: int, images, groups, p:
 
 def pipeline_speed(preset: str, batch: int, images, groups, p: dict) -> dict:
     """Pairs/s of the input pipeline alone (gather, scale, augment), nothing trained."""
-    from siamese_core.config import preset_defaults
-    from siamese_core.pairs import make_pairs
-    from siamese_core.train import _positives, pair_dataset
+    from siamese_core.core.config import preset_defaults
+    from siamese_core.data.pairs import make_pairs
+    from siamese_core.learn.train import pair_dataset, positive_pairs
     pcfg, _, tcfg = preset_defaults(preset)
     pairs = make_pairs(groups, pcfg.replace(limit=0)).train
     if preset != "seed":
-        pairs = _positives(pairs, groups)
+        pairs = positive_pairs(pairs, groups)
     it = iter(pair_dataset(images, pairs, batch, shuffle=True, augment=preset != "seed" and tcfg.augment,
                            seed=0).repeat())
     for _ in range(p["warmup"]):
@@ -158,10 +158,10 @@ def pipeline_speed(preset: str, batch: int, images, groups, p: dict) -> dict:
 
 
 def _scorer(preset: str, size: int, precision: str):
-    from siamese_core._backend import keras
-    from siamese_core.config import preset_defaults
-    from siamese_core.inference import Scorer
-    from siamese_core.model import build_model
+    from siamese_core.core.backend import keras
+    from siamese_core.core.config import preset_defaults
+    from siamese_core.judge.inference import Scorer
+    from siamese_core.learn.model import build_model
     _, mcfg, _ = preset_defaults(preset)
     policy = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy(precision)
@@ -303,12 +303,11 @@ def main(argv=None) -> int:
     t_start = time.time()
     from tqdm import tqdm
 
-    from siamese_core.cli import _import_tensorflow_quietly
-    _import_tensorflow_quietly()  # TensorFlow's C++ start-up lines would bury this script's own
-    from siamese_core._backend import keras, tf
-    from siamese_core.devices import resolve_devices
-    from siamese_core.errors import SiameseError
-    from siamese_core.train import device_name
+    from siamese_core.cli.common import import_tensorflow_quietly
+    import_tensorflow_quietly()  # TensorFlow's C++ start-up lines would bury this script's own
+    from siamese_core.core.backend import keras, tf
+    from siamese_core.core.errors import SiameseError
+    from siamese_core.learn.devices import device_name, resolve_devices
 
     gpus = tf.config.list_physical_devices("GPU")
     if not gpus and not args.quick:

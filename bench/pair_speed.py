@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from _machine import cpu_model  # bench/ is the script's folder, first on sys.path
+from machine import cpu_model  # bench/ is the script's folder, first on sys.path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -38,11 +38,11 @@ def main(argv=None):
     cores = sorted(os.sched_getaffinity(0))
     os.sched_setaffinity(0, {cores[0]})  # before TensorFlow starts its thread pools
     import cv2
-    from siamese_core.augment import rotate
-    from siamese_core.images import encode_png
-    from siamese_core.inference import Scorer, judge_rows
-    from siamese_core.sources.synthetic import synthetic_tile
-    from siamese_core._backend import tf
+    from siamese_core.core.backend import tf
+    from siamese_core.data.augment import rotate
+    from siamese_core.data.images import encode_png
+    from siamese_core.data.sources.synthetic import synthetic_tile
+    from siamese_core.judge.inference import Scorer, judge_rows
     tf.config.threading.set_intra_op_parallelism_threads(1)
     tf.config.threading.set_inter_op_parallelism_threads(1)
     scorer = Scorer.from_run(args.run, args.workspace)
@@ -60,8 +60,8 @@ def main(argv=None):
     aerial = ROOT.parent / "shared" / "data" / "aerial-sample"
     if aerial.is_dir():  # real tiles: what analysts score (SIFT's cost depends on the texture)
         import numpy as np
-        from siamese_core.augment import acquisition
-        from siamese_core.images import decode_image
+        from siamese_core.data.augment import acquisition
+        from siamese_core.data.images import decode_image
         files = sorted(aerial.rglob("*.jpg"))[::50][:12]
         tiles = [decode_image(f) for f in files]
         same = [(encode_png(t), encode_png(rotate(acquisition(t, np.random.default_rng(i))[0], 33.0)))
@@ -93,7 +93,6 @@ def main(argv=None):
         out["batch_pairs_per_s"] = round(len(rows) / dt, 1)
         out["batch_cores"] = len(cores)
     print(json.dumps(out, indent=2))
-
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ See ../shared/REFERENCE.md (beside the repository). Everything here deliberately
   an image outside i−3..i+2 → 1, (i, i) → 0), materialised as pair arrays: ``np.array(list of
   [img_a, img_b])`` (float64, as NumPy builds it from float64 tiles) then ``.astype("float32")`` —
   the path that reproduces the 2.1 GB of pair arrays / 7.4 GB peak RSS measured on 1,800 images;
-* model: the seed tower (``siamese_core.model.build_model(ModelConfig(preset="seed"))`` is
+* model: the seed tower (``siamese_core.learn.model.build_model(ModelConfig(preset="seed"))`` is
   layer-for-layer the reference), with the reference's own contrastive loss (margin 1), RMSprop with
   Keras defaults and metric "accuracy", fed NumPy arrays via ``model.fit(x=[a, b], y=..., batch_size=8)``;
   the first 90 % of the pairs (in order) train, the last 10 % validate.
@@ -115,8 +115,8 @@ def contrastive_loss(margin: float = 1.0):
 def build_reference_model(jit_compile=False):
     import keras
 
-    from siamese_core.config import ModelConfig
-    from siamese_core.model import build_model
+    from siamese_core.core.config import ModelConfig
+    from siamese_core.learn.model import build_model
     model = build_model(ModelConfig(preset="seed"))
     model.compile(loss=contrastive_loss(margin=1.0), optimizer=keras.optimizers.RMSprop(), metrics=["accuracy"],
                   jit_compile=jit_compile)
@@ -199,7 +199,7 @@ if __name__ == "__main__":  # a quick self-check: python bench/reference.py FOLD
     import tempfile
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from siamese_core.sources.files import list_images
+    from siamese_core.data.sources.files import list_images
     src = list_images(sys.argv[1])[: int(sys.argv[2]) if len(sys.argv) > 2 else 30]
     with tempfile.TemporaryDirectory() as d:
         print(run_pipeline(src, d, max_steps=5))

@@ -61,7 +61,7 @@ def child_ref_pipeline(p):
     """Measure 1, reference: write triplets → cv2 loop → pairs → one epoch (optionally capped)."""
     _quiet_tf()
     import reference
-    from siamese_core.sources.files import list_images
+    from siamese_core.data.sources.files import list_images
     src = list_images(p["tiles_dir"])[: p["tiles"]]
     work = Path(p["work"])
     shutil.rmtree(work, ignore_errors=True)
@@ -107,12 +107,12 @@ def child_throughput(p):
     """Measure 3: seed-model training pairs/s, reference NumPy feed or our tf.data pipeline."""
     _quiet_tf()
     if p["kind"] == "ours" and not p.get("parallel_ops"):
-        from siamese_core.train import _one_op_at_a_time_on_cpu
-        _one_op_at_a_time_on_cpu()  # as `train` runs it
+        from siamese_core.learn.train import one_op_at_a_time_on_cpu
+        one_op_at_a_time_on_cpu()  # as `train` runs it
     import keras
     import tensorflow as tf
 
-    from siamese_core.store import open_dataset
+    from siamese_core.data.store import open_dataset
     if p.get("bf16"):
         keras.mixed_precision.set_global_policy("mixed_bfloat16")
     ds = open_dataset(p["dataset"], p["workspace"])
@@ -137,10 +137,10 @@ def child_throughput(p):
         setup_s = time.perf_counter() - t0
         reference.fit(model, train, None, batch_size=B, callbacks=[timer])
     else:
-        from siamese_core.config import ModelConfig, preset_defaults
-        from siamese_core.model import build_model, compile_model
-        from siamese_core.pairs import make_pairs
-        from siamese_core.train import pair_dataset
+        from siamese_core.core.config import ModelConfig, preset_defaults
+        from siamese_core.data.pairs import make_pairs
+        from siamese_core.learn.model import build_model, compile_model
+        from siamese_core.learn.train import pair_dataset
         preset = p.get("preset", "seed")
         pcfg, mcfg, tcfg = preset_defaults(preset)
         pairs = make_pairs(ds.groups, pcfg).train
@@ -170,11 +170,11 @@ def child_loss_curve(p):
     import numpy as np
 
     import reference
-    from siamese_core.config import ModelConfig
-    from siamese_core.model import build_model, compile_model
-    from siamese_core.pairs import Pairs
-    from siamese_core.store import open_dataset
-    from siamese_core.train import pair_dataset
+    from siamese_core.core.config import ModelConfig
+    from siamese_core.data.pairs import Pairs
+    from siamese_core.data.store import open_dataset
+    from siamese_core.learn.model import build_model, compile_model
+    from siamese_core.learn.train import pair_dataset
 
     ds = open_dataset(p["dataset"], p["workspace"])
     images = ds.images
@@ -244,12 +244,12 @@ def child_make_jpegs(p):
     out.mkdir(parents=True)
     src = []
     if p.get("tiles_dir"):
-        from siamese_core.sources.files import list_images
+        from siamese_core.data.sources.files import list_images
         src = [cv2.imread(str(f)) for f in list_images(p["tiles_dir"])]
         src = [cv2.resize(s, (256, 256), interpolation=cv2.INTER_AREA) if s.shape[:2] != (256, 256) else s
                for s in src if s is not None]
     if not src:
-        from siamese_core.sources.synthetic import synthetic_tile
+        from siamese_core.data.sources.synthetic import synthetic_tile
         src = [cv2.cvtColor(synthetic_tile(i, 256, 0), cv2.COLOR_RGB2BGR) for i in range(600)]
     for k in range(p["count"]):
         img, v = src[k % len(src)], k // len(src)
@@ -267,7 +267,7 @@ def child_make_tiles(p):
     """Fallback data: 600 synthetic tiles as 256×256 JPEGs (when the aerial sample is absent)."""
     import cv2
 
-    from siamese_core.sources.synthetic import synthetic_tile
+    from siamese_core.data.sources.synthetic import synthetic_tile
     out = Path(p["out"])
     out.mkdir(parents=True, exist_ok=True)
     for i in range(p["count"]):
@@ -279,7 +279,7 @@ def child_make_tiles(p):
 def child_ingest_ref(p):
     """Measure 4, reference: single-threaded cv2 decode + resize to 128, float64 list."""
     import reference
-    from siamese_core.sources.files import list_images
+    from siamese_core.data.sources.files import list_images
     paths = list_images(p["dir"])[: p["count"]]
     times = []
     for _ in range(p["repeats"]):
@@ -298,8 +298,8 @@ def child_ingest_ours(p):
     import pandas  # noqa: F401
     import pyarrow.parquet  # noqa: F401
 
-    from siamese_core.config import DataConfig
-    from siamese_core.store import build_dataset
+    from siamese_core.core.config import DataConfig
+    from siamese_core.data.store import build_dataset
     cfg = DataConfig(source="folder", path=p["dir"], variants=0, limit=p["count"])
     times = []
     for _ in range(p["repeats"]):
@@ -316,7 +316,7 @@ def child_reopen(p):
     import pandas  # noqa: F401
     import pyarrow.parquet  # noqa: F401
 
-    from siamese_core.store import open_dataset
+    from siamese_core.data.store import open_dataset
     times = []
     for _ in range(max(5, p["repeats"])):
         t0 = time.perf_counter()
@@ -334,9 +334,9 @@ def child_scorer(p):
     _quiet_tf()
     import numpy as np
 
-    from siamese_core.images import encode_png
-    from siamese_core.inference import Scorer
-    from siamese_core.store import open_dataset
+    from siamese_core.data.images import encode_png
+    from siamese_core.data.store import open_dataset
+    from siamese_core.judge.inference import Scorer
     t0 = time.perf_counter()
     sc = Scorer.from_run(p["run"], p["workspace"])
     load_s = time.perf_counter() - t0
@@ -372,7 +372,7 @@ def child_sweep(p):
     """Measure 7: ThresholdSweep(...).at(t) and metrics_at on 100,000 validation scores."""
     import numpy as np
 
-    from siamese_core.evaluate import ThresholdSweep, metrics_at
+    from siamese_core.learn.evaluate import ThresholdSweep, metrics_at
     rng = np.random.default_rng(0)
     n = p["n"]
     labels = rng.integers(0, 2, n).astype(np.uint8)
@@ -500,7 +500,8 @@ class Bench:
                       "--name", "bench-aerial", "--overwrite"], "prepare-aerial")
 
     def has_model(self, rid) -> bool:
-        from siamese_core.runs import Run, runs_dir
+        from siamese_core.runs.registry import runs_dir
+        from siamese_core.runs.run import Run
         return Run(runs_dir(self.ws) / rid).has_model()
 
     def ensure_run(self, rid, dataset, preset, steps):

@@ -3,13 +3,13 @@
     python bench/search.py [--run RUN_ID] [--n 100000] [--queries 200] [--sample DIR] [--rerank 5]
 
 * Latency: ``--n`` random unit vectors of the embedding dimension (128) in the exact index that
-  ``siamese_core.search`` builds up to 1,000,000 vectors (``IndexFlatIP``), plus the aerial tiles when
+  ``siamese_core.scale.search`` builds up to 1,000,000 vectors (``IndexFlatIP``), plus the aerial tiles when
   the sample is there; one query at a time, k=5, median milliseconds over ``--queries`` queries: on one
-  thread, as ``siamese_core.search`` runs a single query, and with all of FAISS's OpenMP threads. The IVF
+  thread, as ``siamese_core.scale.search`` runs a single query, and with all of FAISS's OpenMP threads. The IVF
   index used beyond 1,000,000 vectors is timed too (nlist ≈ 4·sqrt(N), nprobe 16).
 * Recall: every tile of the aerial sample (``../shared/data/aerial-sample`` relative to the repository,
   or ``--sample``; skipped when absent) is embedded with the run's model (default: the bundled one) and
-  indexed among the random vectors; each tile, rotated (``siamese_core.augment.rotate``) by a right
+  indexed among the random vectors; each tile, rotated (``siamese_core.data.augment.rotate``) by a right
   angle (90/180/270°) and by a random angle (black corners), is the query. recall@1 = the tile itself
   is the nearest; recall@5 = it is among the 5 nearest. With ``--rerank K`` the top K hits are also
   re-ranked by the run's fused verdict (``Scorer.judge``: keypoints + learned distance) and recall@1
@@ -28,12 +28,11 @@ from pathlib import Path
 
 import numpy as np
 
-from _machine import cpu_model  # bench/ is the script's folder, first on sys.path
+from machine import cpu_model  # bench/ is the script's folder, first on sys.path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 SAMPLE = ROOT.parent / "shared" / "data" / "aerial-sample"
-
 
 
 def _unit(rng, n, d) -> np.ndarray:
@@ -42,9 +41,9 @@ def _unit(rng, n, d) -> np.ndarray:
 
 
 def _latency(index, queries: np.ndarray, k: int = 5, package: bool = True) -> float:
-    """Median ms of one query; ``package``: through siamese_core.search (a single query on one thread)."""
-    from siamese_core.search import _search
-    run = (lambda q: _search(index, q, k)) if package else (lambda q: index.search(q, k))
+    """Median ms of one query; ``package``: through siamese_core.scale.search (a single query on one thread)."""
+    from siamese_core.scale.search import search_index
+    run = (lambda q: search_index(index, q, k)) if package else (lambda q: index.search(q, k))
     run(queries[:5])  # warm-up
     ts = []
     for q in queries:
@@ -55,7 +54,7 @@ def _latency(index, queries: np.ndarray, k: int = 5, package: bool = True) -> fl
 
 
 def _tiles(sample: Path, size: int, limit: int):
-    from siamese_core.images import IMAGE_EXTENSIONS, decode_image
+    from siamese_core.data.images import IMAGE_EXTENSIONS, decode_image
     files = sorted(p for p in sample.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)[: limit or None]
     return files, [decode_image(p, name=p.name) for p in files]
 
@@ -74,7 +73,7 @@ def main(argv=None):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import faiss
 
-    from siamese_core.search import NPROBE, ivf_params
+    from siamese_core.scale.search import NPROBE, ivf_params
 
     rng = np.random.default_rng(0)
     out = {"cpu": cpu_model(), "cores": len(os.sched_getaffinity(0)), "faiss": faiss.__version__,
@@ -83,14 +82,14 @@ def main(argv=None):
     have_sample = sample.is_dir() and any(sample.iterdir())
     scorer = None
     if have_sample:
-        from siamese_core.inference import Scorer
+        from siamese_core.judge.inference import Scorer
         scorer = Scorer.from_run(args.run, args.workspace)
         out["run"] = scorer.name
     dim = args.dim
     aerial = None
     if scorer is not None:
-        from siamese_core.augment import rotate
-        from siamese_core.images import to_tile
+        from siamese_core.data.augment import rotate
+        from siamese_core.data.images import to_tile
         files, imgs = _tiles(sample, scorer.size, args.limit)
         t0 = time.perf_counter()
         aerial = scorer.embed(np.stack([to_tile(im, scorer.size) for im in imgs]))

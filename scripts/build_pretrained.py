@@ -33,10 +33,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from siamese_core.augment import acquisition  # noqa: E402
-from siamese_core.images import IMAGE_EXTENSIONS, decode_image  # noqa: E402
-from siamese_core.pairsets import make_pairset, split_of  # noqa: E402
-from siamese_core.runs import Run  # noqa: E402
+from siamese_core.data.augment import acquisition  # noqa: E402
+from siamese_core.data.images import IMAGE_EXTENSIONS, decode_image  # noqa: E402
+from siamese_core.data.pairsets import make_pairset, split_of  # noqa: E402
+from siamese_core.runs.run import Run  # noqa: E402
 
 TEST_FRACTION = 0.25
 
@@ -104,7 +104,7 @@ and `build.json`.
   and {build['staged']['tiles']} tiles of the UC Merced Land Use sample (USGS National Map aerial imagery, public
   domain), each paired with a simulated second acquisition.
 - Calibration: labelled pairs (`make-pairs`) drawn from the same calibration places and tiles.
-- Held out: places and tiles whose name hashes into the `test` split (`siamese_core.pairsets.split_of`,
+- Held out: places and tiles whose name hashes into the `test` split (`siamese_core.data.pairsets.split_of`,
   25 %) were never used for training or calibration. None of these images are in the repository.
 
 ## Numbers on the held-out test split
@@ -129,15 +129,15 @@ fused verdict to them.
 
 def write_reference(run_id: str = "pretrained-build", dataset: str = "train", out: Path | None = None,
                     seed: int = 0) -> Path:
-    """Write the run's ``reference.npz`` (what it was trained on: :mod:`siamese_core.familiarity`) from its
+    """Write the run's ``reference.npz`` (what it was trained on: :mod:`siamese_core.judge.familiarity`) from its
     training dataset, into the run (or ``out``). The workspace is ``$SIAMESE_WORKSPACE``."""
-    from siamese_core.familiarity import build_reference, save_reference
-    from siamese_core.inference import Scorer
-    from siamese_core.store import open_dataset
+    from siamese_core.data.store import open_dataset
+    from siamese_core.judge.familiarity import build_reference, save_reference
+    from siamese_core.judge.inference import Scorer
     scorer = Scorer.from_run(run_id)
     ds = open_dataset(dataset)
     ref = build_reference(scorer, ds.images, seed=seed, groups=ds.groups)
-    path = save_reference(out or scorer.run, ref)
+    path = save_reference(Run(out or scorer.run).reference_path, ref)
     print(f"reference of run {run_id!r}: {ref['count']} tiles of dataset {dataset!r}, nn_p99 {ref['nn_p99']:.3f} "
           f"-> {path} ({path.stat().st_size / 1e6:.2f} MB)", flush=True)
     return path
@@ -173,12 +173,12 @@ def main() -> int:
             return 2
     work = Path(args.work or tempfile.mkdtemp(prefix="pretrained-"))
     os.environ["SIAMESE_WORKSPACE"] = str(work / "workspace")
-    from siamese_core.calibration import calibrate, evaluate_pairs
-    from siamese_core.config import DataConfig, RunConfig
-    from siamese_core.inference import Scorer
-    from siamese_core.runs import create_run
-    from siamese_core.store import build_dataset
-    from siamese_core.train import run_training
+    from siamese_core.core.config import DataConfig, RunConfig
+    from siamese_core.data.store import build_dataset
+    from siamese_core.judge.calibration import calibrate, evaluate_pairs
+    from siamese_core.judge.inference import Scorer
+    from siamese_core.learn.train import run_training
+    from siamese_core.runs.registry import create_run
 
     run = Run(work / "workspace" / "runs" / "pretrained-build")
     minutes = None

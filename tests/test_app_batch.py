@@ -24,9 +24,9 @@ if str(ROOT) not in sys.path:
 from streamlit.runtime.media_file_manager import MediaFileManager  # noqa: E402
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
-from siamese_core.augment import rotate  # noqa: E402
-from siamese_core.images import encode_png  # noqa: E402
-from siamese_core.sources.synthetic import synthetic_tile  # noqa: E402
+from siamese_core.data.augment import rotate  # noqa: E402
+from siamese_core.data.images import encode_png  # noqa: E402
+from siamese_core.data.sources.synthetic import synthetic_tile  # noqa: E402
 from apptools import ok, widget  # noqa: E402
 
 APP = str(ROOT / "streamlit_app.py")
@@ -116,7 +116,7 @@ def table_rows(at: AppTest):
 def reference_csv(tmp_path: Path, ws: Path) -> str:
     """What `score --pairs` writes for the same CSV next to the same files (b1.png also at the root,
     where score_csv, which does not match by base name, looks for it)."""
-    from siamese_core.inference import Scorer, score_csv
+    from siamese_core.judge.inference import Scorer, score_csv
     d = tmp_path / "ref"
     for name, data in _members().items():
         (d / name).parent.mkdir(parents=True, exist_ok=True)
@@ -264,7 +264,7 @@ def test_batch_page_on_an_empty_workspace_explains_what_is_missing(tmp_path, mon
     at.switch_page("app_pages/batch.py").run()
     ok(at)
     assert not at.error, [e.value for e in at.error]
-    from siamese_core.runs import BUNDLED_DIR
+    from siamese_core.runs.run import BUNDLED_DIR
     body = "\n".join(m.value for m in [*at.markdown, *at.info])
     if (BUNDLED_DIR / "model.keras").exists():  # the bundled model answers; there is no dataset to draw from
         assert "pretrained" in body and "no dataset yet" in body.lower()

@@ -21,7 +21,7 @@ if str(ROOT) not in sys.path:
 
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
-from siamese_core.images import encode_png  # noqa: E402
+from siamese_core.data.images import encode_png  # noqa: E402
 from apptools import ok, texts, widget  # noqa: E402
 
 APP = str(ROOT / "streamlit_app.py")
@@ -31,7 +31,8 @@ TIMEOUT = 120
 # --- fixtures and helpers (the pattern of tests/test_app_pages.py) -----------------------------------
 
 def _run_of(ws: Path, preset: str = "default") -> str:
-    from siamese_core.runs import Run, list_runs, run_path
+    from siamese_core.runs.registry import list_runs, run_path
+    from siamese_core.runs.run import Run
     for rid in list_runs(ws):
         d = run_path(rid, ws)
         if (d / "model.keras").exists() and (d / "val_scores.npz").exists() and Run(d).config.model.preset == preset:
@@ -65,8 +66,8 @@ def upload(at: AppTest, a: np.ndarray, b: np.ndarray) -> AppTest:
 
 
 def rotated_pair(angle: float = 30.0) -> tuple[np.ndarray, np.ndarray]:
-    from siamese_core.augment import rotate
-    from siamese_core.sources.synthetic import synthetic_tile
+    from siamese_core.data.augment import rotate
+    from siamese_core.data.sources.synthetic import synthetic_tile
     a = synthetic_tile(0, 256)
     return a, rotate(a, angle)
 
@@ -74,7 +75,7 @@ def rotated_pair(angle: float = 30.0) -> tuple[np.ndarray, np.ndarray]:
 @pytest.fixture
 def count_judge(monkeypatch):
     """How many times the page asked the library for a judgement (AppTest runs the page in-process)."""
-    from siamese_core.inference import Scorer
+    from siamese_core.judge.inference import Scorer
     calls = []
     real = Scorer.judge
 
@@ -127,8 +128,8 @@ def test_blank_pair_says_why_nothing_matched(app_ws):
 
 
 def test_a_fused_run_shows_what_pushed_the_verdict(app_ws):
-    from siamese_core.fusion import FEATURES, Fusion
-    from siamese_core.runs import run_path
+    from siamese_core.judge.fusion import FEATURES, Fusion
+    from siamese_core.runs.registry import run_path
     rid = _run_of(app_ws)
     names = tuple(FEATURES)
     Fusion(names, mean=(0.0,) * len(names), std=(1.0,) * len(names),
@@ -147,7 +148,7 @@ def test_a_fused_run_shows_what_pushed_the_verdict(app_ws):
 
 def test_geometry_view_draws_at_most_100_lines():
     sys.path.insert(0, str(ROOT))
-    from app_pages import _geometry_view as gv
+    from app_pages import geometry_view as gv
     a, b = rotated_pair(30)
     pts = np.random.default_rng(0).uniform(0, 255, (400, 2)).astype(np.float32)
     img = gv.matches_image(a, b, pts, pts, 1.0, 1.0, height=200)

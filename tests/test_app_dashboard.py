@@ -16,13 +16,13 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from app_pages import views as dash  # noqa: E402
-from siamese_core.errors import DatasetError  # noqa: E402
-from siamese_core.evaluate import ThresholdSweep  # noqa: E402
+from siamese_core.core.errors import DatasetError  # noqa: E402
+from siamese_core.learn.evaluate import ThresholdSweep  # noqa: E402
 
 
 def test_dashboard_does_not_import_streamlit_or_tensorflow():
     import subprocess
-    code = ("import sys, app_pages.views, siamese_core.uploads; "
+    code = ("import sys, app_pages.views, siamese_core.data.uploads; "
             "print(any(m.split('.')[0] in ('streamlit', 'tensorflow', 'keras') for m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert out.stdout.strip() == "False", out.stderr
@@ -161,7 +161,7 @@ def test_the_library_holds_no_view_code():
 
 
 def test_runs_table_and_result_card_report_the_test_pairs_and_say_so(tiny_ws):
-    from siamese_core.runs import Run
+    from siamese_core.runs.run import Run
     rows = {r["run"]: r for r in dash.run_rows(tiny_ws)}
     ev = Run(tiny_ws / "runs" / "def1").evaluation()
     m = ev["without_identical"] or ev["all"]

@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from siamese_core.images import encode_png  # noqa: E402
+from siamese_core.data.images import encode_png  # noqa: E402
 from apptools import APP, counts_line, ok, open_app, texts, widget  # noqa: E402
 
 PAGES = ("home", "triplets", "pairs", "train", "compare", "threshold")
@@ -33,7 +33,8 @@ TIMEOUT = 120
 # --- fixtures and helpers -------------------------------------------------------------------------
 
 def _runs_by_preset(ws: Path) -> dict:
-    from siamese_core.runs import Run, list_runs, run_path
+    from siamese_core.runs.registry import list_runs, run_path
+    from siamese_core.runs.run import Run
     out = {}
     for rid in list_runs(ws):
         d = run_path(rid, ws)
@@ -53,7 +54,7 @@ def empty_ws(tmp_path, monkeypatch) -> Path:
 
 
 def png_of(ws: Path, index: int) -> bytes:
-    from siamese_core.store import list_datasets, open_dataset
+    from siamese_core.data.store import list_datasets, open_dataset
     ds = open_dataset(list_datasets(ws)[0], ws)
     return encode_png(np.asarray(ds.images[index]))
 
@@ -98,7 +99,7 @@ def test_every_page_explains_what_is_missing_on_an_empty_workspace(empty_ws, pag
     body = texts(at)
     if page in ("triplets", "pairs", "train"):
         assert "Home / data" in body
-    from siamese_core.runs import BUNDLED_DIR
+    from siamese_core.runs.run import BUNDLED_DIR
     if page in ("compare", "threshold") and not (BUNDLED_DIR / "model.keras").exists():
         assert "no trained run" in body.lower()
     elif page == "compare":  # the bundled model answers at once
@@ -115,7 +116,7 @@ def test_first_launch_on_a_fresh_workspace_makes_a_demo_dataset(tmp_path, monkey
     monkeypatch.setenv("SIAMESE_WORKSPACE", str(ws))
     monkeypatch.chdir(ROOT)
     at = open_app()
-    from siamese_core.store import list_datasets
+    from siamese_core.data.store import list_datasets
     assert list_datasets(ws) == ["demo"]
     assert widget(at, "selectbox", "app_dataset").value == "demo"
     assert at.query_params.get("dataset") == ["demo"] or at.query_params.get("dataset") == "demo"
@@ -159,7 +160,7 @@ def test_triplets_pages_filters_and_jump(app_ws):
     ok(at)
     # the page lists exactly the groups the query and the source select, and shows their tiles
     from app_pages import views as dash
-    from siamese_core.store import list_datasets, open_dataset
+    from siamese_core.data.store import list_datasets, open_dataset
     gt = dash.group_table(open_dataset(list_datasets(app_ws)[0], app_ws).manifest)
     want = dash.filter_groups(gt, ["synthetic"], "5")
     assert 0 < len(want) < len(gt) and f"{len(want)} of {len(gt)} groups" in texts(at), texts(at)
@@ -186,7 +187,7 @@ def test_pairs_options_filters_and_counts(app_ws):
     widget(at, "segmented_control", "pairs_label").set_value("same").run()
     widget(at, "checkbox", "pairs_hide_identical").set_value(False).run()
     # the options start as the default preset's, as on the Train page
-    from siamese_core.config import preset_defaults
+    from siamese_core.core.config import preset_defaults
     default = preset_defaults("default")[0]
     assert widget(at, "toggle", "pairs_identical").value is default.identical is False
     assert widget(at, "number_input", "pairs_negatives").value == default.negatives
@@ -202,7 +203,8 @@ def test_pairs_options_filters_and_counts(app_ws):
 # --- threshold ------------------------------------------------------------------------------------------
 
 def test_threshold_slider_moves_the_matrix_and_saves(app_ws):
-    from siamese_core.runs import Run, run_path
+    from siamese_core.runs.registry import run_path
+    from siamese_core.runs.run import Run
     rid = _runs_by_preset(app_ws)["default"]
     at = open_app("threshold", query={"run": rid})
     slider = widget(at, "slider", "thr_slider")
@@ -217,7 +219,7 @@ def test_threshold_slider_moves_the_matrix_and_saves(app_ws):
     at_high = counts_line(at)
     assert "FN 0" in at_high and "TN 0" in at_high  # everything judged same above every score
     # the page opened at the saved threshold, with the counts the stored calibration scores give there
-    from siamese_core.evaluate import metrics_at
+    from siamese_core.learn.evaluate import metrics_at
     run = Run(run_path(rid, app_ws))
     v, t0 = run.val_scores(), run.threshold()
     m0 = metrics_at(v["score"], v["label"], t0)
@@ -256,8 +258,9 @@ def test_threshold_page_sweeps_calibration_pairs_and_shows_test_pairs_at_the_sam
     """Calibration pairs are swept (the threshold is fitted on them), the test pairs' numbers follow the slider,
     each labelled; the Accuracy shown at the saved threshold is the last epoch's calibration accuracy; the Train
     card names the same calibration pair count the page counts."""
-    from siamese_core.evaluate import metrics_at, roc_auc
-    from siamese_core.runs import Run, run_path
+    from siamese_core.learn.evaluate import metrics_at, roc_auc
+    from siamese_core.runs.registry import run_path
+    from siamese_core.runs.run import Run
     rid = _runs_by_preset(app_ws)["default"]
     run = Run(run_path(rid, app_ws))
     cal, test = run.val_scores(), run.test_scores()
@@ -297,7 +300,8 @@ def test_threshold_page_sweeps_calibration_pairs_and_shows_test_pairs_at_the_sam
 
 
 def test_threshold_page_of_a_run_without_test_pairs_says_its_numbers_are_optimistic(app_ws):
-    from siamese_core.runs import Run, run_path
+    from siamese_core.runs.registry import run_path
+    from siamese_core.runs.run import Run
     rid = _runs_by_preset(app_ws)["default"]
     d = run_path(rid, app_ws)
     (d / "test_scores.npz").unlink()  # as a run trained before the three-way split
@@ -334,7 +338,8 @@ def test_compare_scores_two_uploaded_tiles(app_ws):
     body = texts(at)
     assert "the model judges these tiles to show" in body
     # the verdict follows the score and the run's threshold (score <= threshold: same place)
-    from siamese_core.runs import Run, run_path
+    from siamese_core.runs.registry import run_path
+    from siamese_core.runs.run import Run
     t, shown = Run(run_path(rid, app_ws)).threshold(), float(score[0].value)
     said_same = any("**Same place**" in e.value for e in at.success)
     said_diff = any("**Different places**" in e.value for e in at.warning)
@@ -385,7 +390,7 @@ def _wait(cond, timeout: float = 180, every: float = 0.5):
 @pytest.fixture
 def train_ws(tiny_ws, tmp_path, monkeypatch) -> Path:
     """A workspace holding only the tiny dataset (no runs), set as $SIAMESE_WORKSPACE."""
-    from siamese_core.store import list_datasets
+    from siamese_core.data.store import list_datasets
     ws = tmp_path / "trainws"
     (ws / "datasets").mkdir(parents=True)
     name = list_datasets(tiny_ws)[0]
@@ -405,7 +410,9 @@ def _plotted(y) -> list:
 
 def test_train_page_launches_refuses_a_second_job_and_shows_curves(train_ws):
     ws = train_ws
-    from siamese_core.runs import Run, active_job, list_runs, run_path
+    from siamese_core.runs.lock import active_job
+    from siamese_core.runs.registry import list_runs, run_path
+    from siamese_core.runs.run import Run
 
     at = open_app("train")
     assert "No runs yet" in texts(at)
@@ -419,7 +426,7 @@ def test_train_page_launches_refuses_a_second_job_and_shows_curves(train_ws):
     widget(at, "slider", "train_test").set_value(0.2)
     widget(at, "button", "train_launch").click().run()
     ok(at)
-    from siamese_core.runs import PRETRAINED
+    from siamese_core.runs.run import PRETRAINED
     assert [r for r in list_runs(ws) if r != PRETRAINED] == ["ui1"]
     cfg = Run(run_path("ui1", ws)).config
     assert cfg.train.precision == "mixed_bfloat16" and cfg.pairs.test_fraction == 0.2  # the form's choices reach the run
@@ -430,13 +437,13 @@ def test_train_page_launches_refuses_a_second_job_and_shows_curves(train_ws):
         assert _wait(lambda: active_job(ws) is None, 30)
     finally:
         if active_job(ws):
-            from siamese_core.runs import Run
+            from siamese_core.runs.run import Run
             Run(run_path("ui1", ws)).stop(wait_s=20)
     st = Run(run_path("ui1", ws)).status()
     assert st["status"] == "finished", st
     # a launch while another job holds the workspace's lock (held here, so it is certain): the RunError's
     # one line naming that job, no exception, and no run made
-    from siamese_core.runs import acquire_train_lock
+    from siamese_core.runs.lock import acquire_train_lock
     fd = acquire_train_lock("other-job", ws)
     try:
         widget(at, "text_input", "train_run_id").set_value("ui2")
@@ -478,7 +485,7 @@ def _zip_of_tiles(ws: Path, n: int = 6) -> bytes:
 
 
 def test_home_creates_datasets_from_synthetic_and_zip_and_reports_errors(app_ws, monkeypatch):
-    from siamese_core.store import list_datasets, open_dataset
+    from siamese_core.data.store import list_datasets, open_dataset
     zipped = _zip_of_tiles(app_ws)
     at = open_app()
     # synthetic, in one click (options shrunk to keep the test fast)
@@ -529,7 +536,9 @@ def test_home_creates_datasets_from_synthetic_and_zip_and_reports_errors(app_ws,
 
 def test_train_page_stop_button_stops_a_running_job(train_ws):
     ws = train_ws
-    from siamese_core.runs import Run, active_job, run_path
+    from siamese_core.runs.lock import active_job
+    from siamese_core.runs.registry import run_path
+    from siamese_core.runs.run import Run
 
     at = open_app("train")
     widget(at, "segmented_control", "train_preset").set_value("seed").run()

@@ -25,7 +25,7 @@ if str(ROOT) not in sys.path:
 
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
-from siamese_core.images import encode_png  # noqa: E402
+from siamese_core.data.images import encode_png  # noqa: E402
 from apptools import ok, open_app, texts, widget  # noqa: E402
 
 APP = str(ROOT / "streamlit_app.py")
@@ -46,7 +46,8 @@ def counts(at: AppTest) -> dict:
 
 
 def default_run(ws: Path) -> str:
-    from siamese_core.runs import Run, list_runs, run_path
+    from siamese_core.runs.registry import list_runs, run_path
+    from siamese_core.runs.run import Run
     for rid in list_runs(ws):
         d = run_path(rid, ws)
         if d.parent.parent == ws and (d / "model.keras").exists() and Run(d).config.model.preset == "default":
@@ -91,7 +92,7 @@ def fused_base(tiny_ws, tmp_path_factory) -> Path:
 @pytest.fixture
 def fused_ws(fused_base, tmp_path, monkeypatch):
     """(workspace, run id): a private copy of the tiny workspace whose default run is calibrated (fused)."""
-    from siamese_core.runs import run_path
+    from siamese_core.runs.registry import run_path
     ws = tmp_path / "ws"
     shutil.copytree(fused_base, ws)
     rid = default_run(ws)
@@ -105,14 +106,14 @@ def fused_ws(fused_base, tmp_path, monkeypatch):
 def fake_bundled(fused_base, tmp_path, monkeypatch):
     """An empty workspace and a stand-in for the bundled read-only run 'pretrained' (a copy of the tiny default
     run without val_scores.npz), so the test does not depend on what siamese_core/pretrained/ holds now."""
-    import siamese_core.runs as runs
+    from siamese_core.runs import run as run_module
     ws = tmp_path / "empty"
     (ws / "datasets").mkdir(parents=True)
     bundled = (tmp_path / "pkg" / "pretrained")
     shutil.copytree(fused_base / "runs" / default_run(fused_base), bundled)
     (bundled / "val_scores.npz").unlink()
     bundled = bundled.resolve()
-    monkeypatch.setattr(runs, "BUNDLED_DIR", bundled)
+    monkeypatch.setattr(run_module, "BUNDLED_DIR", bundled)
     monkeypatch.setenv("SIAMESE_WORKSPACE", str(ws))
     monkeypatch.chdir(ROOT)
     return bundled
@@ -177,7 +178,8 @@ def test_fused_mistakes_show_the_calibration_images_and_a_caption_for_a_missing_
 
 
 def test_fused_workspace_run_saves_its_threshold(fused_ws):
-    from siamese_core.runs import Run, run_path
+    from siamese_core.runs.registry import run_path
+    from siamese_core.runs.run import Run
     ws, rid = fused_ws
     at = open_app("threshold", query={"run": rid})
     assert not widget(at, "button", "thr_save").disabled
@@ -213,19 +215,20 @@ def test_a_refused_save_is_one_line_with_the_fix_not_a_traceback(fused_ws, fake_
     """A browser cannot press the disabled button of the bundled run; should a save be refused anyway (here:
     the library's own refusal for the bundled run, delivered to a workspace run), the page shows that one
     line with its fix."""
-    import siamese_core.runs as runs
+    from siamese_core.runs.registry import run_path
+    from siamese_core.runs.run import Run
     ws, rid = fused_ws
-    real = runs.Run.save_threshold
-    monkeypatch.setattr(runs.Run, "save_threshold", lambda run, t, source="user": real(runs.Run(fake_bundled), t, source))
+    real = Run.save_threshold
+    monkeypatch.setattr(Run, "save_threshold", lambda run, t, source="user": real(Run(fake_bundled), t, source))
     monkeypatch.setenv("SIAMESE_WORKSPACE", str(ws))
-    before = (runs.run_path(rid, ws) / "threshold.json").read_text()
+    before = (run_path(rid, ws) / "threshold.json").read_text()
     at = open_app("threshold", query={"run": rid})
     widget(at, "button", "thr_save").click().run()
     ok(at)
     errors = [e.value for e in at.error]
     assert len(errors) == 1 and "\n" not in errors[0] and "Traceback" not in errors[0], errors
     assert "read-only" in errors[0] and "--as NAME" in errors[0]
-    assert (runs.run_path(rid, ws) / "threshold.json").read_text() == before
+    assert (run_path(rid, ws) / "threshold.json").read_text() == before
 
 
 def test_bundled_run_with_neither_score_file_keeps_todays_message(fake_bundled):
@@ -235,7 +238,7 @@ def test_bundled_run_with_neither_score_file_keeps_todays_message(fake_bundled):
 
 
 def test_workspace_run_with_neither_score_file_says_it_has_no_model_yet(fused_base, tmp_path, monkeypatch):
-    from siamese_core.runs import run_path
+    from siamese_core.runs.registry import run_path
     ws = tmp_path / "ws"
     shutil.copytree(fused_base, ws)
     rid = default_run(ws)

@@ -1,4 +1,4 @@
-"""Uploaded zips of tiles (siamese_core.uploads): unsafe archives are refused with one line, and a
+"""Uploaded zips of tiles (siamese_core.data.uploads): unsafe archives are refused with one line, and a
 good one becomes a ``folder`` dataset whose records name the zip, never the temporary folder."""
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from siamese_core.errors import SiameseError  # noqa: E402
-from siamese_core.images import encode_png  # noqa: E402
-from siamese_core.uploads import UploadError, build_from_zip, extract_zip  # noqa: E402
+from siamese_core.core.errors import SiameseError  # noqa: E402
+from siamese_core.data.images import encode_png  # noqa: E402
+from siamese_core.data.uploads import UploadError, build_from_zip, extract_zip  # noqa: E402
 
 
 def _png(seed: int, size: int = 24) -> bytes:

@@ -1,4 +1,4 @@
-"""The distortions that model a new acquisition (siamese_core.augment), the on-the-fly training
+"""The distortions that model a new acquisition (siamese_core.data.augment), the on-the-fly training
 augmentation (train.augment_batch), and the Triplets page's "What a new acquisition looks like" section.
 
 Each numpy distortion keeps shape and dtype, is deterministic for a seed, survives a JSON round trip of
@@ -20,8 +20,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from siamese_core import augment as A  # noqa: E402
-from siamese_core.config import DISTORTIONS  # noqa: E402
+from siamese_core.data import augment as A  # noqa: E402
+from siamese_core.core.config import DISTORTIONS  # noqa: E402
 
 S = 64
 
@@ -238,8 +238,8 @@ def test_make_variant_records_new_distortions_in_json():
 # --- augment_batch (TensorFlow) ------------------------------------------------------------------------------
 
 def test_augment_batch_keeps_shape_and_range_and_randomises_per_image():
-    from siamese_core._backend import tf
-    from siamese_core.train import augment_batch
+    from siamese_core.core.backend import tf
+    from siamese_core.learn.train import augment_batch
     tf.random.set_seed(0)
     one = texture(9).astype(np.float32) / 255.0
     x = tf.constant(np.stack([one] * 16))
@@ -260,8 +260,8 @@ def test_augment_batch_keeps_shape_and_range_and_randomises_per_image():
 
 
 def test_augment_batch_with_a_fixed_seed_is_reproducible():
-    from siamese_core._backend import tf
-    from siamese_core.train import augment_batch
+    from siamese_core.core.backend import tf
+    from siamese_core.learn.train import augment_batch
     x = tf.constant(np.stack([texture(10).astype(np.float32) / 255.0] * 4))
     tf.random.set_seed(3)
     a = augment_batch(x).numpy()

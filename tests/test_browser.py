@@ -90,7 +90,8 @@ def browser():
 
 
 def _default_run(ws: Path) -> str:
-    from siamese_core.runs import Run, list_runs, run_path
+    from siamese_core.runs.registry import list_runs, run_path
+    from siamese_core.runs.run import Run
     finished = [r for r in list_runs(ws) if (run_path(r, ws) / "val_scores.npz").exists()]
     pref = [r for r in finished if Run(run_path(r, ws)).config.model.preset == "default"]
     return (pref or finished)[0]
@@ -101,8 +102,8 @@ def _counts(page) -> str:
 
 
 def test_compare_then_threshold_in_chromium(server, browser):
-    from siamese_core.images import encode_png
-    from siamese_core.store import list_datasets, open_dataset
+    from siamese_core.data.images import encode_png
+    from siamese_core.data.store import list_datasets, open_dataset
     ws = server["ws"]
     ds = open_dataset(list_datasets(ws)[0], ws)
     files = []
@@ -163,8 +164,8 @@ def test_compare_shows_the_geometric_second_opinion_in_chromium(server, browser)
     """A textured tile and its copy rotated 30°: the page draws the matches and says 'matched at'."""
     import cv2
 
-    from siamese_core.augment import rotate
-    from siamese_core.sources.synthetic import synthetic_tile
+    from siamese_core.data.augment import rotate
+    from siamese_core.data.sources.synthetic import synthetic_tile
     a = synthetic_tile(0, 256)
     files = []
     for name, img in (("textured_a.png", a), ("textured_b.png", rotate(a, 30))):

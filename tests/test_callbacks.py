@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from siamese_core import callbacks as cb
-from siamese_core._backend import keras
-from siamese_core.runs import Run
+from siamese_core.core.backend import keras
+from siamese_core.learn import callbacks as cb
+from siamese_core.runs.run import Run
 
 
 def _tiny_model():
@@ -65,7 +65,7 @@ def test_stop_on_request_ends_training_after_the_current_batch(tmp_path):
 def test_calibration_metrics_add_the_accuracy_at_the_run_threshold_and_roc_auc_to_every_epoch(tmp_path):
     """A real model scoring real pairs each epoch: the epoch lines carry the calibration pairs' accuracy at the
     best threshold (or the fixed one) and ROC-AUC, equal to what the evaluation functions give on those scores."""
-    from siamese_core.evaluate import metrics_at, roc_auc, suggest_thresholds
+    from siamese_core.learn.evaluate import metrics_at, roc_auc, suggest_thresholds
     rng = np.random.default_rng(0)
     x = rng.normal(size=(64, 4)).astype("float32")
     y = (x[:, 0] > 0).astype("float32")  # label 1 (different) when the first feature is positive

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from siamese_core.images import encode_png
+from siamese_core.data.images import encode_png
 
 from conftest import cli
 
@@ -26,7 +26,7 @@ def run_cli(*args, ws=None):
 
 
 def _tiles(tiny_ws, tmp_path):
-    from siamese_core.store import open_dataset
+    from siamese_core.data.store import open_dataset
     ds = open_dataset("tiny", tiny_ws)
     paths = []
     for i in (0, 1, 3):
@@ -37,7 +37,7 @@ def _tiles(tiny_ws, tmp_path):
 
 
 def test_evaluate_json_and_text(tiny_ws, capsys):
-    from siamese_core.runs import Run
+    from siamese_core.runs.run import Run
     assert cli("--workspace", tiny_ws, "evaluate", "--run", "seed1", "--json") == 0
     out = json.loads(capsys.readouterr().out)
     assert out["threshold"] == 0.2 and out["all"]["n_pairs"] > 0
@@ -57,7 +57,7 @@ def _old_run(tiny_ws, tmp_path, rid="def1"):
     """A copy of the workspace in which run ``rid`` looks as a run trained before the test split does: no test
     scores, pairs.npz without a test mask, an evaluation.json of its validation pairs, no test_fraction."""
     import shutil
-    from siamese_core.pairs import Pairs
+    from siamese_core.data.pairs import Pairs
     ws = tmp_path / "oldws"
     shutil.copytree(tiny_ws, ws, ignore=shutil.ignore_patterns("train.lock"))
     d = ws / "runs" / rid
@@ -77,7 +77,7 @@ def test_an_old_run_without_test_pairs_is_labelled_optimistic(tiny_ws, tmp_path,
     ws = _old_run(tiny_ws, tmp_path)
     assert cli("--workspace", ws, "evaluate", "--run", "def1", "--json") == 0
     out = json.loads(capsys.readouterr().out)
-    from siamese_core.runs import Run
+    from siamese_core.runs.run import Run
     v = Run(ws / "runs" / "def1").val_scores()
     assert out["pairs"]["split"] == "validation" and out["all"]["n_pairs"] == len(v["score"])
     assert out["pairs"]["label"] == "validation pairs (the threshold was fitted on them: optimistic)"
@@ -147,7 +147,7 @@ def test_score_bad_image_one_line(tiny_ws, tmp_path):
 
 
 def test_list(tiny_ws, capsys):
-    from siamese_core.runs import Run
+    from siamese_core.runs.run import Run
     assert cli("--workspace", tiny_ws, "list") == 0
     out = capsys.readouterr().out
     assert "tiny: 72 images, 24 tiles" in out and "seed1: finished" in out
@@ -159,7 +159,7 @@ def test_list(tiny_ws, capsys):
 
 def test_folder_import_then_train_and_score(ws, tmp_path, capsys):
     """prepare --source folder → train → evaluate → score, both presets, on real image files."""
-    from siamese_core.sources.synthetic import synthetic_tile
+    from siamese_core.data.sources.synthetic import synthetic_tile
     folder = tmp_path / "tiles" / "nested"
     folder.mkdir(parents=True)
     for i in range(12):

@@ -22,9 +22,14 @@ if str(ROOT) not in sys.path:
 
 from apptools import ok, open_app, texts, widget  # noqa: E402
 from conftest import cli  # noqa: E402
-from siamese_core import runs  # noqa: E402
-from siamese_core.errors import DatasetError, RunError  # noqa: E402
-from siamese_core.store import delete_dataset, list_datasets  # noqa: E402
+from siamese_core.runs.delete import delete_run  # noqa: E402
+from siamese_core.runs.liveness import process_start  # noqa: E402
+from siamese_core.runs.lock import acquire_train_lock, no_launch  # noqa: E402
+from siamese_core.runs.registry import list_runs, open_run, run_path  # noqa: E402
+from siamese_core.runs.run import BUNDLED_DIR, PRETRAINED, Run  # noqa: E402
+from siamese_core.core.errors import DatasetError, RunError  # noqa: E402
+from siamese_core.runs.delete import delete_dataset
+from siamese_core.data.store import list_datasets  # noqa: E402
 
 
 @pytest.fixture
@@ -38,9 +43,9 @@ def ws(app_ws) -> Path:
 @contextmanager
 def live_job(ws: Path, run_id: str):
     """Hold the training lock for ``run_id`` and mark it running with this process, as a training job does."""
-    fd = runs.acquire_train_lock(run_id, ws)
-    run = runs.open_run(run_id, ws)
-    run.write_status("running", reset=True, pid=os.getpid(), pid_start=runs.process_start(os.getpid()))
+    fd = acquire_train_lock(run_id, ws)
+    run = open_run(run_id, ws)
+    run.write_status("running", reset=True, pid=os.getpid(), pid_start=process_start(os.getpid()))
     try:
         yield run
     finally:
@@ -49,70 +54,70 @@ def live_job(ws: Path, run_id: str):
 
 
 def _listed(ws) -> list[str]:
-    return [r for r in runs.list_runs(ws) if r != runs.PRETRAINED]
+    return [r for r in list_runs(ws) if r != PRETRAINED]
 
 
 # --- the library -----------------------------------------------------------------------------------------
 
 def test_delete_run_removes_it_and_leaves_no_trash(ws):
-    path = runs.run_path("seed1", ws)
-    runs.delete_run("seed1", ws)
+    path = run_path("seed1", ws)
+    delete_run("seed1", ws)
     assert _listed(ws) == ["def1"] and not path.exists()
     assert not [p for p in (ws / "runs").iterdir() if p.name.startswith(".")]
     with pytest.raises(RunError, match="run 'seed1' not found"):
-        runs.delete_run("seed1", ws)
+        delete_run("seed1", ws)
 
 
 def test_a_crash_after_the_rename_lists_nothing_and_is_swept_next_time(ws, monkeypatch):
-    import siamese_core.runs as runs_mod
-    monkeypatch.setattr(runs_mod.shutil, "rmtree", lambda *a, **k: None)  # the process dies before removing it
-    runs.delete_run("seed1", ws)
+    import siamese_core.runs.delete as delete_module
+    monkeypatch.setattr(delete_module.shutil, "rmtree", lambda *a, **k: None)  # the process dies before removing it
+    delete_run("seed1", ws)
     monkeypatch.undo()
     trash = [p for p in (ws / "runs").iterdir() if p.name.startswith(".trash-seed1-")]
-    assert len(trash) == 1 and runs.Run(trash[0]).exists()  # a complete run, under a hidden name
+    assert len(trash) == 1 and Run(trash[0]).exists()  # a complete run, under a hidden name
     assert _listed(ws) == ["def1"]
-    runs.delete_run("def1", ws)
+    delete_run("def1", ws)
     assert not any((ws / "runs").iterdir())
 
 
 def test_the_bundled_run_cannot_be_deleted(ws):
-    if not runs.Run(runs.BUNDLED_DIR).exists():
+    if not Run(BUNDLED_DIR).exists():
         pytest.skip("no bundled run in this checkout")
     with pytest.raises(RunError, match="bundled run 'pretrained' is part of the package"):
-        runs.delete_run(runs.PRETRAINED, ws)
-    assert runs.Run(runs.BUNDLED_DIR).has_model()
+        delete_run(PRETRAINED, ws)
+    assert Run(BUNDLED_DIR).has_model()
 
 
 def test_a_live_run_and_its_dataset_are_refused_others_are_not(ws):
     with live_job(ws, "def1"):
         with pytest.raises(RunError, match=r"run 'def1' is running; stop it first \(python -m siamese_core stop"):
-            runs.delete_run("def1", ws)
+            delete_run("def1", ws)
         with pytest.raises(DatasetError, match="dataset 'tiny' is used by the running job 'def1'; stop it first"):
             delete_dataset("tiny", ws)
-        runs.delete_run("seed1", ws)  # another run: the job keeps any launch from starting meanwhile
+        delete_run("seed1", ws)  # another run: the job keeps any launch from starting meanwhile
         delete_dataset("other", ws)  # another dataset
     assert _listed(ws) == ["def1"] and list_datasets(ws) == ["tiny"]
     delete_dataset("tiny", ws)  # the job ended
     assert list_datasets(ws) == [] and _listed(ws) == ["def1"]  # its runs keep their models
-    assert runs.open_run("def1", ws).has_model()
+    assert open_run("def1", ws).has_model()
 
 
 def test_a_live_status_without_the_lock_is_refused_too(ws):
     """A run whose status names a live process (e.g. a job just launched) is refused even when no lock is seen."""
-    run = runs.open_run("def1", ws)
-    run.write_status("running", reset=True, pid=os.getpid(), pid_start=runs.process_start(os.getpid()))
+    run = open_run("def1", ws)
+    run.write_status("running", reset=True, pid=os.getpid(), pid_start=process_start(os.getpid()))
     with pytest.raises(RunError, match="run 'def1' is running"):
-        runs.delete_run("def1", ws)
+        delete_run("def1", ws)
     with pytest.raises(DatasetError, match="used by the running job 'def1'"):
         delete_dataset("tiny", ws)
 
 
 def test_no_job_can_start_while_a_deletion_holds_the_lock(ws):
-    with runs.no_launch(ws) as job:
+    with no_launch(ws) as job:
         assert job is None
         with pytest.raises(RunError, match="already running"):
-            runs.acquire_train_lock("x", ws)
-    os.close(runs.acquire_train_lock("x", ws))  # free again afterwards
+            acquire_train_lock("x", ws)
+    os.close(acquire_train_lock("x", ws))  # free again afterwards
 
 
 # --- the command line ----------------------------------------------------------------------------------
@@ -147,9 +152,9 @@ def test_cli_delete_with_yes_and_its_refusals(ws, capsys):
         assert err.count("\n") == 1 and "run 'def1' is running; stop it first" in err
         assert cli("--workspace", ws, "delete", "--dataset", "tiny", "--yes") == 2
         assert "used by the running job 'def1'" in capsys.readouterr().err
-    assert runs.open_run("def1", ws).has_model() and list_datasets(ws) == ["tiny"]
-    if runs.Run(runs.BUNDLED_DIR).exists():
-        assert cli("--workspace", ws, "delete", "--run", runs.PRETRAINED, "--yes") == 2
+    assert open_run("def1", ws).has_model() and list_datasets(ws) == ["tiny"]
+    if Run(BUNDLED_DIR).exists():
+        assert cli("--workspace", ws, "delete", "--run", PRETRAINED, "--yes") == 2
         assert "cannot be deleted" in capsys.readouterr().err
 
 

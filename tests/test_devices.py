@@ -27,8 +27,8 @@ from pathlib import Path
 
 import pytest
 
-from siamese_core.config import RunConfig, TrainConfig
-from siamese_core.errors import SiameseError
+from siamese_core.core.config import RunConfig, TrainConfig
+from siamese_core.core.errors import SiameseError
 
 ROOT = Path(__file__).resolve().parents[1]
 FIRST_TOL = 1e-5
@@ -162,8 +162,8 @@ def test_an_old_config_without_devices_trains_on_one_device():
 
 def test_train_page_refuses_more_devices_than_the_server_has_in_one_line(app_ws):
     from apptools import open_app, ok, widget
-    from siamese_core.devices import available
-    from siamese_core.runs import list_runs
+    from siamese_core.learn.devices import available
+    from siamese_core.runs.registry import list_runs
 
     _, have = available()
     too_many = next((c for c in ("2", "3", "4", "8") if int(c) > have), None)

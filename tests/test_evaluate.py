@@ -1,4 +1,4 @@
-"""Tests for siamese_core.evaluate: closed-form answers on tiny inputs, agreement between the
+"""Tests for siamese_core.learn.evaluate: closed-form answers on tiny inputs, agreement between the
 fast and the direct paths on random data, and SiameseError on bad input.
 
 Reminder of the conventions: label 0 = same place (the positive class), 1 = different place;
@@ -15,22 +15,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from siamese_core.errors import SiameseError
-from siamese_core.evaluate import (
-    Metrics,
-    Report,
-    Suggestions,
-    ThresholdSweep,
-    auc,
-    average_precision,
-    confusion,
-    metrics_at,
-    pr_curve,
-    report,
-    roc_auc,
-    roc_curve,
-    suggest_thresholds,
-)
+from siamese_core.core.errors import SiameseError
+from siamese_core.learn.evaluate import (Metrics, Report, Suggestions, ThresholdSweep, auc, average_precision,
+    confusion, metrics_at, pr_curve, report, roc_auc, roc_curve, suggest_thresholds)
 
 SEPARATED_SCORES = [0.1, 0.2, 0.3, 0.7, 0.8, 0.9]
 SEPARATED_LABELS = [0, 0, 0, 1, 1, 1]

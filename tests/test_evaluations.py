@@ -58,19 +58,19 @@ def ws(tiny_ws, tmp_path, monkeypatch) -> Path:
 @pytest.fixture
 def fake_bundled(tiny_ws, tmp_path, monkeypatch) -> Path:
     """A stand-in for the bundled read-only run 'pretrained': a copy of def1 without val_scores.npz."""
-    import siamese_core.runs as runs
+    from siamese_core.runs import run as run_module
     d = tmp_path / "pkg" / "pretrained"
     shutil.copytree(tiny_ws / "runs" / "def1", d, ignore=shutil.ignore_patterns("evaluations"))
     (d / "val_scores.npz").unlink()
     d = d.resolve()
-    monkeypatch.setattr(runs, "BUNDLED_DIR", d)
+    monkeypatch.setattr(run_module, "BUNDLED_DIR", d)
     return d
 
 
 # --- the command line ---------------------------------------------------------------------------------------
 
 def test_cli_evaluates_a_run_on_a_dataset_and_stores_json_and_npz(ws, capsys):
-    from siamese_core.store import open_dataset
+    from siamese_core.data.store import open_dataset
     assert cli("--workspace", ws, "evaluate", "--run", "def1", "--dataset", "tiny") == 0
     out = capsys.readouterr().out
     assert out.startswith("dataset tiny: threshold ")
@@ -105,7 +105,7 @@ def test_cli_refuses_an_unknown_dataset_and_both_sources(ws, capsys):
 
 
 def test_pairs_are_capped_and_seeded():
-    from siamese_core.calibration import dataset_pairs
+    from siamese_core.judge.calibration import dataset_pairs
     groups = np.repeat(np.arange(600), 3)
     p = dataset_pairs(groups)
     assert len(p) == 2000 and not p.identical.any() and set(np.unique(p.label)) == {0, 1}
@@ -115,11 +115,11 @@ def test_pairs_are_capped_and_seeded():
 
 
 def test_the_bundled_run_is_evaluated_into_the_workspace(ws, fake_bundled, capsys):
-    from siamese_core.calibration import evaluate_pairs
-    from siamese_core.images import encode_png
-    from siamese_core.inference import Scorer
-    from siamese_core.store import open_dataset
-    from siamese_core.runs import Run
+    from siamese_core.data.images import encode_png
+    from siamese_core.data.store import open_dataset
+    from siamese_core.judge.calibration import evaluate_pairs
+    from siamese_core.judge.inference import Scorer
+    from siamese_core.runs.run import Run
     assert Run(fake_bundled).evaluations_dir(ws) == ws / "evaluations" / "pretrained"
     assert Run(ws / "runs" / "def1").evaluations_dir(ws) == ws / "runs" / "def1" / "evaluations"
 
@@ -189,7 +189,7 @@ def test_first_launch_evaluates_the_bundled_model_on_the_demo_dataset(tmp_path, 
     monkeypatch.setenv("SIAMESE_WORKSPACE", str(ws))
     monkeypatch.chdir(ROOT)
     at = open_app("threshold", query={"run": "pretrained"})
-    from siamese_core.store import list_datasets
+    from siamese_core.data.store import list_datasets
     assert list_datasets(ws) == ["demo"]
     assert "ships without validation scores" in texts(at) and not [m for m in at.markdown if "thr-counts" in m.value]
     button = widget(at, "button", "thr_eval_demo")

@@ -1,4 +1,4 @@
-"""Say when the model is out of its depth (siamese_core.familiarity): a reference built from the tiny dataset
+"""Say when the model is out of its depth (siamese_core.judge.familiarity): a reference built from the tiny dataset
 with run def1 finds the dataset's own tiles familiar and a noise or solid-magenta tile unfamiliar, with a
 reason; it survives a save/load round trip and is ignored once the model changes; the Scorer hook and the
 Compare page warn only when the run has a reference; the bundled run ships one under 1 MB.
@@ -31,14 +31,14 @@ def fam_base(tiny_ws, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def scorer(fam_base):
-    from siamese_core.inference import Scorer
+    from siamese_core.judge.inference import Scorer
     return Scorer.from_run(RUN, fam_base)
 
 
 @pytest.fixture(scope="module")
 def ref(scorer, fam_base):
-    from siamese_core.familiarity import build_reference
-    from siamese_core.store import open_dataset
+    from siamese_core.data.store import open_dataset
+    from siamese_core.judge.familiarity import build_reference
     ds = open_dataset("tiny", fam_base)
     return build_reference(scorer, ds.images, seed=0, groups=ds.groups)
 
@@ -54,12 +54,12 @@ def _magenta(size: int) -> np.ndarray:
 
 
 def _check(scorer, ref, tiles):
-    from siamese_core.familiarity import familiarity
+    from siamese_core.judge.familiarity import familiarity
     return familiarity(ref, scorer.embed(tiles), tiles)
 
 
 def test_reference_contents(ref, scorer, fam_base):
-    from siamese_core.store import open_dataset
+    from siamese_core.data.store import open_dataset
     n = len(open_dataset("tiny", fam_base))
     assert ref["count"] == n and ref["embeddings"].shape == (n, 128) and ref["embeddings"].dtype == np.float16
     assert ref["colour"].shape == (n, 7) and ref["colour_mean"].shape == (7,) and ref["colour_std"].shape == (7,)
@@ -68,7 +68,7 @@ def test_reference_contents(ref, scorer, fam_base):
 
 
 def test_dataset_tiles_are_familiar(ref, scorer, fam_base):
-    from siamese_core.store import open_dataset
+    from siamese_core.data.store import open_dataset
     tiles = np.asarray(open_dataset("tiny", fam_base).images[:10])
     got = _check(scorer, ref, tiles)
     assert len(got) == 10 and not any(f.unfamiliar for f in got), [f.reason for f in got]
@@ -86,14 +86,15 @@ def test_noise_and_magenta_are_unfamiliar_with_a_reason(ref, scorer):
 
 
 def test_save_load_round_trip_and_stale_reference(ref, scorer, fam_base, tmp_path):
-    from siamese_core.familiarity import load_reference, save_reference
-    from siamese_core.runs import Run, run_path
+    from siamese_core.judge.familiarity import load_reference, save_reference
+    from siamese_core.runs.registry import run_path
+    from siamese_core.runs.run import Run
     d = tmp_path / "run"
     shutil.copytree(run_path(RUN, fam_base), d)
-    assert load_reference(d) is None  # no reference yet
-    path = save_reference(d, ref)
+    assert load_reference(Run(d).reference_path, Run(d).model_path) is None  # no reference yet
+    path = save_reference(Run(d).reference_path, ref)
     assert path == d / Run.REFERENCE and path.is_file()
-    back = load_reference(d)
+    back = load_reference(Run(d).reference_path, Run(d).model_path)
     assert back is not None and set(back) == set(ref)
     for k in ("embeddings", "colour", "colour_mean", "colour_std"):
         np.testing.assert_array_equal(back[k], ref[k])
@@ -102,21 +103,22 @@ def test_save_load_round_trip_and_stale_reference(ref, scorer, fam_base, tmp_pat
     # a damaged file or a retrained model: no reference, no warning
     with open(d / "model.keras", "ab") as f:
         f.write(b"\0")
-    assert load_reference(d) is None
+    assert load_reference(Run(d).reference_path, Run(d).model_path) is None
     (d / Run.REFERENCE).write_bytes(b"not an npz")
-    assert load_reference(d) is None
+    assert load_reference(Run(d).reference_path, Run(d).model_path) is None
 
 
 def test_scorer_hook_is_none_without_a_reference(ref, fam_base, tmp_path):
-    from siamese_core.familiarity import save_reference
-    from siamese_core.inference import Scorer
-    from siamese_core.runs import run_path
+    from siamese_core.judge.familiarity import save_reference
+    from siamese_core.judge.inference import Scorer
+    from siamese_core.runs.registry import run_path
+    from siamese_core.runs.run import Run
     ws = tmp_path / "ws"
     shutil.copytree(fam_base, ws)
     s = Scorer.from_run(RUN, ws)
     tile = np.asarray(s.prepare(_magenta(64)[0]).tile)
     assert s.familiarity([tile]) is None
-    save_reference(run_path(RUN, ws), ref)
+    save_reference(Run(run_path(RUN, ws)).reference_path, ref)
     got = s.familiarity([s.prepare(_magenta(64)[0]), tile])  # Prepared or a tile; any size is resized
     assert got is not None and len(got) == 2 and all(f.unfamiliar for f in got)
     assert s.familiarity([]) == []
@@ -125,10 +127,11 @@ def test_scorer_hook_is_none_without_a_reference(ref, fam_base, tmp_path):
 def test_compare_page_warns_under_the_verdict(ref, fam_base, tmp_path, monkeypatch):
     from streamlit.testing.v1 import AppTest
 
-    from siamese_core.familiarity import save_reference
-    from siamese_core.images import encode_png
-    from siamese_core.runs import run_path
-    from siamese_core.sources.synthetic import synthetic_tile
+    from siamese_core.data.images import encode_png
+    from siamese_core.data.sources.synthetic import synthetic_tile
+    from siamese_core.judge.familiarity import save_reference
+    from siamese_core.runs.registry import run_path
+    from siamese_core.runs.run import Run
     ws = tmp_path / "ws"
     shutil.copytree(fam_base, ws)
     monkeypatch.setenv("SIAMESE_WORKSPACE", str(ws))
@@ -147,25 +150,25 @@ def test_compare_page_warns_under_the_verdict(ref, fam_base, tmp_path, monkeypat
         return [w.value for w in at.warning if "unlike anything this model was trained on" in w.value]
 
     assert run_compare() == []  # no reference.npz: nothing is said
-    save_reference(run_path(RUN, ws), ref)
+    save_reference(Run(run_path(RUN, ws)).reference_path, ref)
     warned = run_compare()
     assert len(warned) == 1 and warned[0].startswith("Tile B is unlike anything") and "caution" in warned[0]
 
 
 def test_bundled_run_ships_a_small_reference():
-    from siamese_core.familiarity import load_reference
-    from siamese_core.runs import BUNDLED_DIR, Run
+    from siamese_core.judge.familiarity import load_reference
+    from siamese_core.runs.run import BUNDLED_DIR, Run
     p = BUNDLED_DIR / Run.REFERENCE
     assert p.is_file() and p.stat().st_size < 1_000_000
-    ref = load_reference(BUNDLED_DIR)
+    ref = load_reference(Run(BUNDLED_DIR).reference_path, Run(BUNDLED_DIR).model_path)
     assert ref is not None, "the bundled reference.npz does not match the bundled model.keras"
     assert ref["count"] == 2000 and ref["embeddings"].shape[0] == 2000
 
 
 @pytest.mark.skipif(not AERIAL.is_dir(), reason="the aerial sample is not here")
 def test_bundled_model_knows_aerial_tiles_but_not_noise():
-    from siamese_core.images import IMAGE_EXTENSIONS, load_tile
-    from siamese_core.inference import Scorer
+    from siamese_core.data.images import IMAGE_EXTENSIONS, load_tile
+    from siamese_core.judge.inference import Scorer
     s = Scorer.from_run(None)
     paths = sorted(p for p in AERIAL.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)[::20][:20]
     tiles = np.stack([load_tile(p, s.size) for p in paths])
@@ -178,11 +181,12 @@ def test_bundled_model_knows_aerial_tiles_but_not_noise():
 def test_batch_table_has_unfamiliar_but_the_download_does_not(ref, fam_base, tmp_path, monkeypatch):
     from streamlit.testing.v1 import AppTest
 
-    from siamese_core.familiarity import save_reference
-    from siamese_core.runs import run_path
+    from siamese_core.judge.familiarity import save_reference
+    from siamese_core.runs.registry import run_path
+    from siamese_core.runs.run import Run
     ws = tmp_path / "ws"
     shutil.copytree(fam_base, ws)
-    save_reference(run_path(RUN, ws), ref)
+    save_reference(Run(run_path(RUN, ws)).reference_path, ref)
     monkeypatch.setenv("SIAMESE_WORKSPACE", str(ws))
     monkeypatch.chdir(ROOT)
     at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=180)

@@ -18,9 +18,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from siamese_core.errors import SiameseError
-from siamese_core.images import decode_image, load_tile
-from siamese_core.inference import read_pairs_csv
+from siamese_core.core.errors import SiameseError
+from siamese_core.data.images import decode_image, load_tile
+from siamese_core.data.pairs_csv import read_pairs_csv
 
 def fuzz(max_examples: int) -> settings:
     """No per-example deadline (a loaded CI machine is slow), a fixed example budget; derandomised on CI."""

@@ -9,10 +9,10 @@ import cv2
 import numpy as np
 import pytest
 
-from siamese_core import geometry as G
-from siamese_core.errors import RunError, SiameseError
-from siamese_core.fusion import FEATURES, Fusion, feature_row, fit_fusion
-from siamese_core.sources.synthetic import synthetic_tile
+from siamese_core.core.errors import RunError, SiameseError
+from siamese_core.data.sources.synthetic import synthetic_tile
+from siamese_core.judge import geometry as G
+from siamese_core.judge.fusion import FEATURES, Fusion, feature_row, fit_fusion
 
 
 @pytest.fixture(scope="module")
@@ -156,7 +156,7 @@ def test_ratio_test_finds_what_opencvs_matcher_finds(tile, other):
 
 
 def test_b_is_realigned_for_the_learned_distance_unless_the_keypoints_decide(tile, monkeypatch):
-    from siamese_core import inference
+    from siamese_core.judge import inference
     scorer = inference.Scorer.from_run(None)  # the bundled model
     a, b = scorer.prepare(tile), scorer.prepare(_turn(tile, 50.0, 0.7))
     plain = float(np.linalg.norm(np.subtract(*scorer.embed(np.stack([a.tile, b.tile])))))

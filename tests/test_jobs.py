@@ -5,7 +5,7 @@ Three jobs start together in three workspaces, so their TensorFlow start-ups ove
 
 * A: ``python -m siamese_core train`` in a subprocess, SIGKILLed once its first checkpoint exists, then
   resumed with ``train --resume`` (last, when the other jobs are done);
-* B: two ``runs.launch_background`` calls at the same instant (exactly one may win), then ``Run.stop``;
+* B: two ``launch_background`` calls at the same instant (exactly one may win), then ``Run.stop``;
 * C: ``launch_background`` and a stop request while the job is still queued (starting up).
 """
 
@@ -23,10 +23,14 @@ from types import SimpleNamespace
 
 import pytest
 
-from siamese_core import runs
-from siamese_core.config import DataConfig, RunConfig
-from siamese_core.errors import RunError
-from siamese_core.store import build_dataset
+from siamese_core.core.config import DataConfig, RunConfig
+from siamese_core.core.errors import RunError
+from siamese_core.data.store import build_dataset
+from siamese_core.runs.jobs import launch_background
+from siamese_core.runs.liveness import process_start
+from siamese_core.runs.lock import active_job
+from siamese_core.runs.registry import list_runs
+from siamese_core.runs.run import PRETRAINED, Run
 
 ROOT = Path(__file__).resolve().parents[1]
 EPOCHS_A = 8
@@ -87,7 +91,7 @@ def jobs(tmp_path_factory):
         def launch(rid):
             barrier.wait()
             try:
-                launched[rid] = runs.launch_background(_cfg(500), ws.b, run_id=rid).path  # stopped long before the end
+                launched[rid] = launch_background(_cfg(500), ws.b, run_id=rid).path  # stopped long before the end
             except RunError as e:
                 launched[rid] = e
         threads = [threading.Thread(target=launch, args=(rid,)) for rid in ("left", "right")]
@@ -96,10 +100,10 @@ def jobs(tmp_path_factory):
         for t in threads:
             t.join(60)
 
-        run_c = runs.launch_background(_cfg(60), ws.c, run_id="early").path
-        runs.Run(run_c).stop()  # wait_s=0: only the request, while the job is still starting
+        run_c = launch_background(_cfg(60), ws.c, run_id="early").path
+        Run(run_c).stop()  # wait_s=0: only the request, while the job is still starting
         for d in [p for p in launched.values() if isinstance(p, Path)] + [run_c]:
-            pids.append(runs.Run(d).status().get("pid"))
+            pids.append(Run(d).status().get("pid"))
         yield SimpleNamespace(ws=ws, proc_a=proc_a, log_a=log_a, launched=launched, run_c=run_c)
     finally:
         mp.undo()
@@ -122,15 +126,15 @@ def test_two_launches_at_once_only_one_runs(jobs):
     (winner,), (loser, err) = wins, next(iter(losses.items()))
     assert "a training job is already running" in str(err) and "\n" not in str(err)
     assert not (jobs.ws.b / "runs" / loser).exists()  # the refused launch left nothing behind
-    assert runs.active_job(jobs.ws.b) == winner
+    assert active_job(jobs.ws.b) == winner
     with pytest.raises(RunError, match="already running"):
-        runs.launch_background(_cfg(1), jobs.ws.b, run_id="third")
+        launch_background(_cfg(1), jobs.ws.b, run_id="third")
     assert cli("--workspace", jobs.ws.b, "train", "--dataset", "d", "--epochs", 1, "--run-id", "fourth") == 2
-    assert [r for r in runs.list_runs(jobs.ws.b) if r != runs.PRETRAINED] == [winner]
+    assert [r for r in list_runs(jobs.ws.b) if r != PRETRAINED] == [winner]
 
 
 def test_sigkill_leaves_an_interrupted_run_with_a_loadable_checkpoint(jobs):
-    from siamese_core.inference import load_model_safe
+    from siamese_core.learn.model import load_model_safe
     run = jobs.ws.a / "runs" / "killed"
     _wait(lambda: (run / "checkpoint.json").exists() or jobs.proc_a.poll() is not None, 300,
           "the first checkpoint of job A", jobs.log_a)
@@ -139,43 +143,43 @@ def test_sigkill_leaves_an_interrupted_run_with_a_loadable_checkpoint(jobs):
     epoch = json.loads((run / "checkpoint.json").read_text())["epoch"]
     assert 1 <= epoch < EPOCHS_A, "the job was not killed mid-way"
     assert json.loads((run / "status.json").read_text())["status"] == "running"  # what the dead job left
-    st = runs.Run(run).status()
+    st = Run(run).status()
     assert st["status"] == "interrupted" and "resume" in st["error"]
-    model = load_model_safe(runs.Run(run).checkpoint_path())
+    model = load_model_safe(Run(run).checkpoint_path())
     assert len(model.inputs) == 2
     # the lock file is still there, naming the dead job, but no longer held by anyone
     assert json.loads((jobs.ws.a / "train.lock").read_text())["run_id"] == "killed"
-    assert runs.active_job(jobs.ws.a) is None
+    assert active_job(jobs.ws.a) is None
 
 
 def test_stop_run_ends_a_background_job_within_seconds(jobs):
-    from siamese_core.inference import load_model_safe
+    from siamese_core.learn.model import load_model_safe
     (run,) = [p for p in jobs.launched.values() if isinstance(p, Path)]
-    _wait(lambda: (run / "checkpoint.json").exists() or runs.Run(run).status()["status"] in FINAL, 300,
+    _wait(lambda: (run / "checkpoint.json").exists() or Run(run).status()["status"] in FINAL, 300,
           "the first checkpoint of job B", run / "train.log")
-    pid = runs.Run(run).status()["pid"]
+    pid = Run(run).status()["pid"]
     t0 = time.time()
-    st = runs.Run(run).stop(wait_s=10)
+    st = Run(run).stop(wait_s=10)
     stopped_after = time.time() - t0
     _wait(lambda: _gone(pid), 20, "job B to exit", run / "train.log")
     # 'stopped' is only ever written by the job itself, so the SIGTERM fallback did not fire
     # (≈ 1.5 s on an idle 2-core machine; the margin is for loaded CI runners)
-    assert st["status"] == "stopped" and runs.Run(run).status()["status"] == "stopped", (st, stopped_after)
+    assert st["status"] == "stopped" and Run(run).status()["status"] == "stopped", (st, stopped_after)
     assert stopped_after < 10
     epoch = json.loads((run / "checkpoint.json").read_text())["epoch"]
     assert epoch < 500
-    assert len(load_model_safe(runs.Run(run).checkpoint_path()).inputs) == 2
-    assert runs.active_job(jobs.ws.b) is None
+    assert len(load_model_safe(Run(run).checkpoint_path()).inputs) == 2
+    assert active_job(jobs.ws.b) is None
 
 
 def test_stop_requested_while_queued_is_not_lost(jobs):
-    from siamese_core.inference import load_model_safe
+    from siamese_core.learn.model import load_model_safe
     run = jobs.run_c
-    st = _wait(lambda: (s := runs.Run(run).status())["status"] in FINAL and s, 300, "job C to end",
+    st = _wait(lambda: (s := Run(run).status())["status"] in FINAL and s, 300, "job C to end",
                run / "train.log")
     assert st["status"] == "stopped", st
     assert json.loads((run / "checkpoint.json").read_text())["epoch"] == 1  # stopped in its first epoch
-    assert len(load_model_safe(runs.Run(run).checkpoint_path()).inputs) == 2
+    assert len(load_model_safe(Run(run).checkpoint_path()).inputs) == 2
 
 
 def test_resume_continues_after_the_checkpointed_epoch(jobs):
@@ -186,8 +190,8 @@ def test_resume_continues_after_the_checkpointed_epoch(jobs):
     with open(run / "metrics.jsonl", "a") as f:  # as if the kill had landed in the middle of a line
         f.write('{"kind": "batch", "epoch": ')
     assert cli("--workspace", jobs.ws.a, "train", "--resume", "killed", "--verbose", 0) == 0
-    assert runs.Run(run).status()["status"] == "finished"
-    m = runs.Run(run).metrics()
+    assert Run(run).status()["status"] == "finished"
+    m = Run(run).metrics()
     epochs = [r["epoch"] for r in m if r["kind"] == "epoch"]
     resumed = list(range(ck + 1, EPOCHS_A + 1))
     assert epochs[-len(resumed):] == resumed, epochs
@@ -195,7 +199,7 @@ def test_resume_continues_after_the_checkpointed_epoch(jobs):
     # the first batch after the resume is recorded, although the killed job left a half line
     assert {"epoch": ck + 1, "step": 1} in [{"epoch": r["epoch"], "step": r["step"]} for r in m if r["kind"] == "batch"]
     assert json.loads((run / "checkpoint.json").read_text())["epoch"] == EPOCHS_A
-    assert (run / "model.keras").exists() and runs.active_job(jobs.ws.a) is None
+    assert (run / "model.keras").exists() and active_job(jobs.ws.a) is None
 
 
 def test_a_reused_pid_does_not_keep_a_dead_run_running(tmp_path):
@@ -203,9 +207,9 @@ def test_a_reused_pid_does_not_keep_a_dead_run_running(tmp_path):
     recorded pid (this test's own) is not the job, so the run reads as interrupted."""
     run = tmp_path / "runs" / "r"
     run.mkdir(parents=True)
-    me, started = os.getpid(), runs.process_start(os.getpid())
+    me, started = os.getpid(), process_start(os.getpid())
     assert isinstance(started, int)
-    runs.Run(run).write_status("running", pid=me, pid_start=started)
-    assert runs.Run(run).status()["status"] == "running"
-    runs.Run(run).write_status("running", pid=me, pid_start=started - 1)  # the job that had this pid
-    assert runs.Run(run).status()["status"] == "interrupted"
+    Run(run).write_status("running", pid=me, pid_start=started)
+    assert Run(run).status()["status"] == "running"
+    Run(run).write_status("running", pid=me, pid_start=started - 1)  # the job that had this pid
+    assert Run(run).status()["status"] == "interrupted"

@@ -1,4 +1,4 @@
-"""The Map page and its arithmetic (siamese_core.collection): PCA of points on a line has one dominant axis,
+"""The Map page and its arithmetic (siamese_core.judge.collection): PCA of points on a line has one dominant axis,
 a planted near-duplicate pair and a planted outlier are found on hand-made embeddings, and the page (AppTest,
 on a copy of the tiny workspace with run def1) draws the map in both colour modes without exceptions.
 """
@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from siamese_core import collection as col  # noqa: E402
+from siamese_core.judge import collection as col  # noqa: E402
 
 
 def _clusters(n_groups: int = 30, per: int = 3, dim: int = 16, seed: int = 0):

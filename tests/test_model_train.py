@@ -8,11 +8,11 @@ import zipfile
 import numpy as np
 import pytest
 
-from siamese_core.config import ModelConfig
+from siamese_core.core.config import ModelConfig
 
 
 def test_seed_matches_reference_parameter_count():
-    from siamese_core.model import build_model, tower_of
+    from siamese_core.learn.model import build_model, tower_of
     m = build_model(ModelConfig(preset="seed", size=128))
     assert m.count_params() == 1_805_394
     assert tower_of(m).count_params() == 1_805_388
@@ -23,7 +23,7 @@ def test_seed_matches_reference_parameter_count():
 
 
 def test_identical_inputs_give_zero_distance():
-    from siamese_core.model import build_model
+    from siamese_core.learn.model import build_model
     m = build_model(ModelConfig(preset="default", size=32))
     x = np.random.default_rng(0).random((4, 32, 32, 3)).astype("float32")
     d = np.asarray(m([x, x], training=False)).ravel()
@@ -34,14 +34,14 @@ def test_identical_inputs_give_zero_distance():
 
 def test_disk_mask_keeps_only_the_inscribed_disc():
     """The mask is the disc a rotation keeps in frame: centre in, corners out, symmetric under 90°."""
-    from siamese_core.model import DiskMask
+    from siamese_core.learn.model import DiskMask
     x = np.ones((1, 16, 16, 3), "float32")
     m = np.asarray(DiskMask()(x))[0, :, :, 0]
     assert m[8, 8] == 1 and m[0, 0] == 0 and np.array_equal(m, np.rot90(m))
 
 
 def test_contrastive_loss_closed_form():
-    from siamese_core.losses import contrastive_loss
+    from siamese_core.learn.losses import contrastive_loss
     y = np.array([0.0, 1.0, 1.0], "float32")
     d = np.array([0.5, 0.25, 2.0], "float32")
     want = np.mean([0.25, 0.75 ** 2, 0.0])
@@ -50,17 +50,18 @@ def test_contrastive_loss_closed_form():
 
 def _rescore(model, ds, scores: dict, batch_size: int, distort_seed=None):
     """The model's scores of stored pairs again, tile B distorted with ``distort_seed`` (None: undistorted)."""
-    from siamese_core.pairs import Pairs
-    from siamese_core.train import predict_scores
+    from siamese_core.data.pairs import Pairs
+    from siamese_core.learn.train import predict_scores
     n = len(scores["a"])
     pairs = Pairs(scores["a"], scores["b"], scores["label"], np.zeros(n, bool))
     return predict_scores(model, np.asarray(ds.images), pairs, batch_size, distort_seed=distort_seed)
 
 
 def test_run_directory_contents(tiny_ws):
-    from siamese_core.pairs import Pairs
-    from siamese_core.runs import Run, run_path
-    from siamese_core.store import open_dataset
+    from siamese_core.data.pairs import Pairs
+    from siamese_core.data.store import open_dataset
+    from siamese_core.runs.registry import run_path
+    from siamese_core.runs.run import Run
     g = open_dataset("tiny", tiny_ws).groups
     for rid, preset in (("seed1", "seed"), ("def1", "default")):
         d = run_path(rid, tiny_ws)
@@ -89,9 +90,9 @@ def test_run_directory_contents(tiny_ws):
 
 
 def test_saved_model_reloads_safely_and_scores_the_same(tiny_ws):
-    from siamese_core.inference import Scorer
-    from siamese_core.runs import Run
-    from siamese_core.store import open_dataset
+    from siamese_core.data.store import open_dataset
+    from siamese_core.judge.inference import Scorer
+    from siamese_core.runs.run import Run
     s = Scorer.from_run("def1", tiny_ws)
     ds = open_dataset("tiny", tiny_ws)
     z = Run(tiny_ws / "runs" / "def1").val_scores()
@@ -107,8 +108,8 @@ def test_saved_model_reloads_safely_and_scores_the_same(tiny_ws):
 def test_lambda_model_is_refused(tiny_ws, tmp_path):
     import keras
 
-    from siamese_core.errors import RunError
-    from siamese_core.inference import load_model_safe
+    from siamese_core.core.errors import RunError
+    from siamese_core.learn.model import load_model_safe
     inp = keras.Input((4,))
     out = keras.layers.Lambda(lambda t: t * 2)(inp)
     path = tmp_path / "evil.keras"
@@ -131,8 +132,8 @@ def test_training_is_seeded(tiny_ws, tmp_path):
     """The same command with the same seed gives the same pairs, split and trained scores; another seed does not."""
     import shutil
     from conftest import cli
-    from siamese_core.pairs import Pairs
-    from siamese_core.store import open_dataset
+    from siamese_core.data.pairs import Pairs
+    from siamese_core.data.store import open_dataset
     a = Pairs.load(tiny_ws / "runs" / "seed1" / "pairs.npz")
     b = Pairs.load(tiny_ws / "runs" / "def1" / "pairs.npz")
     # same dataset, same pair seed → the same split (presets differ in rules, not in split)
@@ -154,7 +155,7 @@ def test_training_is_seeded(tiny_ws, tmp_path):
 
 def test_batch_contrastive_loss_closed_form():
     """Two pairs of 1-d embeddings: a=[0, 2], b=[0, 0.5]; groups differ, so (0,0) and (1,1) are same-place."""
-    from siamese_core.losses import BatchPairAccuracy, batch_contrastive_loss
+    from siamese_core.learn.losses import BatchPairAccuracy, batch_contrastive_loss
     emb = np.array([[0.0, 0.0], [2.0, 0.5]], "float32")  # rows: [e(a_i) | e(b_i)]
     groups = np.array([7, 9], "float32")
     # distances a_i–b_j: d00=0, d01=0.5, d10=2, d11=1.5; positives d00, d11; negatives d01, d10
@@ -174,7 +175,7 @@ def test_training_process_does_not_load_pandas_or_opencv():
     import subprocess
     import sys
     from pathlib import Path
-    code = ("import sys; import siamese_core.cli, siamese_core.train; "
+    code = ("import sys; import siamese_core.cli, siamese_core.learn.train; "
             "print(sorted(m for m in ('pandas', 'pyarrow', 'cv2') if m in sys.modules)); "
             "import pandas, cv2; print(pandas.DataFrame({'a': [1]}).shape)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
@@ -190,8 +191,9 @@ def test_mixed_precision_run_trains_saves_and_scores(tiny_ws, preset):
     import keras
 
     from conftest import cli
-    from siamese_core.inference import Scorer
-    from siamese_core.runs import Run, run_path
+    from siamese_core.judge.inference import Scorer
+    from siamese_core.runs.registry import run_path
+    from siamese_core.runs.run import Run
     rid = f"bf16-{preset}"
     assert cli("--workspace", tiny_ws, "train", "--dataset", "tiny", "--preset", preset, "--epochs", 1,
                "--steps-per-epoch", 2, "--batch-size", 8, "--precision", "mixed_bfloat16",
@@ -205,7 +207,7 @@ def test_mixed_precision_run_trains_saves_and_scores(tiny_ws, preset):
     s = Scorer.from_run(rid, tiny_ws)
     convs = [x for x in s.model.get_layer("tower").layers if type(x).__name__ == "Conv2D"]
     assert convs and all(x.compute_dtype == "bfloat16" and x.variable_dtype == "float32" for x in convs)
-    from siamese_core.store import open_dataset
+    from siamese_core.data.store import open_dataset
     ds = open_dataset("tiny", tiny_ws)
     v = Run(d).val_scores()
     stored = _rescore(s.model, ds, v, 8, v["distort_seed"])  # how training scored them (distorted for default)
@@ -215,8 +217,8 @@ def test_mixed_precision_run_trains_saves_and_scores(tiny_ws, preset):
 
 
 def test_unknown_precision_is_refused():
-    from siamese_core.config import TrainConfig
-    from siamese_core.errors import SiameseError
+    from siamese_core.core.config import TrainConfig
+    from siamese_core.core.errors import SiameseError
     with pytest.raises(SiameseError, match="precision='float8' is not one of float32, mixed_float16, mixed_bfloat16"):
         TrainConfig(precision="float8")
 
@@ -224,8 +226,9 @@ def test_unknown_precision_is_refused():
 def test_mixed_float16_run_resumes_with_its_loss_scaling(tiny_ws):
     """A mixed_float16 checkpoint must come back with its LossScaleOptimizer (and step count) on --resume."""
     from conftest import cli
-    from siamese_core.inference import load_model_safe
-    from siamese_core.runs import Run, run_path
+    from siamese_core.learn.model import load_model_safe
+    from siamese_core.runs.registry import run_path
+    from siamese_core.runs.run import Run
     rid = "f16-resume"
     assert cli("--workspace", tiny_ws, "train", "--dataset", "tiny", "--preset", "default", "--epochs", 1,
                "--steps-per-epoch", 2, "--batch-size", 8, "--precision", "mixed_float16",
@@ -253,9 +256,9 @@ def test_threshold_is_fitted_on_calibration_pairs_and_the_report_is_on_test_pair
     run keeps its preset threshold. With --test-fraction 0 the report is on the calibration pairs, labelled so."""
     import shutil
     from conftest import cli
-    from siamese_core.evaluate import ThresholdSweep, report, suggest_thresholds
-    from siamese_core.runs import VALIDATION_LABEL, Run
-    from siamese_core.store import open_dataset
+    from siamese_core.data.store import open_dataset
+    from siamese_core.learn.evaluate import ThresholdSweep, report, suggest_thresholds
+    from siamese_core.runs.run import VALIDATION_LABEL, Run
     g = open_dataset("tiny", tiny_ws).groups
     run = Run(tiny_ws / "runs" / "def1")
     cal, test = run.val_scores(), run.test_scores()
@@ -290,8 +293,8 @@ def test_threshold_is_fitted_on_calibration_pairs_and_the_report_is_on_test_pair
 
 
 def test_inference_tower_folds_batchnorm_and_scores_the_same():
-    from siamese_core._backend import keras
-    from siamese_core.model import build_model, inference_tower, tower_of
+    from siamese_core.core.backend import keras
+    from siamese_core.learn.model import build_model, inference_tower, tower_of
     tower = tower_of(build_model(ModelConfig(preset="default", size=64, width=8, embedding=16, normalize=True)))
     rng = np.random.default_rng(0)
     for layer in tower.layers:  # trained-looking statistics, so that folding has something to get wrong

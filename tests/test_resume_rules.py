@@ -8,8 +8,9 @@ import shutil
 
 import pytest
 
-from siamese_core.runs import Run, create_run, run_path
-from siamese_core.config import RunConfig
+from siamese_core.core.config import RunConfig
+from siamese_core.runs.registry import create_run, run_path
+from siamese_core.runs.run import Run
 
 from conftest import cli
 

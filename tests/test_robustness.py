@@ -24,9 +24,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from siamese_core.errors import DatasetError, ImageError, SiameseError
-from siamese_core.images import IMAGE_EXTENSIONS, MAX_PIXELS, decode_image, encode_png, load_tile
-from siamese_core.sources.synthetic import synthetic_tile
+from siamese_core.core.errors import DatasetError, ImageError, SiameseError
+from siamese_core.data.images import IMAGE_EXTENSIONS, MAX_PIXELS, decode_image, encode_png, load_tile
+from siamese_core.data.sources.synthetic import synthetic_tile
 
 ROOT = Path(__file__).resolve().parents[1]
 # the subprocesses run as a user would: without TF_CPP_MIN_LOG_LEVEL (the CLI quietens TensorFlow itself)
@@ -285,9 +285,9 @@ def test_file_name_with_newline_still_gives_one_line(tmp_path):
 @pytest.fixture(scope="module")
 def score_ws(tmp_path_factory) -> Path:
     """A workspace with run 'r': an (untrained) seed model for 32 px tiles, saved as training saves it."""
-    from siamese_core.config import ModelConfig, RunConfig
-    from siamese_core.model import build_model
-    from siamese_core.runs import Run
+    from siamese_core.core.config import ModelConfig, RunConfig
+    from siamese_core.learn.model import build_model
+    from siamese_core.runs.run import Run
     ws = tmp_path_factory.mktemp("score_ws")
     run = ws / "runs" / "r"
     run.mkdir(parents=True)
@@ -302,7 +302,7 @@ def score_ws(tmp_path_factory) -> Path:
 @pytest.fixture
 def cached_scorer(score_ws, monkeypatch):
     """``Scorer.from_run`` loads the model once for the whole table (the CLI path is otherwise unchanged)."""
-    from siamese_core.inference import Scorer
+    from siamese_core.judge.inference import Scorer
     scorer = Scorer.from_run("r", score_ws)
     monkeypatch.setattr(Scorer, "from_run", classmethod(lambda cls, run_id, workspace=None: scorer))
     return scorer
@@ -397,7 +397,7 @@ def test_prepare_folder_skips_bad_files_and_imports_the_rest(ws, bad_dir, tmp_pa
     assert f"{2 * n_good} images from {n_good} tiles" in out.out and f"{n_bad} skipped" in out.out, out
     skipped_lines = [ln for ln in out.err.splitlines() if ln.startswith("skipped: ")]
     assert len(skipped_lines) == min(n_bad, 20)
-    from siamese_core.store import open_dataset
+    from siamese_core.data.store import open_dataset
     ds = open_dataset("mixed", ws)
     skipped = {Path(s["file"]).name: s["reason"] for s in ds.skipped()}
     assert set(skipped) == bad | {"d\\xe9j\\xe0.png"}
@@ -409,8 +409,8 @@ def test_prepare_folder_skips_bad_files_and_imports_the_rest(ws, bad_dir, tmp_pa
 
 
 def test_prepare_folder_does_not_hang_on_a_fifo(ws, tmp_path):
-    from siamese_core.config import DataConfig
-    from siamese_core.store import build_dataset
+    from siamese_core.core.config import DataConfig
+    from siamese_core.data.store import build_dataset
     src = tmp_path / "src"
     src.mkdir()
     (src / "a.png").write_bytes(encode_png(synthetic_tile(1, 40)))
@@ -430,8 +430,8 @@ def test_prepare_folder_does_not_hang_on_a_fifo(ws, tmp_path):
 # loaded, ~1 GB) every measurement would read as "no growth".
 MEASURE = r"""
 import json, sys
-from siamese_core.errors import SiameseError
-from siamese_core.images import load_tile
+from siamese_core.core.errors import SiameseError
+from siamese_core.data.images import load_tile
 
 def hwm_mb():
     for line in open("/proc/self/status"):
@@ -532,7 +532,7 @@ CSV_CASES = {
 
 @pytest.mark.parametrize("name", sorted(CSV_CASES))
 def test_read_pairs_csv_variants(tmp_path, name):
-    from siamese_core.inference import read_pairs_csv
+    from siamese_core.data.pairs_csv import read_pairs_csv
     data, expected = CSV_CASES[name]
     p = tmp_path / name
     p.write_bytes(data)
@@ -550,7 +550,7 @@ def test_read_pairs_csv_variants(tmp_path, name):
     (b"image_a,image_b\n" + b"x" * 200_000 + b",b.png\n", r"not a readable CSV \(line 2"),
 ])
 def test_read_pairs_csv_refuses_with_one_line(tmp_path, data, needle):
-    from siamese_core.inference import read_pairs_csv
+    from siamese_core.data.pairs_csv import read_pairs_csv
     p = tmp_path / "pairs.csv"
     p.write_bytes(data)
     with pytest.raises(SiameseError) as e:
@@ -571,7 +571,7 @@ def test_cli_score_pairs_missing_columns_is_one_line(score_ws, cached_scorer, tm
 
 
 def test_score_csv_scores_valid_rows_and_explains_bad_ones(cached_scorer, good_png, tmp_path):
-    from siamese_core.inference import score_csv
+    from siamese_core.judge.inference import score_csv
     (tmp_path / "déjà.png").write_bytes(good_png.read_bytes())
     (tmp_path / "text.png").write_text("hello")
     inp = tmp_path / "in.csv"
@@ -644,8 +644,8 @@ def _snapshot(d: Path) -> dict:
 
 
 def test_crash_while_overwriting_a_dataset_keeps_the_old_one(ws, monkeypatch):
-    from siamese_core import augment, store
-    from siamese_core.config import DataConfig
+    from siamese_core.core.config import DataConfig
+    from siamese_core.data import augment, store
     store.build_dataset(DataConfig(limit=12, size=32), "d", ws)
     before = _snapshot(ws / "datasets" / "d")
     calls = {"n": 0}
@@ -677,11 +677,12 @@ def test_crash_while_overwriting_a_dataset_keeps_the_old_one(ws, monkeypatch):
 @pytest.mark.parametrize("target", ["status", "threshold", "config"])
 @pytest.mark.parametrize("failure", ["json.dump", "os.replace", "fsync"])
 def test_crash_while_writing_run_json_keeps_the_previous_file(tmp_path, monkeypatch, target, failure):
-    from siamese_core import runs, store
+    from siamese_core.data import store
+    from siamese_core.runs.run import Run
     run = tmp_path / "run"
     run.mkdir()
-    runs.Run(run).write_status("running", pid=123, epoch=3)
-    runs.Run(run).save_threshold(0.25, "calibrated")
+    Run(run).write_status("running", pid=123, epoch=3)
+    Run(run).save_threshold(0.25, "calibrated")
     store.write_json_atomic(run / "config.json", {"dataset": "d"})
     before = _snapshot(run)
     if failure == "json.dump":
@@ -695,20 +696,20 @@ def test_crash_while_writing_run_json_keeps_the_previous_file(tmp_path, monkeypa
         monkeypatch.setattr(os, "fsync", lambda fd: (_ for _ in ()).throw(OSError(5, "I/O error")))
     with pytest.raises(OSError):
         if target == "status":
-            runs.Run(run).write_status("finished", ended="now")
+            Run(run).write_status("finished", ended="now")
         elif target == "threshold":
-            runs.Run(run).save_threshold(0.9, "user")
+            Run(run).save_threshold(0.9, "user")
         else:
             store.write_json_atomic(run / "config.json", {"dataset": "other"})
     monkeypatch.undo()
     assert _snapshot(run) == before  # old content intact, no temporary file left behind
-    assert runs.Run(run).status()["epoch"] == 3 and runs.Run(run).threshold() == 0.25
+    assert Run(run).status()["epoch"] == 3 and Run(run).threshold() == 0.25
 
 
 def test_unwritable_workspace_is_one_line_and_leaves_nothing(tmp_path, capsys):
     """As root chmod does not stop writes, so the workspace lies under a regular *file*."""
-    from siamese_core.config import DataConfig
-    from siamese_core.store import build_dataset
+    from siamese_core.core.config import DataConfig
+    from siamese_core.data.store import build_dataset
     blocker = tmp_path / "blocker"
     blocker.write_text("I am a file")
     ws = blocker / "ws"

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import shutil
 
-from siamese_core.cli import _run_config, parser
-from siamese_core.config import RunConfig
+from siamese_core.cli import parser
+from siamese_core.cli.train import run_config
+from siamese_core.core.config import RunConfig
 
 from conftest import cli
 
@@ -19,11 +20,11 @@ def test_cli_and_builder_agree_on_every_option():
     built = RunConfig.build("d", "default", epochs=3, batch_size=32, learning_rate=0.01, steps_per_epoch=5, seed=7,
                             precision="float32", augment=False, identical=True, val_fraction=0.2, negatives=3,
                             pair_limit=50, devices=2, test_fraction=0.15)
-    assert _run_config(args) == built and built.pairs.test_fraction == 0.15
+    assert run_config(args) == built and built.pairs.test_fraction == 0.15
     assert built.pairs.seed == built.train.seed == 7 and built.pairs.negatives == 3 and not built.train.augment
     assert built.train.devices == 2
     # options left out keep the preset's defaults
-    plain = _run_config(parser().parse_args(["train", "--dataset", "d"]))
+    plain = run_config(parser().parse_args(["train", "--dataset", "d"]))
     assert plain == RunConfig.for_preset("d", "default")
 
 

@@ -19,9 +19,10 @@ if str(ROOT) not in sys.path:
 
 from apptools import ok, open_app, widget  # noqa: E402
 from conftest import cli  # noqa: E402
-from siamese_core.errors import RunError  # noqa: E402
-from siamese_core.runs import Run, run_path  # noqa: E402
-from siamese_core.store import images_fingerprint, open_dataset  # noqa: E402
+from siamese_core.core.errors import RunError  # noqa: E402
+from siamese_core.runs.run import Run
+from siamese_core.runs.registry import run_path  # noqa: E402
+from siamese_core.data.store import images_fingerprint, open_dataset  # noqa: E402
 
 PREPARE = ("prepare", "--name", "d", "--limit", 12, "--size", 32)
 
@@ -99,7 +100,7 @@ def test_resume_is_refused_after_the_dataset_was_rebuilt(ws, capsys):
     run = Run(run_path("r", ws))
     assert run.status()["status"] == "stopped" and run.checkpoint_epoch() == 1 and run.metrics()  # untouched
     # the job itself checks again (the dataset may change between the launcher's check and the job's start)
-    from siamese_core.train import run_training
+    from siamese_core.learn.train import run_training
     with pytest.raises(RunError, match="changed since run 'r'"):
         run_training(run, resume=True, verbose=0)
     assert run.status()["status"] == "failed" and run.checkpoint_epoch() == 1

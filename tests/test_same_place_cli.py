@@ -10,9 +10,9 @@ import cv2
 import numpy as np
 import pytest
 
-from siamese_core.augment import acquisition
-from siamese_core.runs import BUNDLED_DIR
-from siamese_core.sources.synthetic import synthetic_tile
+from siamese_core.data.augment import acquisition
+from siamese_core.data.sources.synthetic import synthetic_tile
+from siamese_core.runs.run import BUNDLED_DIR
 
 from conftest import cli
 

@@ -1,5 +1,5 @@
-"""Embedding and scoring on Ray Data (siamese_core.scale, the embed command, score --engine ray) and the FAISS
-index over the shards (siamese_core.shard_index): a local Ray on 2 CPUs, the bundled model, synthetic tiles.
+"""Embedding and scoring on Ray Data (siamese_core.scale.jobs, the embed command, score --engine ray) and the FAISS
+index over the shards (siamese_core.scale.shard_index): a local Ray on 2 CPUs, the bundled model, synthetic tiles.
 
 The Ray results must equal the single-process ones (Scorer.embed, score --pairs) for the same inputs; a second
 run must recompute nothing, and a run after a lost or damaged shard only that shard; bad input is one line.
@@ -45,13 +45,13 @@ def ray_local():
 
 @pytest.fixture(scope="module")
 def scorer():
-    from siamese_core.inference import Scorer
+    from siamese_core.judge.inference import Scorer
     return Scorer.from_run(None)  # the bundled model
 
 
 def _png(i: int, size: int = 64) -> bytes:
-    from siamese_core.images import encode_png
-    from siamese_core.sources.synthetic import synthetic_tile
+    from siamese_core.data.images import encode_png
+    from siamese_core.data.sources.synthetic import synthetic_tile
     return encode_png(synthetic_tile(i, size, seed=3))
 
 
@@ -83,9 +83,9 @@ def _mtimes(out: Path) -> dict:
 
 def test_embed_folder_equals_single_process_resumes_and_indexes(ray_local, scorer, tiles, tmp_path, capsys):
     import shutil
-    from siamese_core import scale
-    from siamese_core.errors import SiameseError
-    from siamese_core.shard_index import build_shard_index, open_shard_index
+    from siamese_core.core.errors import SiameseError
+    from siamese_core.scale import jobs as scale
+    from siamese_core.scale.shard_index import build_shard_index, open_shard_index
     tiles = shutil.copytree(tiles, tmp_path / "tiles")  # this test adds a tile
     out = tmp_path / "emb"
     assert cli("embed", "--images", tiles, "--out", out, "--shard-size", 4, "--workers", 2) == 0
@@ -158,9 +158,9 @@ def test_embed_folder_equals_single_process_resumes_and_indexes(ray_local, score
 def test_embed_dataset_and_parquet_bytes(ray_local, scorer, tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
-    from siamese_core import scale
-    from siamese_core.search import _tiles_at
-    from siamese_core.store import open_dataset
+    from siamese_core.data.images import tiles_at
+    from siamese_core.data.store import open_dataset
+    from siamese_core.scale import jobs as scale
 
     ws = tmp_path / "ws"
     assert cli("--workspace", ws, "prepare", "--name", "d", "--limit", 5, "--size", 48) == 0
@@ -169,7 +169,7 @@ def test_embed_dataset_and_parquet_bytes(ray_local, scorer, tmp_path):
     assert (res["shards"], res["rows"], res["errors"]) == (2, len(ds), 0)
     t = scale.read_shards(tmp_path / "ds")
     assert t.column("name").to_pylist() == ds.manifest["tile_id"].astype(str).tolist()
-    np.testing.assert_allclose(_embeddings(t), scorer.embed(_tiles_at(np.asarray(ds.images), scorer.size)), atol=1e-5)
+    np.testing.assert_allclose(_embeddings(t), scorer.embed(tiles_at(np.asarray(ds.images), scorer.size)), atol=1e-5)
 
     cells = [_png(i) for i in range(5)] + [b""]
     pq.write_table(pa.table({"image": pa.array(cells, pa.binary()), "place": list(range(6))}),
@@ -186,7 +186,7 @@ def test_parquet_of_paths_embeds_what_the_paths_name(scorer, tiles, tmp_path):
     or absolute); a missing file is an error row that names it."""
     import pyarrow as pa
     import pyarrow.parquet as pq
-    from siamese_core import scale
+    from siamese_core.scale import jobs as scale
     (tmp_path / "t00.png").write_bytes((tiles / "t00.png").read_bytes())
     paths = ["t00.png", str(tiles / "sub" / "t12.png"), "gone.png"]
     pq.write_table(pa.table({"id": [1, 2, 3], "path": paths}), tmp_path / "paths.parquet")
@@ -202,7 +202,7 @@ def test_parquet_of_paths_embeds_what_the_paths_name(scorer, tiles, tmp_path):
 
 def test_score_on_ray_equals_score_pairs(ray_local, tiles, tmp_path, capsys):
     import pandas as pd
-    from siamese_core import scale
+    from siamese_core.scale import jobs as scale
     csv = tmp_path / "pairs.csv"
     names = [f"t{i:02d}.png" for i in range(8)]
     for n in names:
@@ -239,7 +239,7 @@ def test_score_on_ray_equals_score_pairs(ray_local, tiles, tmp_path, capsys):
 
 def test_a_worker_that_cannot_load_its_model_is_one_line(ray_local, tiles, tmp_path, capsys):
     import shutil
-    from siamese_core.runs import BUNDLED_DIR
+    from siamese_core.runs.run import BUNDLED_DIR
     ws = tmp_path / "ws"
     shutil.copytree(BUNDLED_DIR, ws / "runs" / "broken")
     (ws / "runs" / "broken" / "model.keras").write_bytes(b"not a keras file")
@@ -254,9 +254,9 @@ def test_ivfpq_index_from_shards(tmp_path):
     """IVF-PQ over 3,000 normalised 32-d vectors written as embedding shards: a compressed index (8 bytes a
     vector instead of 128) that still finds each vector's own row first for nearly all of them."""
     import pyarrow as pa
-    from siamese_core import scale
-    from siamese_core.search import _faiss
-    from siamese_core.shard_index import build_shard_index, open_shard_index
+    from siamese_core.scale import jobs as scale
+    from siamese_core.scale.search import load_faiss
+    from siamese_core.scale.shard_index import build_shard_index, open_shard_index
     rng = np.random.default_rng(0)
     v = rng.normal(size=(3000, 32)).astype(np.float32)
     v /= np.linalg.norm(v, axis=1, keepdims=True)
@@ -276,7 +276,7 @@ def test_ivfpq_index_from_shards(tmp_path):
     assert (meta["kind"], meta["factory"], meta["m"], meta["nprobe"]) == ("ivfpq", "IVF76,PQ8np", 8, 16)
     # nlist: 4·sqrt(3000) = 219, capped at N/39 = 76 (at least 39 vectors a cell); m: 32 dims / 4
     idx = open_shard_index(out)
-    assert _faiss().extract_index_ivf(idx.faiss_index).code_size == 8 and len(idx) == 3000
+    assert load_faiss().extract_index_ivf(idx.faiss_index).code_size == 8 and len(idx) == 3000
     assert (out / "index" / "index.faiss").stat().st_size < 3000 * 32 * 4 / 2
     hits = idx.search(v, k=10)
     first = np.mean([h[0].row == i for i, h in enumerate(hits)])
@@ -314,7 +314,7 @@ def test_bad_input_is_one_line_and_writes_nothing(args, msg, tmp_path, capsys, m
     (tmp_path / "one" / "t.png").write_bytes(_png(0))
     pq.write_table(pa.table({"n": [1, 2]}), tmp_path / "n.parquet")
     if "--ray-address" in args:  # a session open in this process would be used whatever the address
-        monkeypatch.setattr("siamese_core.scale.ray_connected", lambda: False)
+        monkeypatch.setattr("siamese_core.scale.jobs.ray_connected", lambda: False)
     assert cli("--workspace", tmp_path / "ws", *[a.format(tmp=tmp_path) for a in args]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("error: ") and msg.format(tmp=tmp_path) in err[-1], err

@@ -1,4 +1,4 @@
-"""Search an archive (siamese_core.search, the index/search commands, the Search page) on a private copy of
+"""Search an archive (siamese_core.scale.search, the index/search commands, the Search page) on a private copy of
 the tiny workspace: a dataset row finds itself first, the saved index is reused until the model or the
 dataset changes, the IVF kind answers too, the CLI prints JSON and one-line errors, and the page shows k hits.
 """
@@ -38,12 +38,12 @@ def sws(search_base, tmp_path) -> Path:
 
 @pytest.fixture(scope="module")
 def scorer(search_base):
-    from siamese_core.inference import Scorer
+    from siamese_core.judge.inference import Scorer
     return Scorer.from_run("def1", search_base)
 
 
 def test_a_dataset_row_finds_itself_first(sws, scorer):
-    from siamese_core import search as srch
+    from siamese_core.scale import search as srch
     idx = srch.build_index(scorer, "tiny", sws)
     assert idx.status == "built" and idx.kind == "flat" and idx.meta["metric"] == "ip"
     assert idx.path == sws / "indexes" / "def1__tiny"
@@ -67,7 +67,7 @@ def test_a_dataset_row_finds_itself_first(sws, scorer):
 
 
 def test_index_is_reused_then_rebuilt_when_the_dataset_changes(sws, scorer):
-    from siamese_core import search as srch
+    from siamese_core.scale import search as srch
     first = srch.build_index(scorer, "tiny", sws)
     meta = (first.path / "meta.json").read_text()
     stamp = (first.path / "index.faiss").stat().st_mtime_ns
@@ -90,7 +90,7 @@ def test_index_is_reused_then_rebuilt_when_the_dataset_changes(sws, scorer):
 
 
 def test_ivf_index_beyond_the_exact_limit(sws, scorer):
-    from siamese_core import search as srch
+    from siamese_core.scale import search as srch
     idx = srch.build_index(scorer, "tiny", sws, exact_max=10)
     assert idx.kind == "ivf" and idx.meta["nlist"] >= 1 and idx.meta["nprobe"] >= 1
     hits = srch.search(idx, srch.dataset_row(idx, 3), k=3, query_rows=[3])[0]
@@ -100,8 +100,8 @@ def test_ivf_index_beyond_the_exact_limit(sws, scorer):
 
 
 def test_errors_are_one_line(sws, scorer):
-    from siamese_core import search as srch
-    from siamese_core.errors import SiameseError
+    from siamese_core.core.errors import SiameseError
+    from siamese_core.scale import search as srch
     with pytest.raises(SiameseError, match="not found"):
         srch.build_index(scorer, "nope", sws)
     idx = srch.build_index(scorer, "tiny", sws)
@@ -131,8 +131,8 @@ def test_cli_index_and_search_json(sws, capsys):
     assert res["hits"][0]["row"] == 6 and res["hits"][0]["distance"] == pytest.approx(0.0, abs=1e-3)
     assert res["index"] == {"kind": "flat", "vectors": 72, "status": "reused"}
     # a query file with the check
-    from siamese_core.images import encode_png
-    from siamese_core.store import open_dataset
+    from siamese_core.data.images import encode_png
+    from siamese_core.data.store import open_dataset
     png = sws / "q.png"
     png.write_bytes(encode_png(np.asarray(open_dataset("tiny", sws).images[9])))
     assert cli("--workspace", sws, "search", "--dataset", "tiny", "--run", "def1", "--image", png,

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from siamese_core.config import DataConfig
-from siamese_core.errors import DatasetError, ImageError, SiameseError
-from siamese_core.images import decode_image, load_tile
-from siamese_core.sources import iter_tiles
-from siamese_core.sources.synthetic import synthetic_tile
-from siamese_core.store import build_dataset, list_datasets
+from siamese_core.core.config import DataConfig
+from siamese_core.core.errors import DatasetError, ImageError, SiameseError
+from siamese_core.data.images import decode_image, load_tile
+from siamese_core.data.sources import iter_tiles
+from siamese_core.data.sources.synthetic import synthetic_tile
+from siamese_core.data.store import build_dataset, list_datasets
 
 
 def _save(im: Image.Image, fmt: str, **kw) -> bytes:
@@ -198,7 +198,7 @@ def test_load_tile_is_the_training_preprocessing():
 def test_hub_download_reports_progress(tmp_path, monkeypatch):
     import huggingface_hub
 
-    from siamese_core.sources.hf import download_hub
+    from siamese_core.data.sources.hf import download_hub
     seen = []
 
     def fake_snapshot_download(**kw):

@@ -10,12 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from siamese_core.config import DataConfig, PairsConfig
-from siamese_core.errors import SiameseError
-from siamese_core.images import encode_png, to_tile
-from siamese_core.pairs import make_pairs
-from siamese_core.sources import count_tiles, iter_tiles
-from siamese_core.store import build_dataset
+from siamese_core.core.config import DataConfig, PairsConfig
+from siamese_core.core.errors import SiameseError
+from siamese_core.data.images import encode_png, to_tile
+from siamese_core.data.pairs import make_pairs
+from siamese_core.data.sources import count_tiles, iter_tiles
+from siamese_core.data.store import build_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 CORE = ["index", "group", "tile_id", "source", "variant", "angle", "transforms"]
@@ -276,7 +276,7 @@ def test_cli_prepare_ab_end_to_end(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "dataset cd: 48 images from 12 places/windows" in r.stdout and "1 skipped" in r.stdout
     assert "only in A/" in r.stderr
-    from siamese_core.store import open_dataset
+    from siamese_core.data.store import open_dataset
     ds = open_dataset("cd", ws)
     assert ds.images.shape == (48, 24, 24, 3)
     assert ds.config.window == 32 and ds.config.source == "ab"

@@ -7,10 +7,11 @@ import json
 import numpy as np
 import pytest
 
-from siamese_core.config import DataConfig, PairsConfig
-from siamese_core.errors import DatasetError, SiameseError
-from siamese_core.pairs import CALIBRATION, TEST, TRAIN, Pairs, assign_splits, make_pairs, split_groups
-from siamese_core.store import build_dataset, check_name, list_datasets, open_dataset
+from siamese_core.core.config import DataConfig, PairsConfig
+from siamese_core.core.errors import DatasetError, SiameseError
+from siamese_core.core.files import check_name
+from siamese_core.data.pairs import CALIBRATION, TEST, TRAIN, Pairs, assign_splits, make_pairs, split_groups
+from siamese_core.data.store import build_dataset, list_datasets, open_dataset
 
 
 def test_build_and_reopen(ws):
@@ -54,7 +55,7 @@ def test_existing_dataset_is_not_overwritten_without_flag(ws):
 
 def test_failure_midway_leaves_nothing(ws, monkeypatch):
     build_dataset(DataConfig(limit=4, size=32), "keep", ws)
-    import siamese_core.augment as augment
+    import siamese_core.data.augment as augment
 
     def boom(*a, **k):
         raise RuntimeError("disk on fire")
@@ -169,7 +170,7 @@ def test_pairs_save_and_load_the_test_mask_and_old_files_have_no_test_pairs(tmp_
 
 
 def test_a_run_config_saved_before_the_test_split_reads_no_test_fraction():
-    from siamese_core.config import RunConfig
+    from siamese_core.core.config import RunConfig
     new = RunConfig.build("d", "default")
     assert new.pairs.test_fraction == 0.1 and RunConfig.build("d", "seed").pairs.test_fraction == 0.1
     assert RunConfig.build("d", test_fraction=0.25).pairs.test_fraction == 0.25

@@ -1,4 +1,4 @@
-"""Tests for the procedural aerial-tile generator (siamese_core.sources.synthetic)."""
+"""Tests for the procedural aerial-tile generator (siamese_core.data.sources.synthetic)."""
 
 import subprocess
 import sys
@@ -8,8 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from siamese_core.errors import SiameseError
-from siamese_core.sources.synthetic import iter_synthetic, synthetic_tile
+from siamese_core.core.errors import SiameseError
+from siamese_core.data.sources.synthetic import iter_synthetic, synthetic_tile
 
 
 def _mad(a: np.ndarray, b: np.ndarray) -> float:
@@ -146,7 +146,7 @@ def test_iter_synthetic_default_limit():
 
 def test_import_does_not_pull_in_tensorflow_or_streamlit():
     code = (
-        "import sys, siamese_core.sources.synthetic as s; s.synthetic_tile(0, 32); "
+        "import sys, siamese_core.data.sources.synthetic as s; s.synthetic_tile(0, 32); "
         "bad = [m for m in ('tensorflow', 'streamlit') if m in sys.modules]; "
         "assert not bad, bad"
     )

@@ -22,7 +22,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
 def main(commands: Path, results: Path) -> None:
-    from siamese_core._backend import tf
+    from siamese_core.core.backend import tf
     cpus = tf.config.list_physical_devices("CPU")
     tf.config.set_logical_device_configuration(cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)
     from siamese_core.cli import main as cli

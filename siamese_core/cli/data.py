@@ -1,0 +1,76 @@
+"""Commands that make data: ``prepare`` (a dataset from a source) and ``make-pairs`` (labelled pairs from your
+own imagery).
+"""
+
+from __future__ import annotations
+
+import sys
+
+from ..core.config import DISTORTIONS, SOURCES, DataConfig
+from .common import progress
+
+
+def cmd_prepare(args) -> int:
+    from ..data.store import build_dataset
+    cfg = DataConfig(source=args.source, path=args.path or "", limit=args.limit, size=args.size,
+                     variants=args.variants, distortions=tuple(args.distort or ()), seed=args.seed,
+                     column=args.column or "", repo_id=args.repo_id, window=args.window, stride=args.stride)
+    skipped = []
+    ds = build_dataset(cfg, args.name, args.workspace, overwrite=args.overwrite,
+                       progress=progress(f"prepare {args.name}", "tile"),
+                       on_skip=lambda f, why: skipped.append(why))
+    for why in skipped[:20]:
+        print(f"skipped: {why}", file=sys.stderr)
+    if len(skipped) > 20:
+        print(f"... and {len(skipped) - 20} more (see {ds.path / 'skipped.csv'})", file=sys.stderr)
+    info = ds.info
+    what = "places/windows" if cfg.source == "ab" else "places" if cfg.source == "pairs-csv" else "tiles"
+    print(f"dataset {ds.name}: {info['images']} images from {info['groups']} {what} "
+          f"({cfg.variants} variant(s) each, {cfg.size} px), {len(skipped)} skipped -> {ds.path}")
+    return 0
+
+
+def cmd_make_pairs(args) -> int:
+    from ..data.pairsets import make_pairset
+    path = make_pairset(args.out, args.ab, args.tiles, per_place=args.per_place, n_tiles=args.tiles_n,
+                        split=args.split, test_fraction=args.test_fraction, seed=args.seed)
+    import csv
+    from collections import Counter
+    with open(path, newline="") as f:
+        kinds = Counter(r["kind"] for r in csv.DictReader(f))
+    print(f"{sum(kinds.values())} labelled pairs ({', '.join(f'{k} {n}' for k, n in sorted(kinds.items()))}) -> {path}")
+    return 0
+
+
+def add_prepare(sub) -> None:
+    s = sub.add_parser("prepare", help="import tiles and their rotated variants into a dataset")
+    s.add_argument("--source", choices=SOURCES, default="synthetic")
+    s.add_argument("--path", help="folder, file or parquet path (ab: the folder holding A/ and B/; "
+                                  "pairs-csv: the CSV; hf-hub: cache directory)")
+    s.add_argument("--name", required=True, help="dataset name (letters, digits, . _ -)")
+    s.add_argument("--limit", type=int, default=0, help="at most this many source tiles (0 = all; synthetic: 600)")
+    s.add_argument("--size", type=int, default=128, help="tile side in pixels (default 128)")
+    s.add_argument("--variants", type=int, default=2, help="random-rotation variants per tile (default 2)")
+    s.add_argument("--distort", nargs="*", choices=DISTORTIONS, help="extra distortions on every variant")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--column", help="parquet image column (default: imageA, else detected)")
+    s.add_argument("--repo-id", default="huggan/maps", help="hub dataset for --source hf-hub")
+    s.add_argument("--window", type=int, default=0,
+                   help="ab: cut each place into aligned square windows of this many source px (0 = whole image)")
+    s.add_argument("--stride", type=int, default=0, help="ab: step between windows in source px (0 = --window)")
+    s.add_argument("--overwrite", action="store_true", help="replace an existing dataset of that name")
+    s.set_defaults(func=cmd_prepare)
+
+
+def add_make_pairs(sub) -> None:
+    s = sub.add_parser("make-pairs", help="labelled pairs of every kind from your own imagery, for calibrate/evaluate")
+    s.add_argument("--ab", help="folder with A/ and B/ (co-registered dates, matching file names)")
+    s.add_argument("--tiles", help="folder of single tiles (rotated, distorted and simulated second dates)")
+    s.add_argument("--out", required=True, help="output folder (tiles/ and pairs.csv)")
+    s.add_argument("--split", choices=("all", "calibration", "test"), default="all",
+                   help="keep only places/tiles hashed into this split (calibration and test never share one)")
+    s.add_argument("--test-fraction", type=float, default=0.25)
+    s.add_argument("--per-place", type=int, default=6, help="windows per A/B place (each gives 4 pairs)")
+    s.add_argument("--tiles-n", type=int, default=150, help="tiles drawn from --tiles (each gives 6 pairs)")
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(func=cmd_make_pairs)

@@ -1,0 +1,226 @@
+"""Labelled pairs in, numbers out: fit a run's fusion on them, or measure a run on them, per kind of pair.
+
+A labelled pairs CSV has ``image_a,image_b,label`` (0 = same place, 1 = different) and optionally
+``kind`` (e.g. ``two_dates``, ``rotated``) to report each kind of pair on its own: a tool that is
+perfect on rotated copies and at chance on two dates must not hide behind one average.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..core.errors import SiameseError
+from ..core.files import check_name, write_json_atomic
+from ..data.pairs_csv import read_pairs_csv
+from ..learn.evaluate import metrics_at, roc_auc
+from ..runs.registry import run_path
+from ..runs.run import Run
+from .fusion import feature_row, fit_fusion
+from .inference import Judgement, Scorer, judge_rows
+
+
+def read_labelled(path: Path) -> tuple[list[dict], list[int], list[int]]:
+    """Rows, labels (0/1) and line numbers of a labelled pairs CSV; a bad label refuses the file."""
+    rows, cols, lines = read_pairs_csv(path)
+    if "label" not in cols:
+        raise SiameseError(f"{path}: no 'label' column; a labelled pairs CSV needs image_a,image_b,label "
+                           f"(0 = same place, 1 = different)")
+    labels = []
+    for r, n in zip(rows, lines):
+        v = r["label"].strip()
+        if v not in ("0", "1"):
+            raise SiameseError(f"{path}: line {n}: label {v!r} is not 0 (same place) or 1 (different)")
+        labels.append(int(v))
+    if not rows:
+        raise SiameseError(f"{path}: no pairs")
+    return rows, labels, lines
+
+
+def judged(scorer: Scorer, path: Path, progress=None) -> tuple[list[dict], np.ndarray, list[Judgement]]:
+    """Judge every row of a labelled CSV; rows whose images cannot be read are refused (named)."""
+    path = Path(path)
+    rows, labels, lines = read_labelled(path)
+    js = judge_rows(scorer, rows, path.parent, progress=progress)
+    bad = [(n, j) for n, j in zip(lines, js) if not isinstance(j, Judgement)]
+    if bad:
+        raise SiameseError(f"{path}: line {bad[0][0]}: {bad[0][1]}"
+                           + (f" (and {len(bad) - 1} more bad rows)" if len(bad) > 1 else "") + "; fix or drop them")
+    return rows, np.array(labels), js
+
+
+def calibrate(scorer: Scorer, pairs_csv: Path, into: str | None = None, workspace=None, progress=None) -> dict:
+    """Fit the run's fusion on labelled pairs and save it (the fusion, its threshold and the fused scores).
+
+    The bundled run is read-only: its calibration goes into a copy named ``into`` in the workspace."""
+    rows, y, js = judged(scorer, pairs_csv, progress)
+    feats = [feature_row(j.distance, j.geo) for j in js]
+    fusion = fit_fusion(feats, y, fitted_on=f"{Path(pairs_csv).name}: {len(y)} pairs, "
+                                            f"{int(np.sum(y == 0))} same, {int(np.sum(y == 1))} different")
+    run = scorer.run
+    if into or run.is_bundled:
+        if not into:
+            raise SiameseError("the bundled run is read-only; give --as NAME to save a calibrated copy")
+        check_name(into, "run")
+        target = run_path(into, workspace)
+        if target.exists():
+            raise SiameseError(f"run {into!r} already exists; choose another --as NAME")
+        run = run.copy_to(target)
+    fused = fusion.scores(feats)
+    save_calibration_scores(run, fused, y, rows, Path(pairs_csv).parent, js)
+    fusion.save(run.fusion_path)
+    run.save_threshold(fusion.threshold, "calibrated (fusion)")
+    rep = {"run": run.name, "fusion": fusion.to_dict(), "pairs": len(y),
+           "roc_auc": roc_auc(fused, y), "accuracy": metrics_at(fused, y, fusion.threshold).accuracy}
+    return rep
+
+
+def save_calibration_scores(run, scores, labels, rows, base: Path, js) -> None:
+    """The fused scores of the calibration pairs, with their labels, kinds, image paths and evidence:
+    what the Threshold page sweeps for a fused run (the model is not run again)."""
+    def path(p):
+        q = Path(p.strip())
+        return str(q if q.is_absolute() else (base / q).resolve())
+    run = Run(run)
+    tmp = run.path / f".{run.CALIBRATION_SCORES}.tmp.npz"
+    np.savez(tmp, score=np.asarray(scores, np.float32), label=np.asarray(labels, np.uint8),
+             kind=np.array([r.get("kind", "").strip() for r in rows]),
+             path_a=np.array([path(r["image_a"]) for r in rows]), path_b=np.array([path(r["image_b"]) for r in rows]),
+             distance=np.array([j.distance for j in js], np.float32),
+             inliers=np.array([j.geo.inliers for j in js], np.int32))
+    tmp.replace(run.calibration_scores_path)
+
+
+EVAL_SEED = 0          # the pairs drawn from a dataset by evaluate_dataset: same dataset, same pairs
+EVAL_MAX_PAIRS = 2000  # at most this many of them (a seeded sample)
+_PARTS = ("score", "distance", "inliers", "structure")
+
+
+def _evidence(js: list) -> dict:
+    """Each piece of evidence as a score where lower = more alike (for a ROC-AUC of each alone)."""
+    return {"score": np.array([j.score for j in js], float), "distance": np.array([j.distance for j in js], float),
+            "inliers": -np.array([j.geo.inliers for j in js], float),
+            "structure": -np.array([j.geo.structure for j in js], float)}
+
+
+def _summary(kinds: list, y: np.ndarray, parts: dict, t: float) -> dict:
+    """Per kind (and "all" when there are several): pairs, ROC-AUC of each piece of evidence, accuracy and
+    the confusion counts at ``t``."""
+    out = {}
+    for k in sorted(set(kinds)) + (["all"] if len(set(kinds)) > 1 else []):
+        m = np.array([kk == k for kk in kinds]) if k != "all" or len(set(kinds)) == 1 else np.ones(len(y), bool)
+        yk = y[m]
+        entry = {"pairs": int(m.sum()), "same": int(np.sum(yk == 0)), "different": int(np.sum(yk == 1))}
+        both = 0 < entry["same"] < entry["pairs"]
+        for name, v in parts.items():
+            entry[f"roc_auc_{name}"] = round(roc_auc(v[m], yk), 4) if both else None
+        mt = metrics_at(parts["score"][m], yk, t)
+        entry.update(accuracy=round(mt.accuracy, 4), tp=mt.tp, fp=mt.fp, tn=mt.tn, fn=mt.fn)
+        out[k] = entry
+    return out
+
+
+def _store(run: Run, workspace, stem: str, summary: dict, arrays: dict) -> Path:
+    """``<stem>.json`` (the summary) and ``<stem>.npz`` (the raw scores, for the Threshold page) under the
+    run's :meth:`~siamese_core.runs.run.Run.evaluations_dir`; returns the json's path."""
+    d = run.evaluations_dir(workspace)
+    d.mkdir(parents=True, exist_ok=True)
+    tmp = d / f".{stem}.tmp.npz"
+    np.savez(tmp, **arrays)
+    tmp.replace(d / f"{stem}.npz")
+    write_json_atomic(d / f"{stem}.json", summary)
+    return d / f"{stem}.json"
+
+
+def evaluate_pairs(scorer: Scorer, pairs_csv: Path, threshold: float | None = None, progress=None,
+                   workspace=None) -> dict:
+    """ROC-AUC and accuracy of the run on labelled pairs, overall and per ``kind`` (fused score, and each
+    piece of evidence alone). Stored as ``<csv name>.json`` + ``.npz`` (score, label, kind, image paths,
+    distance, inliers) under :meth:`Run.evaluations_dir <siamese_core.runs.run.Run.evaluations_dir>` (the workspace's for the bundled run)."""
+    rows, y, js = judged(scorer, pairs_csv, progress)
+    t = scorer.threshold if threshold is None else threshold
+    kinds = [r.get("kind", "").strip() or "all" for r in rows]
+    parts = _evidence(js)
+    out = {"pairs_csv": str(pairs_csv), "threshold": t, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+           "fused": scorer.fusion is not None, "kinds": _summary(kinds, y, parts, t)}
+    base = Path(pairs_csv).parent
+
+    def path(p):
+        q = Path(p.strip())
+        return str(q if q.is_absolute() else (base / q).resolve())
+    arrays = {"score": parts["score"].astype(np.float32), "label": np.asarray(y, np.uint8),
+              "kind": np.array([r.get("kind", "").strip() for r in rows]),
+              "path_a": np.array([path(r["image_a"]) for r in rows]),
+              "path_b": np.array([path(r["image_b"]) for r in rows]),
+              "distance": parts["distance"].astype(np.float32),
+              "inliers": np.array([j.geo.inliers for j in js], np.int32)}
+    out["stored"] = str(_store(scorer.run, workspace, Path(pairs_csv).stem, out, arrays))
+    return out
+
+
+def dataset_pairs(groups: np.ndarray, max_pairs: int = EVAL_MAX_PAIRS):
+    """Validation-like pairs over all of a dataset's groups: one other member of the anchor's group (label 0)
+    and one image of another group (label 1) per image, no identical pairs, seed ``EVAL_SEED``; a seeded
+    sample of ``max_pairs`` when there are more."""
+    from ..core.config import PairsConfig
+    from ..data.pairs import make_pairs
+    p = make_pairs(groups, PairsConfig(identical=False, negatives=1, seed=EVAL_SEED, test_fraction=0.0))
+    p = p.subset(~p.identical)
+    if max_pairs and len(p) > max_pairs:
+        keep = np.zeros(len(p), bool)
+        keep[np.random.default_rng([EVAL_SEED, 3]).choice(len(p), max_pairs, replace=False)] = True
+        p = p.subset(keep)
+    if not len(p) or not (p.label == 0).any() or not (p.label == 1).any():
+        raise SiameseError("the dataset gives no pairs of both kinds (same place and different places); "
+                           "it needs groups with at least two images")
+    return p
+
+
+def evaluate_dataset(scorer: Scorer, dataset, workspace=None, progress=None, threshold: float | None = None,
+                     max_pairs: int = EVAL_MAX_PAIRS, chunk: int = 128) -> dict:
+    """The run on pairs drawn from a dataset (:func:`dataset_pairs`), judged like ``score`` does (the fused
+    verdict when the run has one). Stored as ``dataset-<name>.json`` (the structure of
+    :func:`evaluate_pairs`, kind "all") and ``dataset-<name>.npz`` (score, label, a, b, distance, inliers)
+    under :meth:`Run.evaluations_dir <siamese_core.runs.run.Run.evaluations_dir>`. ``dataset`` is a name or an open Dataset."""
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ..data.store import open_dataset
+    ds = open_dataset(dataset, workspace) if isinstance(dataset, str) else dataset
+    p = dataset_pairs(np.asarray(ds.groups), max_pairs)
+    t = scorer.threshold if threshold is None else threshold
+    images = ds.images
+    js: list = []
+    cache: dict = {}
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        for lo in range(0, len(p), chunk):
+            a, b = p.a[lo:lo + chunk], p.b[lo:lo + chunk]
+            need = sorted({int(i) for i in np.concatenate([a, b])} - set(cache))
+            for i, prep in zip(need, pool.map(lambda i: scorer.prepare(np.asarray(images[i])), need)):
+                cache[i] = prep
+            js += scorer.judge([(cache[int(i)], cache[int(j)]) for i, j in zip(a, b)], t)
+            if len(cache) > 4 * chunk:  # bounded memory: keep only what the next chunk needs
+                nxt = slice(lo + chunk, lo + 2 * chunk)
+                keep = {int(i) for i in np.concatenate([p.a[nxt], p.b[nxt]])}
+                cache = {i: v for i, v in cache.items() if i in keep}
+            if progress:
+                progress(min(lo + chunk, len(p)), len(p))
+    y = np.asarray(p.label, np.int64)
+    parts = _evidence(js)
+    info = ds.info
+    out = {"dataset": ds.name, "dataset_images": int(info.get("images", len(ds.groups))), "threshold": t,
+           "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "fused": scorer.fusion is not None,
+           "pairs_rule": f"every image with another of its group and one of another group; no identical pairs; "
+                         f"seed {EVAL_SEED}; at most {max_pairs}",
+           "kinds": _summary(["all"] * len(y), y, parts, t)}
+    arrays = {"score": parts["score"].astype(np.float32), "label": np.asarray(y, np.uint8),
+              "a": p.a.astype(np.int64), "b": p.b.astype(np.int64), "distance": parts["distance"].astype(np.float32),
+              "inliers": np.array([j.geo.inliers for j in js], np.int32)}
+    out["stored"] = str(_store(scorer.run, workspace, f"dataset-{ds.name}", out, arrays))
+    return out
+
+
+__all__ = ["read_labelled", "judged", "calibrate", "evaluate_pairs", "evaluate_dataset", "dataset_pairs",
+           "save_calibration_scores", "EVAL_MAX_PAIRS", "EVAL_SEED"]

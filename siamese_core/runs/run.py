@@ -1,0 +1,485 @@
+"""A run is a directory; :class:`Run` owns every file in it.
+
+``<workspace>/runs/<run_id>/`` holds ``config.json``, ``status.json``, ``metrics.jsonl`` (appended
+live by the training callback), two alternating checkpoints named by ``checkpoint.json``,
+``model.keras``, ``pairs.npz``, ``val_scores.npz`` (the calibration pairs' scores: the threshold is fitted on
+them), ``test_scores.npz`` (the test pairs': places never used for training or the threshold), ``threshold.json``,
+``evaluation.json`` (the report on the test pairs),
+``data.json`` (the dataset's fingerprint when training began), ``train.log`` and, once calibrated,
+``fusion.json`` and ``calibration_scores.npz``. Only :class:`Run` names these files. Status moves
+queued → running → finishing (saving the model, scoring calibration and test pairs) → finished | failed | stopped; a
+run whose process died without saying so is reported as ``interrupted`` (:mod:`.liveness`).
+
+Finding a run by id is :mod:`.registry`; the one-job lock, :mod:`.lock`.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+from ..core.config import RunConfig, workspace_dir
+from ..core.errors import DatasetError, RunError
+from ..core.files import read_json, write_json_atomic
+from .liveness import job_alive
+
+# The model bundled with the package: a finished, read-only run that every workspace sees under this id
+# (a workspace run of the same name takes precedence). See siamese_core/pretrained/MODEL_CARD.md.
+PRETRAINED = "pretrained"
+BUNDLED_DIR = Path(__file__).resolve().parents[1] / "pretrained"
+
+# what a run's numbers are labelled with when they come from the pairs its threshold was fitted on
+VALIDATION_LABEL = "validation pairs (the threshold was fitted on them: optimistic)"
+
+LIVE = ("queued", "running", "finishing")  # statuses of a run whose job has not ended
+_LIVE_RANK = {s: k for k, s in enumerate(LIVE)}
+
+
+class Run:
+    """One run directory and every file in it: the only place that names a run's files.
+
+    ``Run(path)`` (a path, or another Run) opens nothing; :func:`open_run` finds a run by id and checks
+    it exists. Writes are atomic (written aside, then renamed), status writes are serialised by a
+    per-run lock, and the bundled run refuses every write."""
+
+    CONFIG = "config.json"
+    STATUS = "status.json"
+    STATUS_LOCK = "status.lock"
+    METRICS = "metrics.jsonl"
+    CHECKPOINT = "checkpoint.json"
+    CHECKPOINT_FILES = ("checkpoint.keras", "checkpoint.b.keras")  # written in turn; CHECKPOINT names the latest
+    MODEL = "model.keras"
+    PAIRS = "pairs.npz"
+    VAL_SCORES = "val_scores.npz"  # the calibration (validation) pairs' scores
+    TEST_SCORES = "test_scores.npz"
+    THRESHOLD = "threshold.json"
+    EVALUATION = "evaluation.json"
+    DATA = "data.json"
+    FUSION = "fusion.json"
+    CALIBRATION_SCORES = "calibration_scores.npz"
+    REFERENCE = "reference.npz"
+    LOG = "train.log"
+    STOP = "stop"
+    EVALUATIONS = "evaluations"
+    MODEL_CARD = "MODEL_CARD.md"
+    BUILD = "build.json"
+    # what a bundled run ships (scripts/build_pretrained.py), besides its model card and build record
+    BUNDLE = (CONFIG, MODEL, THRESHOLD, FUSION, STATUS, CALIBRATION_SCORES, REFERENCE)
+
+    def __init__(self, path):
+        self.path = Path(path.path if isinstance(path, Run) else path)
+
+    def __repr__(self) -> str:
+        return f"Run({str(self.path)!r})"
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Run) and self.path == other.path
+
+    def __hash__(self) -> int:
+        return hash(self.path)
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    def exists(self) -> bool:
+        return (self.path / self.CONFIG).exists()
+
+    @property
+    def is_bundled(self) -> bool:
+        return self.path.resolve() == BUNDLED_DIR
+
+    @property
+    def workspace(self) -> Path:
+        """The workspace a workspace run lives in (``<workspace>/runs/<id>``)."""
+        return self.path.parent.parent
+
+    def _writable(self) -> None:
+        if self.is_bundled:
+            raise RunError(f"the bundled run {PRETRAINED!r} is read-only; calibrate a copy for your imagery: "
+                           f"python -m siamese_core calibrate --run {PRETRAINED} --pairs LABELLED.csv --as NAME")
+
+    # --- config ---------------------------------------------------------------------------------
+    @property
+    def config(self) -> RunConfig:
+        """The run's RunConfig, read fresh (training may rewrite the tile size)."""
+        return RunConfig.from_dict(json.loads((self.path / self.CONFIG).read_text()))
+
+    def write_config(self, cfg: RunConfig) -> None:
+        self._writable()
+        write_json_atomic(self.path / self.CONFIG, cfg.to_dict())
+
+    def created(self) -> float:
+        """When the run was made (its config's modification time; 0.0 when unknown)."""
+        try:
+            return (self.path / self.CONFIG).stat().st_mtime
+        except OSError:
+            return 0.0
+
+    # --- status ---------------------------------------------------------------------------------
+    @property
+    def status_path(self) -> Path:
+        """The raw status file, for a watcher that records every state it sees (read it with :meth:`status`)."""
+        return self.path / self.STATUS
+
+    def status(self) -> dict:
+        """The run's status dict; a 'running'/'queued' run whose process is gone reads as 'interrupted'."""
+        st = read_json(self.path / self.STATUS)
+        if not isinstance(st, dict):
+            return {"status": "unknown"}
+        if st.get("status") in LIVE and not job_alive(st):
+            if st.get("status") == "queued" and time.time() - st.get("updated", 0) < 30:
+                return st  # just launched, child not yet reporting
+            st = {**st, "status": "interrupted",
+                  "error": "the training process ended without finishing (killed?); resume it to continue"}
+        return st
+
+    def is_live(self) -> bool:
+        """Does a job (queued, running or finishing) still work on this run?"""
+        return self.status().get("status") in LIVE
+
+    def write_status(self, status: str, reset: bool = False, **fields) -> dict:
+        """Merge ``fields`` into the status and set ``status``, under the run's status lock.
+
+        Within one launch a status never goes backwards (queued → running → finishing → an end): the
+        launcher's late 'queued' cannot undo the job's 'running'. ``reset`` marks the first write of a new
+        launch or process (a run being created or resumed), which may start again from 'queued'/'running'."""
+        self._writable()
+        p = self.path / self.STATUS
+        fd = os.open(self.path / self.STATUS_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # held for a read and an atomic rename: microseconds
+            old = read_json(p)
+            old = old if isinstance(old, dict) else {}
+            prev = old.get("status")
+            if not reset and prev in _LIVE_RANK and status in _LIVE_RANK and _LIVE_RANK[status] < _LIVE_RANK[prev]:
+                status = prev
+            st = {**old, **fields, "status": status, "updated": time.time()}
+            write_json_atomic(p, st)
+            return st
+        finally:
+            os.close(fd)
+
+    # --- stopping -------------------------------------------------------------------------------
+    def request_stop(self) -> None:
+        """Ask a running job to stop after its current batch (it keeps its last checkpoint)."""
+        (self.path / self.STOP).touch()
+
+    def stop_requested(self) -> bool:
+        return (self.path / self.STOP).exists()
+
+    def clear_stop(self) -> None:
+        (self.path / self.STOP).unlink(missing_ok=True)
+
+    def stop(self, wait_s: float = 0.0) -> dict:
+        """Request a stop; if the process is still training after ``wait_s`` seconds, terminate it.
+
+        A job that is already saving its model ('finishing') is left to finish."""
+        import signal
+        self.request_stop()
+        deadline = time.time() + wait_s
+        st = self.status()
+        while wait_s and time.time() < deadline and st.get("status") in LIVE:
+            time.sleep(0.2)
+            st = self.status()
+        if wait_s and st.get("status") in ("running", "queued") and job_alive(st):
+            os.kill(int(st["pid"]), signal.SIGTERM)
+        return st
+
+    # --- live metrics and the log ---------------------------------------------------------------
+    def metrics(self) -> list[dict]:
+        """All complete lines of the metrics file (a line being written is skipped)."""
+        p = self.path / self.METRICS
+        if not p.exists():
+            return []
+        out = []
+        for line in p.read_text().splitlines():
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                pass
+        return out
+
+    def open_metrics(self):
+        """The metrics file, opened to append one JSON line per record (line-buffered). A job killed while
+        appending left half a line: it is ended first, so the next record starts a line of its own."""
+        p = self.path / self.METRICS
+        try:
+            with open(p, "rb+") as f:
+                if f.seek(0, os.SEEK_END):
+                    f.seek(-1, os.SEEK_END)
+                    if f.read(1) != b"\n":
+                        f.write(b"\n")
+        except FileNotFoundError:
+            pass
+        return open(p, "a", buffering=1)
+
+    @property
+    def log_path(self) -> Path:
+        return self.path / self.LOG
+
+    def append_log(self, text: str) -> None:
+        with open(self.log_path, "a") as log:
+            log.write(text)
+
+    # --- the decision threshold -----------------------------------------------------------------
+    def threshold_info(self) -> dict | None:
+        """``{"threshold", "source", "saved"}``, or None when the run has no (readable) threshold."""
+        info = read_json(self.path / self.THRESHOLD)
+        try:
+            return {**info, "threshold": float(info["threshold"])}
+        except (KeyError, TypeError, ValueError):
+            return None
+
+    def threshold(self) -> float:
+        """The saved decision threshold; a RunError naming the fix when there is none."""
+        info = self.threshold_info()
+        if info is None:
+            raise RunError(f"run {self.name!r} has no decision threshold yet; wait for its training to finish "
+                           f"(or calibrate it)")
+        return info["threshold"]
+
+    def user_threshold(self) -> float | None:
+        """The threshold the user saved (source 'user'), else None."""
+        info = self.threshold_info()
+        return info["threshold"] if info and info.get("source") == "user" else None
+
+    def save_threshold(self, threshold: float, source: str = "user") -> None:
+        self._writable()
+        write_json_atomic(self.path / self.THRESHOLD, {"threshold": float(threshold), "source": source,
+                                                       "saved": time.strftime("%Y-%m-%dT%H:%M:%S")})
+
+    # --- the model and its checkpoints ----------------------------------------------------------
+    @property
+    def model_path(self) -> Path:
+        return self.path / self.MODEL
+
+    def has_model(self) -> bool:
+        return self.model_path.exists()
+
+    def save_model(self, model) -> None:
+        """The trained model, written aside and renamed into place."""
+        self._writable()
+        tmp = self.path / f".{self.MODEL}.tmp.keras"
+        model.save(tmp)
+        os.replace(tmp, self.model_path)
+
+    def checkpoint_path(self) -> Path | None:
+        """The run's latest complete checkpoint (named by the checkpoint record), or None."""
+        info = read_json(self.path / self.CHECKPOINT)
+        if info is None:
+            return None
+        name = info.get("file", self.CHECKPOINT_FILES[0]) if isinstance(info, dict) else self.CHECKPOINT_FILES[0]
+        p = self.path / str(name)
+        return p if name in self.CHECKPOINT_FILES and p.exists() else None
+
+    def checkpoint_epoch(self) -> int:
+        try:
+            return int(read_json(self.path / self.CHECKPOINT)["epoch"])
+        except (KeyError, TypeError, ValueError):
+            return 0
+
+    def save_checkpoint(self, model, epoch: int, logs: dict | None = None) -> None:
+        """Save ``model`` as the checkpoint after ``epoch`` epochs so that a kill at any moment leaves a
+        consistent pair: the model goes to whichever of the two files the record does not name, and only
+        then does the record (replaced atomically) name it and its epoch. Until that moment the previous
+        pair is untouched (as Keras' BackupAndRestore keeps its own)."""
+        self._writable()
+        current = self.checkpoint_path()
+        a, b = self.CHECKPOINT_FILES
+        name = b if current is not None and current.name == a else a
+        tmp = self.path / f".{name}.tmp.keras"
+        model.save(tmp)
+        os.replace(tmp, self.path / name)
+        write_json_atomic(self.path / self.CHECKPOINT, {"epoch": int(epoch), "file": name, **(logs or {})})
+
+    # --- pairs, scores, evaluation --------------------------------------------------------------
+    @property
+    def pairs_path(self) -> Path:
+        """The train, calibration and test pairs (index arrays into the dataset), drawn when training began."""
+        return self.path / self.PAIRS
+
+    @property
+    def val_scores_path(self) -> Path:
+        """The calibration pairs' scores (``val_scores.npz``; a run from before the test split: its validation pairs)."""
+        return self.path / self.VAL_SCORES
+
+    @property
+    def test_scores_path(self) -> Path:
+        return self.path / self.TEST_SCORES
+
+    def has_val_scores(self) -> bool:
+        return self.val_scores_path.exists()
+
+    def has_test_scores(self) -> bool:
+        return self.test_scores_path.exists()
+
+    def _save_scores(self, path: Path, score, label, a, b, distort_seed: int | None) -> None:
+        import numpy as np
+        self._writable()
+        tmp = self.path / f".{path.name}.tmp.npz"
+        np.savez(tmp, score=score, label=label, a=a, b=b, distort_seed=-1 if distort_seed is None else int(distort_seed))
+        os.replace(tmp, path)
+
+    def _scores(self, path: Path, what: str) -> dict:
+        import numpy as np
+        if not path.exists():
+            raise RunError(f"run {self.name!r} has no {what} scores yet; wait for it to finish")
+        try:
+            with np.load(path) as z:
+                out = {k: np.asarray(z[k]) for k in ("score", "label", "a", "b")}
+                seed = int(z["distort_seed"]) if "distort_seed" in z.files else -1
+        except (OSError, ValueError, KeyError) as e:
+            raise RunError(f"run {self.name!r}: {what} scores are unreadable ({type(e).__name__})") from None
+        out["score"] = out["score"].astype(np.float64)
+        out["identical"] = out["a"] == out["b"]
+        out["distort_seed"] = None if seed < 0 else seed
+        return out
+
+    def save_val_scores(self, score, label, a, b, distort_seed: int | None = None) -> None:
+        """The calibration pairs' scores; ``distort_seed``: the seed of the distortion tile B got (None: none)."""
+        self._save_scores(self.val_scores_path, score, label, a, b, distort_seed)
+
+    def save_test_scores(self, score, label, a, b, distort_seed: int | None = None) -> None:
+        """The test pairs' scores (as :meth:`save_val_scores`)."""
+        self._save_scores(self.test_scores_path, score, label, a, b, distort_seed)
+
+    def val_scores(self) -> dict:
+        """A finished run's calibration (validation) scores: score, label, a, b, identical (numpy arrays) and
+        distort_seed (None when tile B was not distorted)."""
+        return self._scores(self.val_scores_path, "validation")
+
+    def test_scores(self) -> dict:
+        """A finished run's test scores (as :meth:`val_scores`); a RunError for a run without test pairs."""
+        if not self.has_test_scores() and self.has_val_scores():
+            raise RunError(f"run {self.name!r} has no test pairs (it was trained before the three-way split); "
+                           f"its validation scores are what it has")
+        return self._scores(self.test_scores_path, "test")
+
+    def evaluation(self) -> dict:
+        """The report written when training ended ({} before): on the test pairs, or on the validation pairs
+        for a run from before the test split (see :meth:`evaluation_pairs`)."""
+        ev = read_json(self.path / self.EVALUATION)
+        return ev if isinstance(ev, dict) else {}
+
+    def evaluation_pairs(self) -> dict:
+        """Which pairs :meth:`evaluation` reports: ``{"split": "test" | "validation", "pairs", "places",
+        "distorted", "label"}``. ``label`` is the one line every page and the CLI show with the numbers."""
+        ev = self.evaluation()
+        info = ev.get("pairs")
+        if isinstance(info, dict) and info.get("split") == "test":
+            return info
+        n = (ev.get("all") or {}).get("n_pairs")
+        return {"split": "validation", "pairs": n, "places": None, "distorted": False,
+                "label": VALIDATION_LABEL}
+
+    def save_evaluation(self, report: dict) -> None:
+        self._writable()
+        write_json_atomic(self.path / self.EVALUATION, report)
+
+    def evaluations_dir(self, workspace=None) -> Path:
+        """Where the run's stored evaluations live: ``<run>/evaluations/`` for a workspace run, and
+        ``<workspace>/evaluations/<run>/`` for the bundled run, which is read-only."""
+        if self.is_bundled:
+            return workspace_dir(workspace) / self.EVALUATIONS / self.name
+        return self.path / self.EVALUATIONS
+
+    # --- calibration (fusion) and familiarity ----------------------------------------------------
+    @property
+    def fusion_path(self) -> Path:
+        return self.path / self.FUSION
+
+    def has_fusion(self) -> bool:
+        return self.fusion_path.exists()
+
+    @property
+    def calibration_scores_path(self) -> Path:
+        """The fused scores of the pairs the run was calibrated on (what the Threshold page sweeps)."""
+        return self.path / self.CALIBRATION_SCORES
+
+    def has_calibration_scores(self) -> bool:
+        return self.calibration_scores_path.exists()
+
+    @property
+    def reference_path(self) -> Path:
+        """What the run was trained on, for the "unlike its training tiles" warning (:mod:`siamese_core.judge.familiarity`)."""
+        return self.path / self.REFERENCE
+
+    def copy_to(self, target: Path) -> "Run":
+        """A full copy of the run at ``target`` (a new run; its model card and temporary files stay behind)."""
+        shutil.copytree(self.path, target, ignore=shutil.ignore_patterns(self.MODEL_CARD, "*.tmp*", self.STATUS_LOCK))
+        return Run(target)
+
+    def export_bundle(self, out: Path) -> "Run":
+        """Copy what a bundled run ships (:attr:`BUNDLE`) to ``out``, without the paths of this machine: the
+        calibration pairs keep their scores, not their image paths, and the status only its outcome."""
+        import numpy as np
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        for f in self.BUNDLE:
+            shutil.copy2(self.path / f, out / f)
+        bundle = Run(out)
+        with np.load(bundle.calibration_scores_path) as z:
+            kept = {k: z[k] for k in z.files}
+        kept["path_a"] = kept["path_b"] = np.array([""] * len(kept["score"]))
+        np.savez(bundle.calibration_scores_path, **kept)
+        st = read_json(bundle.path / self.STATUS) or {}
+        write_json_atomic(bundle.path / self.STATUS,
+                          {k: st[k] for k in ("status", "device", "started", "updated") if k in st})
+        os.chmod(bundle.path / self.STATUS, 0o644)  # shipped in the package: readable by every user
+        return bundle
+
+    # --- the data it was trained on --------------------------------------------------------------
+    def record_dataset(self, ds) -> None:
+        """Record which data the run trains on: the dataset's name and content fingerprint."""
+        self._writable()
+        write_json_atomic(self.path / self.DATA, {"dataset": ds.name, "fingerprint": ds.fingerprint,
+                                                  "dataset_created": ds.info.get("created")})
+
+    def dataset_change(self, workspace=None) -> str | None:
+        """Why the run's dataset no longer holds the images it was trained on, as one line; None when it does
+        (or the run is the bundled one, trained elsewhere). Runs from before fingerprints were recorded fall
+        back on dates: a dataset created after the run was, was rebuilt since."""
+        if self.is_bundled:
+            return None
+        from ..data.store import open_dataset
+        name = self.config.dataset
+        try:
+            ds = open_dataset(name, workspace if workspace is not None else self.workspace)
+        except DatasetError:
+            return f"dataset {name!r} of run {self.name!r} no longer exists"
+        rec = read_json(self.path / self.DATA)
+        if isinstance(rec, dict) and rec.get("fingerprint") and rec.get("dataset") == name:
+            changed = rec["fingerprint"] != ds.fingerprint
+        else:
+            made = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(self.created()))
+            changed = str(ds.info.get("created", "")) > made
+        return f"dataset {name!r} changed since run {self.name!r} was trained (prepare --overwrite)" if changed else None
+
+    # --- resuming -------------------------------------------------------------------------------
+    def resume_check(self, workspace=None) -> None:
+        """Refuse, in one line, to resume a run that is live, finished, has no checkpoint to continue from, or
+        whose dataset changed since its pairs were drawn (they index images that are no longer there)."""
+        st = self.status()
+        if st.get("status") in LIVE:
+            raise RunError(f"run {self.name} is still {st['status']}; stop it before resuming")
+        if st.get("status") == "finished":
+            raise RunError(f"run {self.name} already finished; start a new run to train more")
+        if self.checkpoint_path() is None:
+            raise RunError(f"run {self.name} has no checkpoint yet (it stopped during its first epoch); "
+                           f"launch a new run instead")
+        why = self.dataset_change(workspace)
+        if why:
+            raise RunError(f"{why}; its pairs no longer match the images, so it cannot resume: train a new run")
+
+
+def bundled_run() -> Run:
+    """The run bundled with the package (:data:`BUNDLED_DIR`, read at each call)."""
+    return Run(BUNDLED_DIR)
+
+
+__all__ = ["Run", "PRETRAINED", "VALIDATION_LABEL", "BUNDLED_DIR", "LIVE", "bundled_run"]
