@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # One entry point for a fresh machine:
 #   ./run.sh app    set up (virtual environment + requirements) and open the dashboard
-#   ./run.sh test   set up (plus Ray from requirements-scale.txt, and Chromium for the browser test) and run the
-#                   whole test suite
+#   ./run.sh test   set up (plus the test tools from requirements-dev.txt, Ray from requirements-scale.txt and
+#                   Chromium for the browser test), check the import layers (lint-imports), run the whole test suite
 #   ./run.sh setup  only set up
 # VENV=path chooses the virtual environment (default .venv); FRESH_VENV=1 recreates it.
 set -euo pipefail
@@ -21,6 +21,11 @@ setup() {
   "$VENV/bin/python" -m pip install -q -r requirements.txt
   # the package itself, editable: `python -m siamese_core` and `siamese-tiles` then work from any folder
   "$VENV/bin/python" -m pip install -q --no-deps -e .
+}
+
+dev() {  # the test tools: pytest, hypothesis, playwright, import-linter
+  echo "==> installing requirements-dev.txt"
+  "$VENV/bin/python" -m pip install -q -r requirements-dev.txt
 }
 
 scale() {  # the optional Ray extra (embed, score --engine ray): the tests run it, the dashboard does not need it
@@ -45,9 +50,12 @@ case "${1:-app}" in
     exec "$VENV/bin/python" -m streamlit run streamlit_app.py "$@" ;;
   test)
     setup
+    dev
     scale
     browser
     shift || true
-    exec "$VENV/bin/python" -m pytest -q "$@" ;;
+    echo "==> lint-imports (the layers of siamese_core, pyproject.toml [tool.importlinter])"
+    "$VENV/bin/lint-imports" --no-cache
+    exec "$VENV/bin/python" -m pytest -q --durations=20 "$@" ;;
   *) echo "usage: ./run.sh [app|test|setup]" >&2; exit 2 ;;
 esac
