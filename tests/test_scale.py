@@ -1,4 +1,4 @@
-"""Embedding and scoring on Ray Data (siamese_core.scale.jobs, the embed command, score --engine ray) and the FAISS
+"""Embedding and scoring on Ray Data (siamese_core.scale: jobs, plan, shards, workers; the embed command, score --engine ray) and the FAISS
 index over the shards (siamese_core.scale.shard_index): a local Ray on 2 CPUs, the bundled model, synthetic tiles.
 
 The Ray results must equal the single-process ones (Scorer.embed, score --pairs) for the same inputs; a second
@@ -84,7 +84,7 @@ def _mtimes(out: Path) -> dict:
 def test_embed_folder_equals_single_process_resumes_and_indexes(ray_local, scorer, tiles, tmp_path, capsys):
     import shutil
     from siamese_core.core.errors import SiameseError
-    from siamese_core.scale import jobs as scale
+    from siamese_core.scale import jobs, shards
     from siamese_core.scale.shard_index import build_shard_index, open_shard_index
     tiles = shutil.copytree(tiles, tmp_path / "tiles")  # this test adds a tile
     out = tmp_path / "emb"
@@ -94,7 +94,7 @@ def test_embed_folder_equals_single_process_resumes_and_indexes(ray_local, score
     assert "skipped: broken.png: not an image" in cap.err and "embed: 100%" in cap.err
     assert sorted(p.name for p in out.iterdir()) == [".lock", "job.json"] + [f"part-0000{i}.parquet" for i in range(4)]
 
-    t = scale.read_shards(out)
+    t = shards.read_shards(out)
     names = t.column("name").to_pylist()
     assert names == ["broken.png", "sub/t12.png", "sub/t13.png"] + [f"t{i:02d}.png" for i in range(12)]  # sorted
     assert t.column("row").to_pylist() == list(range(15))
@@ -129,7 +129,7 @@ def test_embed_folder_equals_single_process_resumes_and_indexes(ray_local, score
 
     # a second run: every shard is complete, nothing is recomputed (no Ray job at all)
     before = _mtimes(out)
-    res = scale.embed(out, images=tiles, shard_size=4, workers=2)
+    res = jobs.embed(out, images=tiles, shard_size=4, workers=2)
     assert (res["kept"], res["computed"], res["rows"], res["errors"]) == (4, 0, 15, 1)
     assert _mtimes(out) == before
 
@@ -139,12 +139,12 @@ def test_embed_folder_equals_single_process_resumes_and_indexes(ray_local, score
     (out / "part-00001.parquet").unlink()
     (out / ".part-00002.999.tmp").write_bytes(b"half")
     (tiles / "t99.png").write_bytes(_png(99))
-    res = scale.embed(out, images=tiles, shard_size=4, workers=2)
+    res = jobs.embed(out, images=tiles, shard_size=4, workers=2)
     assert (res["kept"], res["computed"], res["rows"]) == (1, 3, 16)
     after = _mtimes(out)
     assert {k for k in after if after[k] == before[k]} == {"part-00002.parquet"}
     assert not list(out.glob(".part-*"))
-    t = scale.read_shards(out)
+    t = shards.read_shards(out)
     assert t.column("name").to_pylist() == names + ["t99.png"]
     np.testing.assert_allclose(_embeddings(t), np.concatenate([got, _expected(scorer, [tiles / "t99.png"])]), atol=1e-5)
 
@@ -160,24 +160,24 @@ def test_embed_dataset_and_parquet_bytes(ray_local, scorer, tmp_path):
     import pyarrow.parquet as pq
     from siamese_core.data.images import tiles_at
     from siamese_core.data.store import open_dataset
-    from siamese_core.scale import jobs as scale
+    from siamese_core.scale import jobs, shards
 
     ws = tmp_path / "ws"
     assert cli("--workspace", ws, "prepare", "--name", "d", "--limit", 5, "--size", 48) == 0
     ds = open_dataset("d", ws)
-    res = scale.embed(tmp_path / "ds", dataset="d", workspace=ws, shard_size=8, workers=1)
+    res = jobs.embed(tmp_path / "ds", dataset="d", workspace=ws, shard_size=8, workers=1)
     assert (res["shards"], res["rows"], res["errors"]) == (2, len(ds), 0)
-    t = scale.read_shards(tmp_path / "ds")
+    t = shards.read_shards(tmp_path / "ds")
     assert t.column("name").to_pylist() == ds.manifest["tile_id"].astype(str).tolist()
     np.testing.assert_allclose(_embeddings(t), scorer.embed(tiles_at(np.asarray(ds.images), scorer.size)), atol=1e-5)
 
     cells = [_png(i) for i in range(5)] + [b""]
     pq.write_table(pa.table({"image": pa.array(cells, pa.binary()), "place": list(range(6))}),
                    tmp_path / "tiles.parquet", row_group_size=4)
-    res = scale.embed(tmp_path / "pq", parquet=tmp_path / "tiles.parquet", shard_size=3, workers=1)
+    res = jobs.embed(tmp_path / "pq", parquet=tmp_path / "tiles.parquet", shard_size=3, workers=1)
     assert (res["shards"], res["rows"], res["errors"]) == (2, 6, 1)
     assert res["failures"] == [("tiles.parquet#5", "tiles.parquet#5: empty image cell in column 'image'")]
-    t = scale.read_shards(tmp_path / "pq")
+    t = shards.read_shards(tmp_path / "pq")
     np.testing.assert_allclose(_embeddings(t), _expected(scorer, cells[:5]), atol=1e-5)
 
 
@@ -186,13 +186,13 @@ def test_parquet_of_paths_embeds_what_the_paths_name(scorer, tiles, tmp_path):
     or absolute); a missing file is an error row that names it."""
     import pyarrow as pa
     import pyarrow.parquet as pq
-    from siamese_core.scale import jobs as scale
+    from siamese_core.scale import plan, workers
     (tmp_path / "t00.png").write_bytes((tiles / "t00.png").read_bytes())
     paths = ["t00.png", str(tiles / "sub" / "t12.png"), "gone.png"]
     pq.write_table(pa.table({"id": [1, 2, 3], "path": paths}), tmp_path / "paths.parquet")
-    source, tasks = scale.parquet_tasks(tmp_path / "paths.parquet", 100)
+    source, tasks = plan.parquet_tasks(tmp_path / "paths.parquet", 100)
     assert source["columns"] == ["path (paths)"] and len(tasks) == 1
-    t = scale.embed_task(scorer, tasks[0][0], 128)
+    t = workers.embed_task(scorer, tasks[0][0], 128)
     assert t.column("name").to_pylist() == paths
     err = t.column("error").to_pylist()
     assert err[:2] == ["", ""] and "gone.png" in err[2]
@@ -202,7 +202,7 @@ def test_parquet_of_paths_embeds_what_the_paths_name(scorer, tiles, tmp_path):
 
 def test_score_on_ray_equals_score_pairs(ray_local, tiles, tmp_path, capsys):
     import pandas as pd
-    from siamese_core.scale import jobs as scale
+    from siamese_core.scale import jobs, shards
     csv = tmp_path / "pairs.csv"
     names = [f"t{i:02d}.png" for i in range(8)]
     for n in names:
@@ -221,7 +221,7 @@ def test_score_on_ray_equals_score_pairs(ray_local, tiles, tmp_path, capsys):
     assert "line 4: broken.png: not an image" in cap.err and "line 6: missing.png: " in cap.err
 
     local = pd.read_csv(tmp_path / "local.csv", keep_default_na=False)
-    got = scale.read_shards(tmp_path / "ray").to_pandas()
+    got = shards.read_shards(tmp_path / "ray").to_pandas()
     assert got["line"].tolist() == list(range(2, 9))
     for c in ("image_a", "image_b", "note", "error", "geometry"):
         assert got[c].tolist() == local[c].astype(str).tolist(), c
@@ -234,7 +234,7 @@ def test_score_on_ray_equals_score_pairs(ray_local, tiles, tmp_path, capsys):
     assert got.loc[~ok, "score"].isna().all() and got.loc[0, "same_place"] == True  # noqa: E712 (identical tiles)
 
     # run again: nothing to compute, no Ray job
-    assert scale.score_pairs(csv, tmp_path / "ray", shard_size=3)["computed"] == 0
+    assert jobs.score_pairs(csv, tmp_path / "ray", shard_size=3)["computed"] == 0
 
 
 def test_a_worker_that_cannot_load_its_model_is_one_line(ray_local, tiles, tmp_path, capsys):
@@ -254,7 +254,7 @@ def test_ivfpq_index_from_shards(tmp_path):
     """IVF-PQ over 3,000 normalised 32-d vectors written as embedding shards: a compressed index (8 bytes a
     vector instead of 128) that still finds each vector's own row first for nearly all of them."""
     import pyarrow as pa
-    from siamese_core.scale import jobs as scale
+    from siamese_core.scale import shards
     from siamese_core.scale.search import load_faiss
     from siamese_core.scale.shard_index import build_shard_index, open_shard_index
     rng = np.random.default_rng(0)
@@ -268,7 +268,7 @@ def test_ivfpq_index_from_shards(tmp_path):
         table = pa.table({"row": np.arange(lo, lo + 1000), "name": [f"r{i}" for i in range(lo, lo + 1000)],
                           "embedding": pa.FixedSizeListArray.from_arrays(pa.array(e.reshape(-1)), 32),
                           "error": [""] * 1000})
-        scale.write_shard(out, s, f"k{s}", table)
+        shards.write_shard(out, s, f"k{s}", table)
         keys.append(f"k{s}")
     (out / "job.json").write_text(json.dumps({"kind": "embed", "shards": 3, "keys": keys}))
 

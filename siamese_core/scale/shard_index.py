@@ -38,6 +38,7 @@ import numpy as np
 from ..core.errors import SiameseError
 from ..core.files import write_json_atomic
 from .search import EXACT_MAX, NPROBE, ivf_params, load_faiss, search_index
+from .shards import shard_paths
 
 KINDS = ("auto", "flat", "ivfpq")
 
@@ -105,7 +106,6 @@ def build_shard_index(out, kind: str = "auto", nlist: int = 0, m: int = 0, progr
     """Build (or reuse) ``<out>/index`` from the shards of a finished ``embed`` job in ``out``; returns its meta
     plus ``status`` (built | reused). ``kind`` auto: flat up to ``exact_max`` vectors, else ivfpq. ``nlist`` and
     ``m`` (0: chosen from N and the embedding size) apply to ivfpq. ``progress(done_shards, total)``."""
-    from .jobs import shard_paths
     if kind not in KINDS:
         raise SiameseError(f"index kind must be one of {', '.join(KINDS)}, got {kind!r}")
     out = Path(out).expanduser()
