@@ -3,7 +3,7 @@
 import numpy as np
 import streamlit as st
 
-from app_pages import ui
+from app_pages import figures, ui
 from app_pages import views as dash
 from siamese_core.core.config import PairsConfig, preset_defaults
 from siamese_core.core.errors import SiameseError
@@ -47,7 +47,7 @@ m2.metric("Same place", f"{int((label == 0).sum()):,}", help="including identica
 m3.metric("Different places", f"{int((label == 1).sum()):,}")
 m4.metric("Calibration pairs", f"{int(val.sum()):,}", help="same + different place; the threshold is fitted on them")
 m5.metric("Test pairs", f"{int(test.sum()):,}", help="same + different place; never used for training or the threshold")
-st.plotly_chart(dash.pairs_counts_figure(counts), key="pairs_chart")
+st.plotly_chart(figures.pairs_counts_figure(counts), key="pairs_chart")
 
 st.subheader("Preview")
 f1, f2, f3, f4 = st.columns([2, 2, 2, 1], vertical_alignment="bottom")

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
-from app_pages import ui
+from app_pages import figures, ui
 from app_pages import views as dash
 from siamese_core.core.errors import SiameseError
 
@@ -213,10 +213,10 @@ st.caption("Drag the handle under the matrix: the counts follow it in your brows
            "to save one, set it with the slider below.")
 d1, d2 = st.columns(2)
 smin, smax = sweep.score_range
-d1.plotly_chart(dash.live_confusion_figure(sweep, [*np.linspace(smin, smax, 101), sug.best_f1, sug.best_accuracy,
+d1.plotly_chart(figures.live_confusion_figure(sweep, [*np.linspace(smin, smax, 101), sug.best_f1, sug.best_accuracy,
                                                    sug.target_precision], saved, active=t_now), key="thr_live")
 hist = dash.histogram_data(scores, labels, lo, hi)
-d2.plotly_chart(dash.histogram_figure(hist, t_now), key="thr_hist")
+d2.plotly_chart(figures.histogram_figure(hist, t_now), key="thr_hist")
 
 snaps = [("Saved", saved, "thr_snap_saved", "the threshold saved for this run"),
          ("Best F1", sug.best_f1, "thr_snap_f1", "highest F1 for 'same place'"),
@@ -291,8 +291,8 @@ if choice == "val" and has_test:
 
 fpr_now = m.fp / (m.fp + m.tn) if (m.fp + m.tn) else float("nan")
 g3, g4 = st.columns(2)
-g3.plotly_chart(dash.roc_figure(*ev["roc"], point=(fpr_now, m.recall)), key="thr_roc")
-g4.plotly_chart(dash.pr_figure(*ev["pr"], point=(m.recall, m.precision) if m.tp + m.fp else None), key="thr_pr")
+g3.plotly_chart(figures.roc_figure(*ev["roc"], point=(fpr_now, m.recall)), key="thr_roc")
+g4.plotly_chart(figures.pr_figure(*ev["pr"], point=(m.recall, m.precision) if m.tp + m.fp else None), key="thr_pr")
 
 def _mistakes(wrong: dict, card) -> None:
     """The two tabs of misclassified pairs, PER_ROW cards a row; ``card(k)`` draws pair ``k`` in its card."""

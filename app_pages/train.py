@@ -3,7 +3,7 @@
 import pandas as pd
 import streamlit as st
 
-from app_pages import ui
+from app_pages import figures, ui
 from app_pages import views as dash
 from siamese_core.core.config import PRECISIONS, PRESETS, RunConfig, preset_defaults
 from siamese_core.core.errors import SiameseError
@@ -162,7 +162,7 @@ def live(run_id: str) -> None:
         st.error(dash.scrub_paths(status["error"], ws))
     records = run.metrics()
     if records:
-        st.plotly_chart(dash.training_figure(records, status.get("steps")), key="train_curves")
+        st.plotly_chart(figures.training_figure(records, status.get("steps")), key="train_curves")
     elif state in ("running", "queued"):
         st.caption("Waiting for the first batch…")
     else:

@@ -15,6 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from app_pages import figures  # noqa: E402
 from app_pages import views as dash  # noqa: E402
 from siamese_core.core.errors import DatasetError  # noqa: E402
 from siamese_core.learn.evaluate import ThresholdSweep  # noqa: E402
@@ -87,7 +88,7 @@ def test_filter_pairs_and_counts_figure():
     rows = dash.pairs_counts_rows(counts)
     assert {"split": "train", "label": "same (distinct images)", "pairs": 3} in rows
     assert {"split": "test", "label": "different", "pairs": 4} in rows
-    assert len(dash.pairs_counts_figure(counts).data) == 3
+    assert len(figures.pairs_counts_figure(counts).data) == 3
     assert dash.pair_counts_text(counts, fit_pairs=3, preset="default") == (
         "9 training · 2 calibration · 6 test pairs (same + different place), of which identical (an image with "
         "itself): 2 · 0 · 0; each epoch fits 3 same-place training pairs (in-batch negatives)")
@@ -100,13 +101,13 @@ def test_training_figure_and_progress():
     recs += [{"kind": "batch", "epoch": 2, "step": 1, "steps": 3, "loss": 0.3, "accuracy": 0.7}]
     b, e = dash.split_metrics(recs)
     assert b["global_step"].tolist() == [1, 2, 3, 4] and e["global_step"].tolist() == [3]
-    fig = dash.training_figure(recs)  # a run recorded before the calibration metric: Keras' accuracy, named so
+    fig = figures.training_figure(recs)  # a run recorded before the calibration metric: Keras' accuracy, named so
     assert {t.name for t in fig.data} == {
         "train loss (per batch)", "train loss (per epoch)", "calibration pairs' loss (per epoch)",
         "train batches: Keras accuracy at score 0.5 (not the run's threshold)",
         "validation: Keras accuracy at score 0.5 (per epoch; recorded before the calibration metric)"}
     recs[3].update(cal_accuracy=0.9, cal_roc_auc=0.95, cal_threshold=0.4, cal_pairs=60)
-    fig = dash.training_figure(recs)
+    fig = figures.training_figure(recs)
     by_name = {t.name: list(t.y) for t in fig.data}
     assert by_name["calibration pairs: accuracy at the run's threshold (per epoch)"] == [0.9]
     assert by_name["calibration pairs: ROC-AUC (per epoch)"] == [0.95]
@@ -131,11 +132,11 @@ def test_misclassified_and_figures_follow_the_threshold():
     w = dash.misclassified(scores, labels, 0.5)
     assert w["fn"] == [2] and w["fp"] == [5, 3] and w["n_fp"] == 2
     m = ThresholdSweep(scores, labels).at(0.5)
-    fig = dash.confusion_figure(m)
+    fig = figures.confusion_figure(m)
     assert "<b>2</b>" in fig.data[0].text[0][0] and "TP" in fig.data[0].text[0][0]
-    assert len(dash.histogram_figure(dash.histogram_data(scores, labels, 0, 1, 10), 0.5).data) == 2
-    assert len(dash.roc_figure([0, 0.5, 1], [0, 0.7, 1], (0.5, 0.7)).data) == 3
-    assert len(dash.pr_figure([1, 0.8], [0.5, 1], None).data) == 1
+    assert len(figures.histogram_figure(dash.histogram_data(scores, labels, 0, 1, 10), 0.5).data) == 2
+    assert len(figures.roc_figure([0, 0.5, 1], [0, 0.7, 1], (0.5, 0.7)).data) == 3
+    assert len(figures.pr_figure([1, 0.8], [0.5, 1], None).data) == 1
 
 
 def test_tables_and_demo_dataset(tmp_path, monkeypatch):
