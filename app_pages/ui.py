@@ -329,37 +329,17 @@ def evaluation(run_id: str, exclude_identical: bool, split: str = "val") -> dict
     return _evaluation(str(workspace()), run_id, dash.mtime(path), exclude_identical, split)
 
 
-_CAL_KEYS = ("score", "label", "kind", "path_a", "path_b", "distance", "inliers")
-
-
 @st.cache_data(max_entries=8, show_spinner="Reading calibration scores…")
 def _calibration(ws: str, run_id: str, stamp: float, kinds: tuple | None):
     from siamese_core.learn.evaluate import ThresholdSweep, pr_curve, roc_auc, roc_curve, suggest_thresholds
     from siamese_core.runs.registry import run_path
     from siamese_core.runs.run import Run
-    p = Run(run_path(run_id, ws)).calibration_scores_path
-    try:
-        with np.load(p, allow_pickle=False) as z:
-            v = {k: np.asarray(z[k]) for k in _CAL_KEYS if k in z.files}
-    except FileNotFoundError:
-        raise SiameseError(f"run {run_id!r} has no calibration scores; run "
-                           f"`python -m siamese_core calibrate --run {run_id} --pairs LABELLED.csv`") from None
-    except (OSError, ValueError, KeyError) as e:
-        raise SiameseError(f"run {run_id!r}: calibration scores are unreadable ({type(e).__name__}); "
-                           f"calibrate the run again") from None
-    if "score" not in v or "label" not in v or len(v["score"]) != len(v["label"]) or not len(v["score"]):
-        raise SiameseError(f"run {run_id!r}: calibration scores lack scores or labels; calibrate the run again")
+    from siamese_core.runs.scores import CALIBRATION_KEYS
+    v = Run(run_path(run_id, ws)).calibration_scores()
     n = len(v["score"])
-    blank = np.full(n, "", dtype=str)
-    for k in ("kind", "path_a", "path_b"):
-        v[k] = np.asarray(v[k]).astype(str) if k in v and len(v[k]) == n else blank
-    for k in ("distance", "inliers"):
-        v[k] = np.asarray(v[k], dtype=float) if k in v and len(v[k]) == n else np.full(n, np.nan)
-    v["score"] = v["score"].astype(np.float64)
-    v["label"] = v["label"].astype(np.int64)
     all_kinds = {str(k): int(c) for k, c in zip(*np.unique(v["kind"], return_counts=True))}
     keep = np.isin(v["kind"], list(kinds)) if kinds is not None else np.ones(n, bool)
-    out = {k: v[k][keep] for k in _CAL_KEYS}
+    out = {k: v[k][keep] for k in CALIBRATION_KEYS}
     out.update(n_all=n, kinds=all_kinds, scores=out["score"], labels=out["label"])
     if keep.any():
         s, y = out["scores"], out["labels"]
@@ -385,17 +365,11 @@ def score_note(preset: str | None, threshold: float | None = None, fused: bool =
 
 # --- scores to tune a threshold on (Threshold page) ---------------------------------------------------
 
-def evaluations_dir(run_id: str):
-    """Where run ``run_id``'s stored evaluations live (the workspace's for the bundled run)."""
-    return run(run_id).evaluations_dir(workspace())
-
-
 def score_sources(run_id: str) -> dict:
     """What the Threshold page can sweep for this run, in order: {key: label}. ``val`` (the calibration pairs
     its threshold is fitted on; a run from before the test split: its validation pairs) for an unfused run,
     ``calibration`` (the labelled pairs its fusion was calibrated on) for a fused one, and ``eval:<stem>``
     for each stored evaluation (``evaluations/<stem>.npz``) scored the way the run scores now (fused or not)."""
-    import json
     r = run(run_id)
     fused = r.has_calibration_scores()
     has_fusion = r.has_fusion()  # what the run's scorer outputs now: fused or not
@@ -405,14 +379,7 @@ def score_sources(run_id: str) -> dict:
     elif r.has_val_scores():
         out["val"] = ("Calibration pairs (places held out from training; the threshold is fitted on them)"
                       if r.has_test_scores() else "Validation pairs (the threshold was fitted on them: optimistic)")
-    ed = evaluations_dir(run_id)
-    for npz in sorted(ed.glob("*.npz")) if ed.is_dir() else []:
-        if npz.name.startswith("."):
-            continue
-        try:
-            info = json.loads(npz.with_suffix(".json").read_text())
-        except (OSError, ValueError):
-            info = {}
+    for stem, info in r.stored_evaluations(workspace()).items():
         if bool(info.get("fused", has_fusion)) != has_fusion:  # scored before (or without) the run's fusion
             continue
         n = sum(e.get("pairs", 0) for k, e in info.get("kinds", {}).items() if k == "all" or len(info["kinds"]) == 1)
@@ -420,51 +387,31 @@ def score_sources(run_id: str) -> dict:
         if info.get("dataset"):
             what = f"Dataset {info['dataset']}"
         else:
-            what = f"Pairs {Path(str(info.get('pairs_csv', npz.stem))).name}"
-        out[f"eval:{npz.stem}"] = f"{what}: {n or '?'} pairs (evaluated {when or '?'})"
+            what = f"Pairs {Path(str(info.get('pairs_csv', stem))).name}"
+        out[f"eval:{stem}"] = f"{what}: {n or '?'} pairs (evaluated {when or '?'})"
     return out
-
-
-_EVAL_KEYS = ("score", "label", "kind", "path_a", "path_b", "a", "b", "distance", "inliers")
 
 
 @st.cache_data(max_entries=8, show_spinner="Reading the stored evaluation…")
-def _stored_evaluation(path: str, stamp: float):
-    import json
+def _stored_evaluation(ws: str, run_id: str, stem: str, stamp: float):
     from siamese_core.learn.evaluate import ThresholdSweep, pr_curve, roc_auc, roc_curve, suggest_thresholds
-    p = Path(path)
-    try:
-        with np.load(p, allow_pickle=False) as z:
-            v = {k: np.asarray(z[k]) for k in _EVAL_KEYS if k in z.files}
-    except (OSError, ValueError, KeyError) as e:
-        raise SiameseError(f"the stored evaluation {p.stem!r} is unreadable ({type(e).__name__}); run "
-                           f"`evaluate` again") from None
-    if "score" not in v or "label" not in v or len(v["score"]) != len(v["label"]) or not len(v["score"]):
-        raise SiameseError(f"the stored evaluation {p.stem!r} lacks scores or labels; run `evaluate` again")
-    try:
-        info = json.loads(p.with_suffix(".json").read_text())
-    except (OSError, ValueError):
-        info = {}
-    n = len(v["score"])
-    for k in ("kind", "path_a", "path_b"):
-        v[k] = np.asarray(v[k]).astype(str) if k in v and len(v[k]) == n else np.full(n, "", dtype=str)
-    for k in ("distance", "inliers"):
-        v[k] = np.asarray(v[k], dtype=float) if k in v and len(v[k]) == n else np.full(n, np.nan)
-    s, y = v["score"].astype(np.float64), v["label"].astype(np.int64)
+    from siamese_core.runs.registry import run_path
+    from siamese_core.runs.run import Run
+    v = Run(run_path(run_id, ws)).stored_evaluation(stem, ws)
+    s, y = v["score"], v["label"]
     fpr, tpr, _ = roc_curve(s, y)
     prec, rec, _ = pr_curve(s, y)
-    out = {**v, "scores": s, "labels": y, "sweep": ThresholdSweep(s, y), "roc": (fpr, tpr), "pr": (prec, rec),
-           "auc": roc_auc(s, y), "suggest": suggest_thresholds(s, y), "info": info,
-           "dataset": info.get("dataset") if "a" in v and "b" in v else None}
-    return out
+    return {**v, "scores": s, "labels": y, "sweep": ThresholdSweep(s, y), "roc": (fpr, tpr), "pr": (prec, rec),
+            "auc": roc_auc(s, y), "suggest": suggest_thresholds(s, y),
+            "dataset": v["info"].get("dataset") if "a" in v and "b" in v else None}
 
 
 def stored_evaluation(run_id: str, stem: str) -> dict:
     """A stored evaluation (``evaluations/<stem>.npz``): scores, labels, what to show its pairs with (dataset
     rows ``a``/``b`` and ``dataset``, or image paths), the ThresholdSweep, curves and suggestions; read once per
     file version."""
-    p = evaluations_dir(run_id) / f"{stem}.npz"
-    return _stored_evaluation(str(p), dash.mtime(p))
+    ws = workspace()
+    return _stored_evaluation(str(ws), run_id, stem, dash.mtime(run(run_id).stored_evaluation_path(stem, ws)))
 
 
 def build_index(scorer, ds, what: str):

@@ -258,7 +258,8 @@ def test_threshold_is_fitted_on_calibration_pairs_and_the_report_is_on_test_pair
     from conftest import cli
     from siamese_core.data.store import open_dataset
     from siamese_core.learn.evaluate import ThresholdSweep, report, suggest_thresholds
-    from siamese_core.runs.run import VALIDATION_LABEL, Run
+    from siamese_core.runs.run import Run
+    from siamese_core.runs.scores import VALIDATION_LABEL
     g = open_dataset("tiny", tiny_ws).groups
     run = Run(tiny_ws / "runs" / "def1")
     cal, test = run.val_scores(), run.test_scores()

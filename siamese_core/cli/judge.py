@@ -16,7 +16,7 @@ from .scale import cmd_score_ray
 def cmd_evaluate(args) -> int:
     from ..learn.evaluate import report
     from ..runs.registry import open_run
-    from ..runs.run import VALIDATION_LABEL
+    from ..runs.scores import VALIDATION_LABEL
     if args.pairs and args.dataset:
         raise SiameseError("give --pairs LABELLED.csv or --dataset NAME, not both")
     if args.pairs or args.dataset:

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.errors import SiameseError
-from ..core.files import check_name, write_json_atomic
+from ..core.files import check_name
 from ..data.pairs_csv import read_pairs_csv
 from ..learn.evaluate import metrics_at, roc_auc
 from ..runs.registry import run_path
@@ -83,14 +83,12 @@ def save_calibration_scores(run, scores, labels, rows, base: Path, js) -> None:
     def path(p):
         q = Path(p.strip())
         return str(q if q.is_absolute() else (base / q).resolve())
-    run = Run(run)
-    tmp = run.path / f".{run.CALIBRATION_SCORES}.tmp.npz"
-    np.savez(tmp, score=np.asarray(scores, np.float32), label=np.asarray(labels, np.uint8),
-             kind=np.array([r.get("kind", "").strip() for r in rows]),
-             path_a=np.array([path(r["image_a"]) for r in rows]), path_b=np.array([path(r["image_b"]) for r in rows]),
-             distance=np.array([j.distance for j in js], np.float32),
-             inliers=np.array([j.geo.inliers for j in js], np.int32))
-    tmp.replace(run.calibration_scores_path)
+    Run(run).save_calibration_scores(dict(
+        score=np.asarray(scores, np.float32), label=np.asarray(labels, np.uint8),
+        kind=np.array([r.get("kind", "").strip() for r in rows]),
+        path_a=np.array([path(r["image_a"]) for r in rows]), path_b=np.array([path(r["image_b"]) for r in rows]),
+        distance=np.array([j.distance for j in js], np.float32),
+        inliers=np.array([j.geo.inliers for j in js], np.int32)))
 
 
 EVAL_SEED = 0          # the pairs drawn from a dataset by evaluate_dataset: same dataset, same pairs
@@ -122,18 +120,6 @@ def _summary(kinds: list, y: np.ndarray, parts: dict, t: float) -> dict:
     return out
 
 
-def _store(run: Run, workspace, stem: str, summary: dict, arrays: dict) -> Path:
-    """``<stem>.json`` (the summary) and ``<stem>.npz`` (the raw scores, for the Threshold page) under the
-    run's :meth:`~siamese_core.runs.run.Run.evaluations_dir`; returns the json's path."""
-    d = run.evaluations_dir(workspace)
-    d.mkdir(parents=True, exist_ok=True)
-    tmp = d / f".{stem}.tmp.npz"
-    np.savez(tmp, **arrays)
-    tmp.replace(d / f"{stem}.npz")
-    write_json_atomic(d / f"{stem}.json", summary)
-    return d / f"{stem}.json"
-
-
 def evaluate_pairs(scorer: Scorer, pairs_csv: Path, threshold: float | None = None, progress=None,
                    workspace=None) -> dict:
     """ROC-AUC and accuracy of the run on labelled pairs, overall and per ``kind`` (fused score, and each
@@ -156,7 +142,7 @@ def evaluate_pairs(scorer: Scorer, pairs_csv: Path, threshold: float | None = No
               "path_b": np.array([path(r["image_b"]) for r in rows]),
               "distance": parts["distance"].astype(np.float32),
               "inliers": np.array([j.geo.inliers for j in js], np.int32)}
-    out["stored"] = str(_store(scorer.run, workspace, Path(pairs_csv).stem, out, arrays))
+    out["stored"] = str(scorer.run.save_stored_evaluation(Path(pairs_csv).stem, out, arrays, workspace))
     return out
 
 
@@ -218,7 +204,7 @@ def evaluate_dataset(scorer: Scorer, dataset, workspace=None, progress=None, thr
     arrays = {"score": parts["score"].astype(np.float32), "label": np.asarray(y, np.uint8),
               "a": p.a.astype(np.int64), "b": p.b.astype(np.int64), "distance": parts["distance"].astype(np.float32),
               "inliers": np.array([j.geo.inliers for j in js], np.int32)}
-    out["stored"] = str(_store(scorer.run, workspace, f"dataset-{ds.name}", out, arrays))
+    out["stored"] = str(scorer.run.save_stored_evaluation(f"dataset-{ds.name}", out, arrays, workspace))
     return out
 
 

@@ -30,7 +30,8 @@ from ..data.pairs import Pairs, make_pairs
 from ..data.store import open_dataset
 from ..runs.liveness import process_start
 from ..runs.lock import acquire_train_lock
-from ..runs.run import VALIDATION_LABEL, Run
+from ..runs.run import Run
+from ..runs.scores import VALIDATION_LABEL
 from .callbacks import CalibrationMetrics, EpochCheckpoint, LiveMetrics, StopOnRequest
 from .devices import prepare_for_replicas, resolve_devices
 from .model import assemble, build_model, compile_model, embedding_trainer, preprocess, tower_of

@@ -10,7 +10,9 @@ them), ``test_scores.npz`` (the test pairs': places never used for training or t
 queued → running → finishing (saving the model, scoring calibration and test pairs) → finished | failed | stopped; a
 run whose process died without saying so is reported as ``interrupted`` (:mod:`.liveness`).
 
-Finding a run by id is :mod:`.registry`; the one-job lock, :mod:`.lock`.
+The score files (calibration and test scores, the report, stored evaluations) are read and written by the
+methods of :class:`~siamese_core.runs.scores.RunScores`, which :class:`Run` inherits. Finding a run by id is
+:mod:`.registry`; the one-job lock, :mod:`.lock`.
 """
 
 from __future__ import annotations
@@ -22,24 +24,23 @@ import shutil
 import time
 from pathlib import Path
 
-from ..core.config import RunConfig, workspace_dir
+from ..core.config import RunConfig
 from ..core.errors import DatasetError, RunError
 from ..core.files import read_json, write_json_atomic
 from .liveness import job_alive
+from .scores import RunScores
 
 # The model bundled with the package: a finished, read-only run that every workspace sees under this id
 # (a workspace run of the same name takes precedence). See siamese_core/pretrained/MODEL_CARD.md.
 PRETRAINED = "pretrained"
 BUNDLED_DIR = Path(__file__).resolve().parents[1] / "pretrained"
 
-# what a run's numbers are labelled with when they come from the pairs its threshold was fitted on
-VALIDATION_LABEL = "validation pairs (the threshold was fitted on them: optimistic)"
 
 LIVE = ("queued", "running", "finishing")  # statuses of a run whose job has not ended
 _LIVE_RANK = {s: k for k, s in enumerate(LIVE)}
 
 
-class Run:
+class Run(RunScores):
     """One run directory and every file in it: the only place that names a run's files.
 
     ``Run(path)`` (a path, or another Run) opens nothing; :func:`open_run` finds a run by id and checks
@@ -297,96 +298,11 @@ class Run:
         os.replace(tmp, self.path / name)
         write_json_atomic(self.path / self.CHECKPOINT, {"epoch": int(epoch), "file": name, **(logs or {})})
 
-    # --- pairs, scores, evaluation --------------------------------------------------------------
+    # --- the pairs (the numbers they earned: scores.RunScores) -----------------------------------
     @property
     def pairs_path(self) -> Path:
         """The train, calibration and test pairs (index arrays into the dataset), drawn when training began."""
         return self.path / self.PAIRS
-
-    @property
-    def val_scores_path(self) -> Path:
-        """The calibration pairs' scores (``val_scores.npz``; a run from before the test split: its validation pairs)."""
-        return self.path / self.VAL_SCORES
-
-    @property
-    def test_scores_path(self) -> Path:
-        return self.path / self.TEST_SCORES
-
-    def has_val_scores(self) -> bool:
-        return self.val_scores_path.exists()
-
-    def has_test_scores(self) -> bool:
-        return self.test_scores_path.exists()
-
-    def _save_scores(self, path: Path, score, label, a, b, distort_seed: int | None) -> None:
-        import numpy as np
-        self._writable()
-        tmp = self.path / f".{path.name}.tmp.npz"
-        np.savez(tmp, score=score, label=label, a=a, b=b, distort_seed=-1 if distort_seed is None else int(distort_seed))
-        os.replace(tmp, path)
-
-    def _scores(self, path: Path, what: str) -> dict:
-        import numpy as np
-        if not path.exists():
-            raise RunError(f"run {self.name!r} has no {what} scores yet; wait for it to finish")
-        try:
-            with np.load(path) as z:
-                out = {k: np.asarray(z[k]) for k in ("score", "label", "a", "b")}
-                seed = int(z["distort_seed"]) if "distort_seed" in z.files else -1
-        except (OSError, ValueError, KeyError) as e:
-            raise RunError(f"run {self.name!r}: {what} scores are unreadable ({type(e).__name__})") from None
-        out["score"] = out["score"].astype(np.float64)
-        out["identical"] = out["a"] == out["b"]
-        out["distort_seed"] = None if seed < 0 else seed
-        return out
-
-    def save_val_scores(self, score, label, a, b, distort_seed: int | None = None) -> None:
-        """The calibration pairs' scores; ``distort_seed``: the seed of the distortion tile B got (None: none)."""
-        self._save_scores(self.val_scores_path, score, label, a, b, distort_seed)
-
-    def save_test_scores(self, score, label, a, b, distort_seed: int | None = None) -> None:
-        """The test pairs' scores (as :meth:`save_val_scores`)."""
-        self._save_scores(self.test_scores_path, score, label, a, b, distort_seed)
-
-    def val_scores(self) -> dict:
-        """A finished run's calibration (validation) scores: score, label, a, b, identical (numpy arrays) and
-        distort_seed (None when tile B was not distorted)."""
-        return self._scores(self.val_scores_path, "validation")
-
-    def test_scores(self) -> dict:
-        """A finished run's test scores (as :meth:`val_scores`); a RunError for a run without test pairs."""
-        if not self.has_test_scores() and self.has_val_scores():
-            raise RunError(f"run {self.name!r} has no test pairs (it was trained before the three-way split); "
-                           f"its validation scores are what it has")
-        return self._scores(self.test_scores_path, "test")
-
-    def evaluation(self) -> dict:
-        """The report written when training ended ({} before): on the test pairs, or on the validation pairs
-        for a run from before the test split (see :meth:`evaluation_pairs`)."""
-        ev = read_json(self.path / self.EVALUATION)
-        return ev if isinstance(ev, dict) else {}
-
-    def evaluation_pairs(self) -> dict:
-        """Which pairs :meth:`evaluation` reports: ``{"split": "test" | "validation", "pairs", "places",
-        "distorted", "label"}``. ``label`` is the one line every page and the CLI show with the numbers."""
-        ev = self.evaluation()
-        info = ev.get("pairs")
-        if isinstance(info, dict) and info.get("split") == "test":
-            return info
-        n = (ev.get("all") or {}).get("n_pairs")
-        return {"split": "validation", "pairs": n, "places": None, "distorted": False,
-                "label": VALIDATION_LABEL}
-
-    def save_evaluation(self, report: dict) -> None:
-        self._writable()
-        write_json_atomic(self.path / self.EVALUATION, report)
-
-    def evaluations_dir(self, workspace=None) -> Path:
-        """Where the run's stored evaluations live: ``<run>/evaluations/`` for a workspace run, and
-        ``<workspace>/evaluations/<run>/`` for the bundled run, which is read-only."""
-        if self.is_bundled:
-            return workspace_dir(workspace) / self.EVALUATIONS / self.name
-        return self.path / self.EVALUATIONS
 
     # --- calibration (fusion) and familiarity ----------------------------------------------------
     @property
@@ -395,14 +311,6 @@ class Run:
 
     def has_fusion(self) -> bool:
         return self.fusion_path.exists()
-
-    @property
-    def calibration_scores_path(self) -> Path:
-        """The fused scores of the pairs the run was calibrated on (what the Threshold page sweeps)."""
-        return self.path / self.CALIBRATION_SCORES
-
-    def has_calibration_scores(self) -> bool:
-        return self.calibration_scores_path.exists()
 
     @property
     def reference_path(self) -> Path:
@@ -482,4 +390,4 @@ def bundled_run() -> Run:
     return Run(BUNDLED_DIR)
 
 
-__all__ = ["Run", "PRETRAINED", "VALIDATION_LABEL", "BUNDLED_DIR", "LIVE", "bundled_run"]
+__all__ = ["Run", "PRETRAINED", "BUNDLED_DIR", "LIVE", "bundled_run"]
