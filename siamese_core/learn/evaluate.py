@@ -40,6 +40,12 @@ Degenerate inputs (only one class present, nothing predicted same, ...)
 
 Every problem with the caller's input raises :class:`siamese_core.core.errors.SiameseError` with a
 one-line message that names the offending value and says how to fix it.
+
+Why one module of about 600 lines: it is one job (the numbers of a set of scored pairs), and its parts share
+private machinery that keeps them exactly consistent: one sorted-scores object feeds the curves, the areas and
+the suggestions, and one counts-to-metrics formula serves ``metrics_at``, the sweep, the suggestions and the
+report, so a threshold gives the same precision wherever it is computed. Split, that machinery would become an
+API between modules; a fifth of the file is the conventions above and the input checks behind the one-line errors.
 """
 
 from __future__ import annotations

@@ -15,6 +15,11 @@ and sensor noise is cut from a fixed, lazily built 1024 x 1024 noise bank at off
 that generator (fields too big for the bank come from ``default_rng([seed, index, size, 1])``);
 no global random state is read or changed.  Only numpy and OpenCV are used, with vectorised array maths and cv2
 drawing primitives, so one core renders several hundred 128 px tiles a second.
+
+Why one module of about 650 lines: it draws one thing, a scene, and every part of the scene (fields, water,
+roads, buildings) draws from the same random stream in a fixed order and from the same noise bank; that order is
+what makes a tile the same bytes on every machine and at every size.  The drawing helpers only make sense inside
+that order, so they stay private here rather than becoming an API another module could call out of turn.
 """
 
 from __future__ import annotations
