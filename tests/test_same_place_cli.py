@@ -64,9 +64,11 @@ def test_calibrate_then_evaluate_per_kind(tiny_ws, labelled, capsys):
     assert cli("--workspace", tiny_ws, "calibrate", "--run", "def1", "--pairs", labelled, "--as", "def1cal") == 0
     out = capsys.readouterr().out
     assert "fusion fitted on" in out
-    fusion = json.loads((tiny_ws / "runs" / "def1cal" / "fusion.json").read_text())
+    from siamese_core.runs.run import Run
+    fusion = Run(tiny_ws / "runs" / "def1cal").fusion_dict()
     assert fusion["kind"] == "logistic" and "sift" in fusion["names"] or "structure" in fusion["names"]
-    assert not (tiny_ws / "runs" / "def1" / "fusion.json").exists()  # --as leaves the original alone
+    assert Run(tiny_ws / "runs" / "def1cal").threshold() == fusion["threshold"]  # the pair, saved as one
+    assert not Run(tiny_ws / "runs" / "def1").has_fusion()  # --as leaves the original alone
     assert cli("--workspace", tiny_ws, "evaluate", "--run", "def1cal", "--pairs", labelled, "--json") == 0
     rep = json.loads(capsys.readouterr().out)
     assert set(rep["kinds"]) == {"two_dates", "two_dates_rot_scale", "rotated", "distorted", "simulated_dates", "all"}
@@ -135,4 +137,5 @@ def test_train_says_how_to_weigh_the_keypoints_in(tmp_path, labelled, capsys):
     hint = [line for line in capsys.readouterr().err.splitlines() if "learned distance alone" in line]
     assert len(hint) == 1 and "calibrate --run r1 --pairs PAIRS/pairs.csv" in hint[0]
     assert cli("--workspace", ws, "calibrate", "--run", "r1", "--pairs", labelled) == 0  # the hint's last step works
-    assert (ws / "runs" / "r1" / "fusion.json").exists()
+    from siamese_core.runs.run import Run
+    assert Run(ws / "runs" / "r1").has_fusion()

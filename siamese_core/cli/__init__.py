@@ -1,7 +1,9 @@
 """The command line: ``python -m siamese_core {prepare,train,calibrate,evaluate,score,embed,list,stop,delete,...}``.
 
 Every user-fixable problem (a SiameseError) ends the command with exit code 2 and one line on
-stderr, never a traceback. Long steps show tqdm progress bars (on stderr).
+stderr, never a traceback. Long steps show tqdm progress bars (on stderr). Every command first sweeps the
+workspace of what killed processes left (:mod:`siamese_core.core.sweep`), and SIGTERM ends it as Ctrl-C does:
+cleanly, its temporary files removed.
 
 One module per command group, each adding its subcommands to the parser: :mod:`.data` (prepare, make-pairs),
 :mod:`.train` (train, stop, _job), :mod:`.judge` (evaluate, calibrate, score), :mod:`.scale` (embed, index,
@@ -14,7 +16,10 @@ import argparse
 import sys
 
 from . import data, judge, runs, scale, train
+from ..core.config import workspace_dir
 from ..core.errors import SiameseError
+from ..core.procs import Terminated, sigterm_raises
+from ..core.sweep import sweep_workspace
 from .common import import_tensorflow_quietly
 
 
@@ -45,14 +50,19 @@ def main(argv=None) -> int:
         parser().error("train needs --dataset NAME (or --resume RUN_ID)")
     if args.command in ("train", "score", "evaluate", "calibrate", "_job", "index", "search"):
         import_tensorflow_quietly()
-    try:
-        return args.func(args)
-    except SiameseError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    with sigterm_raises():
+        try:
+            sweep_workspace(workspace_dir(args.workspace))
+            return args.func(args)
+        except SiameseError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        except Terminated:
+            print("stopped (SIGTERM)", file=sys.stderr)
+            return 143
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            return 130
 
 
 __all__ = ["main", "parser"]

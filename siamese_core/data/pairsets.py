@@ -21,7 +21,6 @@ the same seed gives the same pairs.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import math
 from pathlib import Path
@@ -30,8 +29,10 @@ import cv2
 import numpy as np
 
 from ..core.errors import SiameseError
+from ..core.files import write_text_atomic
 from .augment import acquisition, apply_distortion, draw_distortion, rotate
 from .images import IMAGE_EXTENSIONS, decode_image
+from .pairs_csv import csv_text
 
 AB_KINDS = ("two_dates", "two_dates_rot_scale")
 TILE_KINDS = ("rotated", "distorted", "simulated_dates")
@@ -175,10 +176,8 @@ def make_pairset(out: str | Path, ab: str | Path | None = None, tiles: str | Pat
     if tiles:
         _tile_pairs(w, Path(tiles), rng, n_tiles, split, test_fraction)
     path = out / "pairs.csv"
-    with open(path, "w", newline="") as f:
-        cw = csv.writer(f)
-        cw.writerow(["image_a", "image_b", "label", "kind"])
-        cw.writerows(w.rows)
+    cols = ["image_a", "image_b", "label", "kind"]
+    write_text_atomic(path, csv_text([dict(zip(cols, r)) for r in w.rows], cols))  # whole, flushed, no formulas
     return path
 
 
