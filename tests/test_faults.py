@@ -553,3 +553,12 @@ def test_file_names_shown_as_markdown_are_escaped():
         assert "\n" not in text and not re.search(r"(?<!\\)[\[\]<>`$*]", text), (evil, text)
     assert md_escape("tile_01.png: not an image") == "tile_01.png: not an image"
     assert md_code("a`b") == "``a`b``"
+
+
+def test_the_dashboard_sweeps_when_a_session_starts(app_ws):
+    from apptools import open_app
+    tmp = app_ws / ".uploads" / f".upload-{dead_owner_tag()}-0002"
+    (tmp / "tiles").mkdir(parents=True)
+    (tmp / "tiles" / "a.png").write_bytes(b"an upload's half-extracted tile")
+    open_app()
+    assert not tmp.exists()

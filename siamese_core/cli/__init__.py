@@ -13,6 +13,7 @@ search, score --engine ray) and :mod:`.runs` (list, delete); :mod:`.common` hold
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 
 from . import data, judge, runs, scale, train
@@ -20,7 +21,7 @@ from ..core.config import workspace_dir
 from ..core.errors import SiameseError
 from ..core.procs import Terminated, sigterm_raises
 from ..core.sweep import sweep_workspace
-from .common import import_tensorflow_quietly
+from .common import end_progress_lines, import_tensorflow_quietly
 
 
 def parser() -> argparse.ArgumentParser:
@@ -44,6 +45,20 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def os_error_line(e: OSError) -> str:
+    """One line for a failed read or write that no layer turned into a SiameseError, naming the file."""
+    name = e.filename2 or e.filename  # a copy or a rename names its source first: the file written is the second
+    what = f"{name}: " if name else ""
+    why = e.strerror or (str(e).splitlines() or [type(e).__name__])[0]
+    if e.errno in FULL:
+        return (f"{what}{why}: the disk is full; nothing half-written was kept and earlier results are intact; free "
+                f"some space and run the command again")
+    return f"{what}{why}; nothing half-written was kept; fix the cause and run the command again"
+
+
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
     if args.command == "train" and not args.resume and not args.dataset:
@@ -55,9 +70,15 @@ def main(argv=None) -> int:
             sweep_workspace(workspace_dir(args.workspace))
             return args.func(args)
         except SiameseError as e:
+            end_progress_lines()
             print(f"error: {e}", file=sys.stderr)
             return 2
+        except OSError as e:  # a full disk, a read-only folder: results are written whole or not at all
+            end_progress_lines()
+            print(f"error: {os_error_line(e)}", file=sys.stderr)
+            return 2
         except Terminated:
+            end_progress_lines()
             print("stopped (SIGTERM)", file=sys.stderr)
             return 143
         except KeyboardInterrupt:

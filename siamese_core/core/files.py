@@ -109,6 +109,11 @@ def atomic_file(final):
     try:
         yield tmp
         publish(tmp, final)
+    except OSError as e:
+        remove(tmp)
+        if e.filename is None:  # a writer (NumPy's zip, Keras) that does not say which file: name the result
+            raise OSError(e.errno, e.strerror or str(e), str(final)) from None
+        raise
     except BaseException:
         remove(tmp)
         raise

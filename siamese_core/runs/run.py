@@ -296,8 +296,14 @@ class Run(RunScores, RunVerdict):
         """A full copy of the run at ``target`` (a new run; its model card, lock and temporary files stay behind).
         ``target`` should be a temporary folder that the caller publishes (``calibrate --as`` does, once the copy is
         calibrated): a crash midway then leaves no half run listed."""
-        shutil.copytree(self.path, target, ignore=shutil.ignore_patterns(self.MODEL_CARD, "*.tmp*", self.STATUS_LOCK,
-                                                                         ".*"), dirs_exist_ok=True)
+        target = Path(target)
+        skip = shutil.ignore_patterns(self.MODEL_CARD, "*.tmp*", self.STATUS_LOCK, ".*")
+        for root, dirs, files in os.walk(self.path):  # file by file: a failure names its file (copytree's would not)
+            dirs[:] = [d for d in dirs if d not in skip(root, dirs)]
+            dest = target / Path(root).relative_to(self.path)
+            dest.mkdir(parents=True, exist_ok=True)
+            for f in sorted(set(files) - skip(root, files)):
+                shutil.copy2(Path(root) / f, dest / f)
         return Run(target)
 
     def export_bundle(self, out: Path) -> "Run":

@@ -25,6 +25,7 @@ from pathlib import Path
 from ..core.errors import SiameseError
 from ..core.files import atomic_file
 from ..core.locks import holder, note_holder, open_lock_file, try_lock
+from ..core.procs import owner_state
 from ..core.sweep import sweep_folder
 
 FORMAT = 2  # 2: score shards keyed on every image's size and mtime and on the fusion
@@ -70,7 +71,8 @@ def tidy(out: Path, count: int) -> None:
     folders whose owner process is gone: :func:`~siamese_core.core.sweep.sweep_folder`)."""
     for p in out.iterdir():
         m = PART.match(p.name)
-        if m and int(m.group(1)) >= count:
+        legacy = p.name.startswith(".part-") and p.name.endswith(".tmp") and owner_state(p.name) is None
+        if (m and int(m.group(1)) >= count) or legacy:  # (a version without owner tags: this job holds the folder)
             p.unlink(missing_ok=True)
     sweep_folder(out)
 
