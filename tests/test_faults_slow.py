@@ -110,7 +110,7 @@ def test_sigterm_ends_a_training_job_as_stopped(app_ws):
     run = Run(app_ws / "runs" / "term")
     try:
         end = time.time() + 300
-        while time.time() < end and not (run.status_path.exists() and run.status().get("epoch", 0) >= 1):
+        while time.time() < end and not (run.status_path.exists() and run.checkpoint_epoch() >= 1):
             assert p.poll() is None, (app_ws / "term.log").read_text()[-2000:]
             time.sleep(0.1)
         st = run.status()
