@@ -106,8 +106,9 @@ def build(name: str, cfg_fields: dict, *, zip_upload=None, keep: tuple = ()):
         return
     bar.empty()
     info = ds.info
-    ui.flash("success", f"Dataset **{dash.md_escape(name)}** created: {info['images']} images from {info['groups']} tiles"
-                         + (f"; {len(skipped)} file(s) skipped" if skipped else "") + ". It is now the active dataset.")
+    ui.flash("success", f"Dataset **{dash.md_escape(name)}** created: {info['images']} images from "
+                        f"{info['groups']} tiles" + (f"; {len(skipped)} file(s) skipped" if skipped else "")
+                        + ". It is now the active dataset.")
     if skipped:
         lines = "\n".join(f"- {dash.md_escape(dash.scrub_paths(why, ws, keep))}" for _, why in skipped[:10])
         more = f"\n- … and {len(skipped) - 10} more" if len(skipped) > 10 else ""

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from app_pages.safe_text import md_code, md_escape  # noqa: F401  (the pages reach them here too, as dash.md_*)
 from siamese_core.core.config import DataConfig, workspace_dir
 from siamese_core.core.errors import SiameseError
 
@@ -56,35 +57,6 @@ def scrub_paths(text: str, workspace=None, keep: tuple[str, ...] = ()) -> str:
     for token, k in saved.items():
         text = text.replace(token, k)
     return text
-
-
-_MD_ALWAYS = re.compile(r"([\\`*\[\]<>~$|])")      # inline markup: links, images, code, emphasis, HTML, maths
-_MD_UNDERSCORE = re.compile(r"(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])")  # '_' that can open or close emphasis
-_MD_DIRECTIVE = re.compile(r":(?=\S)")                   # ':red[...]', ':material/icon:' and emoji codes
-_MD_LINE_START = re.compile(r"^(\s*)([#>+=-])")  # a heading, quote, list or rule when it starts the text
-_MD_NUMBERED = re.compile(r"^(\s*\d+)([.)])")     # a numbered list item when it starts the text
-_MD_WWW = re.compile(r"(?i)\b(www)\.")             # a bare 'www.' that GitHub-flavoured Markdown would link
-
-
-def md_escape(text) -> str:
-    """``text`` (a file name, a cell of a user's CSV, a skip reason, an error naming a file) as Markdown that shows
-    exactly those characters: no link, image, code, emphasis, HTML, maths, colour or icon can be made from it, and
-    it stays on one line. Every st.markdown, caption and message that shows such text passes it through here."""
-    s = " ".join(str(text).splitlines())
-    s = _MD_ALWAYS.sub(r"\\\1", s)
-    s = _MD_UNDERSCORE.sub(r"\\_", s)
-    s = _MD_DIRECTIVE.sub(r"\\:", s)
-    s = _MD_WWW.sub(r"\1\\.", s)
-    s = _MD_NUMBERED.sub(lambda m: m.group(1) + "\\" + m.group(2), s, count=1)
-    return _MD_LINE_START.sub(lambda m: m.group(1) + "\\" + m.group(2), s, count=1)
-
-
-def md_code(text) -> str:
-    """``text`` as a Markdown code span, whatever backticks it holds (the fence is longer than any run of them)."""
-    s = " ".join(str(text).splitlines())
-    fence = "`" * (max((len(r) for r in re.findall(r"`+", s)), default=0) + 1)
-    pad = " " if s.startswith("`") or s.endswith("`") or not s.strip() else ""
-    return f"{fence}{pad}{s}{pad}{fence}"
 
 
 def user_message(err: BaseException, workspace=None, keep: tuple[str, ...] = ()) -> str:

@@ -24,10 +24,8 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import os
 import random
-import shutil
 import signal
 import subprocess
 import sys
@@ -200,8 +198,9 @@ def run_whole(ws: Path, rid: str) -> str | None:
     except Exception as e:  # noqa: BLE001
         return f"run {rid!r} does not open: {type(e).__name__}: {e}"
     v = run.verdict()
-    if v["fusion"] is not None and (v["threshold"] is None or (
-            v["threshold"].get("source") != "user" and abs(v["threshold"]["threshold"] - v["fusion"]["threshold"]) > 1e-9)):
+    t = v["threshold"]
+    if v["fusion"] is not None and (t is None or (
+            t.get("source") != "user" and abs(t["threshold"] - v["fusion"]["threshold"]) > 1e-9)):
         return f"run {rid!r}: mixed verdict (fusion threshold {v['fusion']['threshold']}, saved {v['threshold']})"
     if v["fusion"] is None and v["threshold"] is not None and v["threshold"].get("source") == "calibrated (fusion)":
         return f"run {rid!r}: a fused threshold without its fusion"

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fault_ops import (RayCluster, Tally, calibration_scores_fresh, check_workspace, cli_fn, dataset_whole, fork,
-                       killed_trial, labelled_csv, next_start, orphans, run_to_end, wait_exit, write_tiles, zip_of)
+from fault_ops import (RayCluster, Tally, calibration_scores_fresh, check_workspace, cli_fn, dataset_whole,
+                       killed_trial, labelled_csv, next_start, orphans, run_to_end, write_tiles, zip_of)
 
 
 def _until(n: int, tally: Tally, one_trial) -> None:
@@ -47,7 +47,7 @@ def setup(ws: Path) -> dict:
     return {"csv": [labelled_csv(ws, "base", pairs, "a.csv", 1), labelled_csv(ws, "base", pairs, "b.csv", 2)]}
 
 
-# --- calibrate -----------------------------------------------------------------------------------------------------
+# --- calibrate ------------------------------------------------------------------------------------------------------
 
 def calibrate_trials(ws: Path, logs: Path, n: int, rng: random.Random, inputs: dict) -> dict:
     tally = Tally("calibrate")
@@ -68,7 +68,7 @@ def calibrate_trials(ws: Path, logs: Path, n: int, rng: random.Random, inputs: d
     return {**tally.d, "seconds_uninterrupted": round(span, 2)}
 
 
-# --- prepare --overwrite ---------------------------------------------------------------------------------------------
+# --- prepare --overwrite --------------------------------------------------------------------------------------------
 
 def prepare_trials(ws: Path, logs: Path, n: int, rng: random.Random) -> dict:
     tally = Tally("prepare --overwrite")
@@ -83,7 +83,7 @@ def prepare_trials(ws: Path, logs: Path, n: int, rng: random.Random) -> dict:
         next_start(ws, logs / "next.log")
         check_workspace(ws, tally, datasets=["base", "ow"], runs=["cal"])
         if dataset_whole(ws, "ow") is None and open_dataset("ow", ws).info["config"]["seed"] not in (before, k + 1):
-            tally.bad("lost_or_half_visible", f"dataset 'ow' holds neither the old nor the new images")
+            tally.bad("lost_or_half_visible", "dataset 'ow' holds neither the old nor the new images")
     _until(n, tally, trial)
     return {**tally.d, "seconds_uninterrupted": round(span, 2)}
 
@@ -121,7 +121,7 @@ def upload_trials(ws: Path, logs: Path, n: int, rng: random.Random) -> dict:
     return {**tally.d, "seconds_uninterrupted": round(span, 2), "datasets_made": len(made) - 1}
 
 
-# --- index ------------------------------------------------------------------------------------------------------------
+# --- index ----------------------------------------------------------------------------------------------------------
 
 def _index_state(ws: Path) -> tuple[str | None, dict | None]:
     """(why the index of run 'cal' on dataset 'idx' is not whole, its meta), or (None, None) when it is absent."""
@@ -175,7 +175,7 @@ def index_trials(ws: Path, logs: Path, n: int, rng: random.Random) -> dict:
     return {**tally.d, "seconds_uninterrupted": round(span, 2)}
 
 
-# --- embed / score --engine ray ----------------------------------------------------------------------------------------
+# --- embed / score --engine ray -------------------------------------------------------------------------------------
 
 def _truth_scores(ws: Path, logs: Path, pairs: Path, tag: str) -> list[float]:
     """The scores ``score --pairs`` (one process) gives the pairs as the files and the run's verdict are now."""
@@ -296,7 +296,7 @@ def ray_trials(ws: Path, logs: Path, n: int, rng: random.Random) -> dict:
     return {**tally.d, "seconds_uninterrupted": {k: round(v, 2) for k, v in spans.items()}}
 
 
-# --- a full disk --------------------------------------------------------------------------------------------------------
+# --- a full disk ----------------------------------------------------------------------------------------------------
 
 def _snapshot(root: Path) -> dict:
     return {str(p.relative_to(root)): hashlib.sha1(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*"))
@@ -392,7 +392,7 @@ def disk_trial(ws: Path, logs: Path, inputs: dict) -> dict:
             subprocess.run(["umount", str(root)], capture_output=True)
 
 
-# --- stop requests aimed at decoys ----------------------------------------------------------------------------------------
+# --- stop requests aimed at decoys ----------------------------------------------------------------------------------
 
 DECOY = """
 import signal, sys, time

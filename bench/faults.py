@@ -275,7 +275,8 @@ def ops(out: Path, n: int, decoys: int, seed: int, only=OPS) -> dict:
             import ray  # noqa: F401
             res["embed / score --engine ray"] = fault_trials.ray_trials(ws, logs, n, rng)
         except ImportError:
-            res["embed / score --engine ray"] = {"skipped": "Ray is not installed: pip install -r requirements-scale.txt"}
+            res["embed / score --engine ray"] = {"skipped": "Ray is not installed: "
+                                                            "pip install -r requirements-scale.txt"}
     if "disk" in only:
         res["full disk"] = fault_trials.disk_trial(ws, logs, inputs)
     if "decoys" in only:
@@ -289,7 +290,8 @@ COUNTS = ("stale_served", "lost_or_half_visible", "orphans_after_next_start", "f
 def table(res: dict) -> str:
     """The report as a Markdown table: one row per command killed, then the full disk and the decoys."""
     lines = ["| operation | SIGKILLs | stale results served | datasets/runs lost or half-visible | orphans after "
-             "the next start | signals to processes not ours | complete runs checked |", "|---|---|---|---|---|---|---|"]
+             "the next start | signals to processes not ours | complete runs checked |",
+             "|---|---|---|---|---|---|---|"]
     for op, r in res["ops"].items():
         if op in ("full disk", "decoys") or "skipped" in r:
             continue
@@ -302,8 +304,8 @@ def table(res: dict) -> str:
     d, dec = res["ops"].get("full disk"), res["ops"].get("decoys")
     if d:
         lines.append(f"\nFull disk ({d['method']}): {d['one_error_line']} of {len(d['commands'])} commands ended with "
-                     f"exit code 2 and one error line; files lost or changed: {d['lost_or_changed']}; half-written files "
-                     f"left: {d['half_written_left']}.")
+                     f"exit code 2 and one error line; files lost or changed: {d['lost_or_changed']}; "
+                     f"half-written files left: {d['half_written_left']}.")
     if dec:
         lines.append(f"Decoys: {dec['stops_aimed_at_decoys']} stop requests aimed at runs whose status names another "
                      f"process; signals it received: {dec['foreign_signals']}.")
@@ -340,7 +342,8 @@ def main(argv=None) -> int:
     out = Path(args.out)
     shutil.rmtree(out, ignore_errors=True)
     t0 = time.time()
-    res = {"cpu": cpu_model(), "command": "python bench/faults.py " + " ".join(argv if argv is not None else sys.argv[1:])}
+    given = argv if argv is not None else sys.argv[1:]
+    res = {"cpu": cpu_model(), "command": " ".join(["python bench/faults.py", *given])}
     only = [o.strip() for o in args.only.split(",") if o.strip()]
     unknown = sorted(set(only) - set(OPS))
     if unknown:

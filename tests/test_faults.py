@@ -546,7 +546,7 @@ def test_score_pairs_neutralises_file_names_and_reads_its_own_output_back(app_ws
 
 
 def test_file_names_shown_as_markdown_are_escaped():
-    from app_pages.views import md_code, md_escape
+    from app_pages.safe_text import md_code, md_escape
     for evil in ("[click](http://evil.example)", "![x](http://e/p.png)", "<img src=x>", ":red[alarm]",
                  "`code`", "$x^2$", "*bold*", "# Heading", "- item", "1. item", "www.evil.example"):
         text = md_escape(evil)

@@ -141,4 +141,5 @@ def sigterm_raises():
         signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
 
-__all__ = ["Terminated", "sigterm_raises", "OWNER", "process_start", "process_started_at", "pid_exists", "same_process", "owner_tag", "owner_state"]
+__all__ = ["Terminated", "sigterm_raises", "OWNER", "process_start", "process_started_at", "pid_exists", "same_process",
+           "owner_tag", "owner_state"]

@@ -74,13 +74,13 @@ class RunVerdict:
     def verdict(self) -> dict:
         """What a score is judged with, read at once: ``{"fusion": the fusion's dict or None, "threshold":
         {"threshold", "source", "saved"} or None}``. The fusion's dict is whatever the judge layer saved; it is not
-        looked into here. A run from before ``verdict.json`` is read from its two files
-        (:func:`legacy_verdict`, which never pairs a fusion with a threshold not meant for
-        it)."""
+        looked into here. A run from before ``verdict.json`` is read from its two files (:func:`legacy_verdict`, which
+        never pairs a fusion with a threshold not meant for it)."""
         v = read_json(self.verdict_path)
         if isinstance(v, dict) and "threshold" in v:
             fusion = v.get("fusion")
-            return {"fusion": fusion if isinstance(fusion, dict) else None, "threshold": threshold_entry(v["threshold"])}
+            return {"fusion": fusion if isinstance(fusion, dict) else None,
+                    "threshold": threshold_entry(v["threshold"])}
         return legacy_verdict(self.path / self.FUSION, self.path / self.THRESHOLD)
 
     def save_verdict(self, fusion: dict | None, threshold: float, source: str) -> None:
@@ -92,9 +92,9 @@ class RunVerdict:
             self._write_verdict(fusion, threshold, source)
 
     def _write_verdict(self, fusion, threshold: float, source: str) -> None:
+        saved = time.strftime("%Y-%m-%dT%H:%M:%S")
         write_json_atomic(self.verdict_path, {
-            "format": 1, "fusion": fusion,
-            "threshold": {"threshold": float(threshold), "source": source, "saved": time.strftime("%Y-%m-%dT%H:%M:%S")}})
+            "format": 1, "fusion": fusion, "threshold": {"threshold": float(threshold), "source": source, "saved": saved}})
         for name in self.LEGACY_VERDICT:
             (self.path / name).unlink(missing_ok=True)
 
