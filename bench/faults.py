@@ -298,9 +298,11 @@ def table(res: dict) -> str:
         lines.append(f"| {op} | {r['sigkills']} | {r['stale_served']} | {r['lost_or_half_visible']} | "
                      f"{r['orphans_after_next_start']} | {r['foreign_signals']} | {r['complete_runs_checked']} |")
     k = res.get("kills") or {}
-    if k:
-        lost = k["trials"] - k["resumed_and_finished"] - k["finished_before_kill"] - k["killed_before_the_run_existed"]
-        lines.append(f"| train (then --resume) | {k['trials']} | 0 | {lost} | - | 0 | {k['resumed_and_finished']} |")
+    if k:  # a kill drawn after the end of a training run lands nowhere: those runs are only checked
+        landed = k["trials"] - k["finished_before_kill"]
+        lost = k["trials"] - k["model_loads"]
+        lines.append(f"| train, then `--resume` ({k['trials']} trials) | {landed} | 0 | {lost} | - | 0 | "
+                     f"{k['resumed_and_finished']} |")
     d, dec = res["ops"].get("full disk"), res["ops"].get("decoys")
     if d:
         lines.append(f"\nFull disk ({d['method']}): {d['one_error_line']} of {len(d['commands'])} commands ended with "
