@@ -237,6 +237,63 @@ def test_a_stored_evaluation_is_reused_until_something_it_depends_on_changes(app
         cal.EVAL_FORMAT = old
 
 
+def test_a_search_index_is_rebuilt_exactly_when_its_model_dataset_or_format_changes(app_ws, monkeypatch):
+    from siamese_core.judge.fusion import FEATURES, Fusion
+    from siamese_core.judge.inference import Scorer
+    from siamese_core.runs.run import Run
+    from siamese_core.scale import search
+    scorer = Scorer.from_run("def1", app_ws)
+    assert search.build_index(scorer, "tiny", app_ws).status == "built"
+    assert search.build_index(scorer, "tiny", app_ws).status == "reused"
+    names = tuple(FEATURES)
+    f = Fusion(names, (0.0,) * len(names), (1.0,) * len(names), (0.5,) * len(names), 0.0, 0.5)
+    Run(app_ws / "runs" / "def1").save_verdict(f.to_dict(), 0.5, "calibrated (fusion)")  # embeddings do not use it
+    assert search.build_index(scorer, "tiny", app_ws).status == "reused"
+    model = app_ws / "runs" / "def1" / "model.keras"
+    os.utime(model, ns=(model.stat().st_atime_ns, model.stat().st_mtime_ns + 1_000_000))
+    again = search.build_index(scorer, "tiny", app_ws)
+    assert again.status == "rebuilt" and "model of run 'def1' changed" in again.reason
+    monkeypatch.setattr(search, "FORMAT", search.FORMAT + 1)
+    again = search.build_index(scorer, "tiny", app_ws)
+    assert again.status == "rebuilt" and "older version" in again.reason
+
+
+def _fake_embed_job(out: Path, keys=("k0", "k1")) -> None:
+    """Two embedding shards and the job.json of a finished embed job, without Ray."""
+    import json
+    import pyarrow as pa
+    from siamese_core.scale import shards
+    out.mkdir(parents=True, exist_ok=True)
+    v = np.random.default_rng(0).normal(size=(40, 8)).astype(np.float32)
+    for s, key in enumerate(keys):
+        e = v[20 * s:20 * s + 20]
+        shards.write_shard(out, s, key, pa.table({
+            "row": np.arange(20 * s, 20 * s + 20), "name": [f"r{i}" for i in range(20 * s, 20 * s + 20)],
+            "embedding": pa.FixedSizeListArray.from_arrays(pa.array(e.reshape(-1)), 8), "error": [""] * 20}))
+    (out / "job.json").write_text(json.dumps({"kind": "embed", "shards": len(keys), "keys": list(keys)}))
+
+
+def test_a_shard_index_is_keyed_on_its_shards_and_format_and_built_under_a_lock(tmp_path, monkeypatch):
+    from siamese_core.core.errors import SiameseError
+    from siamese_core.core.locks import LockTimeout, file_lock
+    from siamese_core.scale import shard_index
+    from siamese_core.scale.shards import read_shards
+    out = tmp_path / "emb"
+    _fake_embed_job(out)
+    assert shard_index.build_shard_index(out, "flat")["status"] == "built"
+    assert shard_index.build_shard_index(out, "flat")["status"] == "reused"
+    monkeypatch.setattr(shard_index, "FORMAT", shard_index.FORMAT + 1)
+    assert shard_index.build_shard_index(out, "flat")["status"] == "built"
+    with file_lock(out / "index.lock", "test", 1):  # another builder holds it
+        with pytest.raises(LockTimeout, match=r"the index of .* is busy: locked by pid \d+ .*waited 0.3 s"):
+            shard_index.build_shard_index(out, "flat", wait_s=0.3)
+    # a shard rewritten by another job since job.json was written is never served as this job's
+    _fake_embed_job(tmp_path / "other", keys=("x0", "x1"))
+    os.replace(tmp_path / "other" / "part-00001.parquet", out / "part-00001.parquet")
+    with pytest.raises(SiameseError, match="part-00001.parquet is not the one this job finished with"):
+        read_shards(out)
+
+
 def test_search_index_folders_never_collide_and_their_key_names_run_and_dataset(app_ws):
     from siamese_core.scale.search import index_path
     assert index_path("a__b", "c", app_ws) != index_path("a", "b__c", app_ws)
