@@ -82,8 +82,11 @@ def main(argv=None) -> int:
             print("stopped (SIGTERM)", file=sys.stderr)
             return 143
         except KeyboardInterrupt:
+            end_progress_lines()
             print("interrupted", file=sys.stderr)
             return 130
+        finally:
+            end_progress_lines()  # a bar left unfinished by a command that returned
 
 
 __all__ = ["main", "parser"]

@@ -16,9 +16,12 @@ def cmd_prepare(args) -> int:
                      variants=args.variants, distortions=tuple(args.distort or ()), seed=args.seed,
                      column=args.column or "", repo_id=args.repo_id, window=args.window, stride=args.stride)
     skipped = []
-    ds = prepare_dataset(cfg, args.name, args.workspace, overwrite=args.overwrite,
-                         progress=progress(f"prepare {args.name}", "tile"),
-                         on_skip=lambda f, why: skipped.append(why))
+    bar = progress(f"prepare {args.name}", "tile")
+    try:
+        ds = prepare_dataset(cfg, args.name, args.workspace, overwrite=args.overwrite, progress=bar,
+                             on_skip=lambda f, why: skipped.append(why))
+    finally:
+        bar.close()  # skipped files are counted in the total: the bar may stop short of it
     for why in skipped[:20]:
         print(f"skipped: {why}", file=sys.stderr)
     if len(skipped) > 20:
