@@ -203,8 +203,9 @@ def test_batch_scores_good_rows_lists_bad_ones_filters_and_downloads(batch_ws, t
     got_cols, got_rows = _parse(got)
     ref_cols, ref_rows = _parse(ref)
     assert got_cols == ref_cols
-    assert got_cols == ["image_a", "image_b", "label", "score", "same_place", "distance", "inliers", "sift_inliers",
-                        "orb_inliers", "angle", "scale", "structure", "geometry", "error"]
+    assert got_cols == ["image_a", "image_b", "label", "score", "same_place", "verdict", "reason", "distance",
+                        "inliers", "sift_inliers", "orb_inliers", "angle", "scale", "overlap", "polygon", "structure",
+                        "geometry", "error"]
     assert len(got_rows) == len(ref_rows) == 7
     for g, r in zip(got_rows, ref_rows):
         assert {k: v for k, v in g.items() if k != "error"} == {k: v for k, v in r.items() if k != "error"}

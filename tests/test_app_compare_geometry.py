@@ -128,13 +128,13 @@ def test_blank_pair_says_why_nothing_matched(app_ws):
 
 
 def test_a_fused_run_shows_what_pushed_the_verdict(app_ws):
-    from siamese_core.judge.fusion import FEATURES, Fusion
+    from siamese_core.judge.fusion import FEATURES, Fusion, save_fusion
     from siamese_core.runs.registry import run_path
     rid = _run_of(app_ws)
     names = tuple(FEATURES)
-    Fusion(names, mean=(0.0,) * len(names), std=(1.0,) * len(names),
-           weights=tuple(-2.0 if n == "distance" else 0.5 for n in names), bias=0.0).save(
-        run_path(rid, app_ws) / "fusion.json")
+    save_fusion(Fusion(names, mean=(0.0,) * len(names), std=(1.0,) * len(names),
+                       weights=tuple(-2.0 if n == "distance" else 0.5 for n in names), bias=0.0),
+                run_path(rid, app_ws) / "fusion.json")
     at = upload(open_compare(rid), *rotated_pair(30))
     body = texts(at)
     assert "What pushed the verdict" in body
@@ -144,6 +144,9 @@ def test_a_fused_run_shows_what_pushed_the_verdict(app_ws):
     assert (table["direction"] == "toward same place").any()
     score = float([mt for mt in at.metric if mt.label == "Score"][0].value)
     assert 0.0 <= score <= 1.0  # fused: 1 − P(same place)
+    # B is A turned in the same frame: it covers most of A, and the page outlines where
+    where = [c for c in captions(at) if c.startswith("Where tile B lies on tile A")]
+    assert len(where) == 1 and int(where[0].split("covers ")[1].split("%")[0]) >= 60, where
 
 
 def test_geometry_view_draws_at_most_100_lines():
