@@ -72,6 +72,8 @@ case "${1:-app}" in
     fi
     echo "==> lint-imports (the layers of siamese_core, pyproject.toml [tool.importlinter])"
     "$VENV/bin/lint-imports" --no-cache
+    echo "==> mkdocs build --strict (the docs; a broken link fails)"
+    NO_MKDOCS_2_WARNING=1 "$VENV/bin/mkdocs" build --strict
     exec "$VENV/bin/python" -m pytest -q --durations=20 ${tier[@]+"${tier[@]}"} "$@" ;;
   *) echo "usage: ./run.sh [app|test [fast]|setup]" >&2; exit 2 ;;
 esac
