@@ -5,4 +5,4 @@ Importing it is cheap: TensorFlow is only imported by the modules that train or 
 (``model``, ``losses``, ``train``, ``inference``).
 """
 
-__version__ = "0.1.0"
+__version__ = "0.4.0"  # the one version number: pyproject.toml reads it

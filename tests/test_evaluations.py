@@ -185,6 +185,7 @@ def test_threshold_page_tunes_on_a_stored_evaluation(ws):
     assert total(at) == val_total
 
 
+@pytest.mark.slow
 def test_first_launch_evaluates_the_bundled_model_on_the_demo_dataset(tmp_path, monkeypatch, fake_bundled):
     ws = tmp_path / "fresh"
     monkeypatch.setenv("SIAMESE_WORKSPACE", str(ws))

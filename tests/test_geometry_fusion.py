@@ -141,6 +141,7 @@ def test_feature_row_from_a_match(tile):
     assert set(r) == set(FEATURES)
 
 
+@pytest.mark.slow
 def test_threads_give_the_same_evidence_as_one_thread(tile):
     """Batch scoring runs the geometric step in a thread pool: results must not depend on it."""
     from concurrent.futures import ThreadPoolExecutor

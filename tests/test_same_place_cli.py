@@ -61,6 +61,7 @@ def test_make_pairs_writes_every_kind_balanced_and_seeded(imagery, labelled, tmp
         str(again / first["image_b"]))).all()
 
 
+@pytest.mark.slow
 def test_calibrate_then_evaluate_per_kind(tiny_ws, labelled, capsys):
     assert cli("--workspace", tiny_ws, "calibrate", "--run", "def1", "--pairs", labelled, "--as", "def1cal") == 0
     out = capsys.readouterr().out
@@ -135,6 +136,7 @@ def test_the_command_line_works_from_any_folder(tmp_path):
     assert "pretrained" in out.stdout  # the bundled run is found from there too
 
 
+@pytest.mark.slow
 def test_train_says_how_to_weigh_the_keypoints_in(tmp_path, labelled, capsys):
     ws = tmp_path / "ws"
     assert cli("--workspace", ws, "prepare", "--name", "d", "--limit", 24, "--size", 48) == 0
