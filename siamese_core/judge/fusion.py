@@ -240,7 +240,7 @@ def save_fusion(fusion, path: Path) -> None:
 def _boost(x: np.ndarray, same: np.ndarray, signs: list, seed: int):
     from sklearn.ensemble import HistGradientBoostingClassifier  # only needed to fit
     return HistGradientBoostingClassifier(
-        max_iter=150, learning_rate=0.08, max_leaf_nodes=8, min_samples_leaf=20, l2_regularization=1.0,
+        max_iter=100, learning_rate=0.1, max_leaf_nodes=8, min_samples_leaf=20, l2_regularization=1.0,
         monotonic_cst=signs, class_weight="balanced", early_stopping=False, random_state=seed).fit(x, same)
 
 
