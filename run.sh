@@ -3,34 +3,44 @@
 #   ./run.sh app    set up (virtual environment + requirements) and open the dashboard
 #   ./run.sh test   set up (plus the test tools from requirements-dev.txt, Ray from requirements-scale.txt and
 #                   Chromium for the browser test), check the import layers (lint-imports), run the whole test suite
+#   ./run.sh test fast   the same without the tests marked slow (and without Ray and Chromium): under 3 minutes
 #   ./run.sh setup  only set up
-# VENV=path chooses the virtual environment (default .venv); FRESH_VENV=1 recreates it.
+# VENV=path chooses the virtual environment (default .venv); FRESH_VENV=1 recreates it (as CI does). A requirements
+# file is installed again only when it changed (a stamp in the environment remembers what was installed).
 set -euo pipefail
 cd "$(dirname "$0")"
 VENV="${VENV:-.venv}"
 PY="${PYTHON:-python3}"
+
+install() {  # pip install -r FILE, unless this very FILE (same content) was installed into $VENV before
+  local stamp="$VENV/.installed-$1-$(sha1sum < "$1" | cut -c1-16)"
+  if [ -e "$stamp" ]; then return; fi
+  echo "==> installing $1"
+  "$VENV/bin/python" -m pip install -q -r "$1"
+  touch "$stamp"
+}
 
 setup() {
   if [ "${FRESH_VENV:-0}" = 1 ]; then rm -rf "$VENV"; fi
   if [ ! -x "$VENV/bin/python" ]; then
     echo "==> creating virtual environment $VENV"
     "$PY" -m venv "$VENV"
+    "$VENV/bin/python" -m pip install -q --upgrade pip
   fi
-  echo "==> installing requirements.txt"
-  "$VENV/bin/python" -m pip install -q --upgrade pip
-  "$VENV/bin/python" -m pip install -q -r requirements.txt
+  install requirements.txt
   # the package itself, editable: `python -m siamese_core` and `siamese-tiles` then work from any folder
-  "$VENV/bin/python" -m pip install -q --no-deps -e .
+  local stamp="$VENV/.installed-package-$(sha1sum < pyproject.toml | cut -c1-16)"
+  if [ ! -e "$stamp" ]; then
+    "$VENV/bin/python" -m pip install -q --no-deps -e . && touch "$stamp"
+  fi
 }
 
 dev() {  # the test tools: pytest, hypothesis, playwright, import-linter
-  echo "==> installing requirements-dev.txt"
-  "$VENV/bin/python" -m pip install -q -r requirements-dev.txt
+  install requirements-dev.txt
 }
 
 scale() {  # the optional Ray extra (embed, score --engine ray): the tests run it, the dashboard does not need it
-  echo "==> installing requirements-scale.txt"
-  "$VENV/bin/python" -m pip install -q -r requirements-scale.txt
+  install requirements-scale.txt
 }
 
 browser() {  # Debian's Chromium for the end-to-end browser test (Playwright drives it; nothing is downloaded)
@@ -49,13 +59,21 @@ case "${1:-app}" in
     shift || true
     exec "$VENV/bin/python" -m streamlit run streamlit_app.py "$@" ;;
   test)
+    shift || true
+    tier=()
     setup
     dev
-    scale
-    browser
-    shift || true
+    if [ "${1:-}" = fast ]; then  # everyday work: every test not marked slow (no Ray, no browser, no big training)
+      shift
+      tier=(-m "not slow")
+    else  # the whole suite, as CI runs it
+      scale
+      browser
+    fi
     echo "==> lint-imports (the layers of siamese_core, pyproject.toml [tool.importlinter])"
     "$VENV/bin/lint-imports" --no-cache
-    exec "$VENV/bin/python" -m pytest -q --durations=20 "$@" ;;
-  *) echo "usage: ./run.sh [app|test|setup]" >&2; exit 2 ;;
+    echo "==> mkdocs build --strict (the docs; a broken link fails)"
+    NO_MKDOCS_2_WARNING=1 "$VENV/bin/mkdocs" build --strict
+    exec "$VENV/bin/python" -m pytest -q --durations=20 ${tier[@]+"${tier[@]}"} "$@" ;;
+  *) echo "usage: ./run.sh [app|test [fast]|setup]" >&2; exit 2 ;;
 esac

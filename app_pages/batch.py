@@ -38,7 +38,8 @@ MAX_ZIP_MB = 1024
 MAX_PROBLEM_LINES = 50
 IMG_W = 300
 STATE = "batch_result"
-VERDICTS = {"all": "All", "same": "Same place", "different": "Different places", "errors": "Errors"}
+VERDICTS = {"all": "All", "same": "Same place", "different": "Different places", "uncertain": "Uncertain",
+            "errors": "Errors"}
 
 
 # --- the work (no widgets) ----------------------------------------------------------------------------
@@ -189,10 +190,10 @@ def table(res: dict) -> pd.DataFrame:
     """The result as a typed table (index = row number in the CSV's order)."""
     df = pd.DataFrame(res["rows"], columns=res["cols"] + [c for c in OUT_COLUMNS if c not in res["cols"]])
     df.insert(0, "line", res["lines"])
-    for c in ("score", "distance", "inliers", "angle", "scale", "structure"):
+    for c in ("score", "distance", "inliers", "angle", "scale", "overlap", "structure"):
         df[c] = pd.to_numeric(df[c], errors="coerce")
-    df["verdict"] = np.where(df["error"].astype(str) != "", "error",
-                             np.where(df["same_place"] == "true", "same place", "different places"))
+    words = {"same": "same place", "different": "different places", "uncertain": "uncertain"}
+    df["verdict"] = np.where(df["error"].astype(str) != "", "error", df["verdict"].map(words).fillna("error"))
     if res.get("unfamiliar"):  # a tile unlike the run's training tiles (only for a run with reference.npz)
         df["unfamiliar"] = np.asarray(res["unfamiliar"]["rows"], bool)
     return df
@@ -268,7 +269,8 @@ if res is None:
 
 df = table(res)
 counts = {"all": len(df), "same": int((df.verdict == "same place").sum()),
-          "different": int((df.verdict == "different places").sum()), "errors": int((df.verdict == "error").sum())}
+          "different": int((df.verdict == "different places").sum()), "uncertain": int((df.verdict == "uncertain").sum()),
+          "errors": int((df.verdict == "error").sum())}
 st.subheader("Results")
 st.caption(f"{dash.md_escape(res['source'])} · run **{res['run']}** · threshold {res['threshold']:.4f} · "
            f"{len(df) - counts['errors']:,} of {len(df):,} pairs scored")
@@ -281,9 +283,11 @@ if res["failed"]:
             st.caption(f"…and {len(res['failed']) - MAX_PROBLEM_LINES} more: see the `error` column of the download.")
 if "truth" in df.columns:
     known = df[(df.verdict != "error") & df.truth.isin(["same", "different"])]
+    decided = known[known.verdict != "uncertain"]
     if len(known):
-        right = int(((known.verdict == "same place") == (known.truth == "same")).sum())
-        st.caption(f"Verdict agrees with the dataset's truth for {right} of {len(known)} pairs.")
+        right = int(((decided.verdict == "same place") == (decided.truth == "same")).sum())
+        st.caption(f"Verdict agrees with the dataset's truth for {right} of {len(decided)} decided pairs"
+                   + (f" ({len(known) - len(decided)} uncertain)." if len(known) > len(decided) else "."))
 
 f1, f2, f3 = st.columns([3, 1, 1], vertical_alignment="bottom")
 verdict = f1.radio("Show", list(VERDICTS), key="batch_filter", horizontal=True,
@@ -295,11 +299,11 @@ f3.download_button("Download scored CSV", res["csv"], file_name=f"{res['name']}_
                         "and say why in `error`.")
 
 view = df if verdict == "all" else df[df.verdict == {"same": "same place", "different": "different places",
-                                                     "errors": "error"}[verdict]]
+                                                     "uncertain": "uncertain", "errors": "error"}[verdict]]
 if order != "CSV order":
     view = view.sort_values("score", ascending=order.startswith("score ↑"), na_position="last", kind="stable")
 shown = [c for c in ("line", "image_a", "image_b", "truth", "verdict", "unfamiliar", "score", "distance", "inliers",
-                     "angle", "scale", "geometry", "error") if c in view.columns]
+                     "angle", "scale", "overlap", "geometry", "reason", "error") if c in view.columns]
 st.caption(f"Showing {len(view):,} of {len(df):,} pairs. Click a row (or pick it below) to see its tiles.")
 if view.empty:
     st.info(f"No pairs with verdict “{VERDICTS[verdict]}”.", icon=":material/filter_alt_off:")
@@ -342,14 +346,16 @@ for col, member, label in ((cols[0], ma, row.image_a), (cols[1], mb, row.image_b
 if row.verdict == "error":
     st.warning(f"Not scored: {dash.md_escape(row.error)}", icon=":material/error:")
 else:
-    (st.success if row.verdict == "same place" else st.warning)(
-        f"**{row.verdict.capitalize()}** · score {row.score:.4f}", icon=":material/check_circle:"
-        if row.verdict == "same place" else ":material/cancel:")
+    show, icon = {"same place": (st.success, ":material/check_circle:"),
+                  "uncertain": (st.info, ":material/help:")}.get(row.verdict, (st.warning, ":material/cancel:"))
+    show(f"**{row.verdict.capitalize()}** · score {row.score:.4f}" + (f" · {row.reason}" if row.reason else ""),
+         icon=icon)
     for side, member in (("A", ma), ("B", mb)):
         if member in (res.get("unfamiliar") or {}).get("why", {}):
             st.warning(f"Tile {side} is unlike anything this model was trained on: "
                        f"{dash.md_escape(res['unfamiliar']['why'][member])}; "
                        f"treat the verdict with caution.", icon=":material/help:")
-    sentence = explain(float(row.score), float(res["threshold"]))
+    sentence = (f"score {row.score:.4f} is too close to the threshold {res['threshold']:.4f} to decide"
+                if row.verdict == "uncertain" else explain(float(row.score), float(res["threshold"])))
     st.markdown(sentence[:1].upper() + sentence[1:] + ".  \n"
                 f"**Keypoints:** {row.geometry}.  \n**Learned distance:** {row.distance:.4f}")

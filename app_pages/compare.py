@@ -94,19 +94,22 @@ for side, col in zip("ab", cols):
                  width=IMG_W)
 
 
-def verdict(score: float, fused: bool = False) -> None:
-    same = score <= threshold
+def verdict(j) -> None:
+    """The verdict on a Judgement ``j``: same place, different places, or cannot tell (with the reason)."""
     with st.container(border=True):
         v1, v2 = st.columns([1, 3], vertical_alignment="center")
-        v1.metric("Score", f"{score:.4f}",
+        v1.metric("Score", f"{j.score:.4f}",
                   help=("1 − P(same place), fused from the learned distance and the keypoint evidence; "
-                        if fused else "the model's own output; ") + "lower = more alike")
-        if same:
+                        if j.contributions else "the model's own output; ") + "lower = more alike")
+        if j.verdict == "uncertain":
+            v2.info(f"**Cannot tell** (score within the uncertain band around the threshold): {j.reason}",
+                    icon=":material/help:")
+        elif j.verdict == "same":
             v2.success("**Same place** (score ≤ threshold)", icon=":material/check_circle:")
         else:
             v2.warning("**Different places** (score > threshold)", icon=":material/cancel:")
         from siamese_core.judge.inference import explain
-        sentence = explain(score, threshold)
+        sentence = explain(j.score, threshold, ui.require_scorer(rid).band)
         st.markdown(sentence[:1].upper() + sentence[1:] + ".")
 
 
@@ -149,6 +152,8 @@ def evidence(j, pa, pb, interactive: bool = True) -> None:
                                   pa.features.factor, pb.features.factor),
                  caption=f"Matches: tile A (left), tile B (right); {drawn} of {geo.inliers} inliers drawn",
                  width="stretch")
+        st.image(gv.footprint_image(pa.image, geo.polygon, pa.features.factor), width=IMG_W,
+                 caption=f"Where tile B lies on tile A: it covers {geo.overlap:.0%} of A's ground (outlined)")
     if not interactive:
         return
     from siamese_core.judge.geometry import warp_onto
@@ -167,7 +172,7 @@ if len(tiles) == 2:
     except SiameseError as e:
         ui.error(e)
     else:
-        verdict(judgement.score, bool(judgement.contributions))
+        verdict(judgement)
         familiarity_note(pa, pb)
         evidence(judgement, pa, pb)
 elif not tiles:
@@ -198,6 +203,6 @@ with st.expander(f"No tiles at hand? Compare two images of dataset `{_pick_ds}`"
             y2.image(pb.tile, caption=f"#{int(ib)} · group {int(g[ib])}", width=IMG_W)
             st.caption("Truth: " + ("same place" if g[ia] == g[ib] else "different places"))
             j = _judge(pa, pb)
-            verdict(j.score, bool(j.contributions))
+            verdict(j)
             familiarity_note(pa, pb)
             evidence(j, pa, pb, interactive=False)

@@ -101,6 +101,7 @@ CONTRIBUTION_LABELS = {
     "orb": "ORB inliers",
     "structure": "edge agreement (aligned)",
     "structure_identity": "edge agreement (as given)",
+    "keypoints": "keypoints to match",
 }
 
 
@@ -114,4 +115,16 @@ def contribution_rows(contributions: dict) -> list[dict]:
     return rows
 
 
-__all__ = ["matches_image", "blend", "pick_lines", "contribution_rows", "MAX_LINES"]
+def footprint_image(img_a: np.ndarray, polygon, scale: float = 1.0, height: int = HEIGHT) -> np.ndarray:
+    """Tile A with the part that tile B covers outlined (and the rest dimmed). ``polygon`` is (x, y) corners in
+    the pixels the match was reported in; ``scale`` turns them into pixels of ``img_a``."""
+    a, f = _to_height(_rgb(img_a), height)
+    pts = np.round(np.asarray(polygon, np.float64).reshape(-1, 2) * scale * f).astype(np.int32)
+    inside = np.zeros(a.shape[:2], np.uint8)
+    cv2.fillPoly(inside, [pts], 1)
+    out = np.where(inside[..., None] > 0, a, (a * 0.45).astype(np.uint8))
+    cv2.polylines(out, [pts], True, (255, 214, 0), 2, cv2.LINE_AA)
+    return out
+
+
+__all__ = ["matches_image", "blend", "pick_lines", "contribution_rows", "footprint_image", "MAX_LINES"]

@@ -2,12 +2,21 @@
 
     python scripts/build_pretrained.py [--seed 0] [--epochs 20]
 
-Recipe (all seeded): the calibration split of ``../shared/data/temporal-dev`` (real places on two dates,
-cut into 256 px windows) and of ``../shared/data/aerial-sample`` (each tile paired with a simulated second
-acquisition) become one A/B dataset; the ``default`` preset trains on it; its fused verdict is
-calibrated on labelled pairs of every kind drawn from the same calibration places; and the model card
-reports the test split (places and tiles never used for training or calibration). Takes about 20 minutes
-on a 2-core CPU. The data stay outside the repository; only the model (a few MB) is bundled.
+Recipe (all seeded). The places of ``../shared/data/temporal-dev`` (real places on two dates) and the tiles of
+``../shared/data/aerial-sample`` are split three ways by a hash of their names: ``test`` (25 %, never used
+but to report), and of the rest ``fusion`` (30 %) and ``train`` (70 %).
+
+- **Train:** labelled pairs of every kind (``make-pairs``) from the train places and tiles; their same-place
+  pairs become a ``pairs-csv`` dataset, one group per tile A with all its second views: the other date, turned
+  and zoomed, covering only 30-70 % of A, 2-4× coarser, changed (:mod:`siamese_core.data.change`), rotated,
+  distorted. The ``default`` preset trains on it with in-batch negatives.
+- **Fusion:** the fused verdict (:mod:`siamese_core.judge.fusion`: threshold and uncertain band) is
+  calibrated on pairs of every kind from the fusion places, which the network never saw: so it weighs the
+  learned distance as it does on new places, not as on its training places.
+- **Test:** the model card reports pairs of every kind from the test places and tiles.
+
+Takes about an hour on a 2-core CPU. The data stay outside the repository; only the model (a few MB) is
+bundled.
 
     python scripts/build_pretrained.py --recalibrate
 
@@ -27,43 +36,58 @@ import tempfile
 import time
 from pathlib import Path
 
-import cv2
-import numpy as np
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from siamese_core.data.augment import acquisition  # noqa: E402
-from siamese_core.data.images import IMAGE_EXTENSIONS, decode_image  # noqa: E402
+from siamese_core.data.images import IMAGE_EXTENSIONS  # noqa: E402
 from siamese_core.data.pairsets import make_pairset, split_of  # noqa: E402
 from siamese_core.runs.run import Run  # noqa: E402
 
-TEST_FRACTION = 0.25
+TEST_FRACTION = 0.25      # places and tiles only ever used to report
+FUSION_FRACTION = 0.3     # of the rest: where the fused verdict is calibrated (never trained on)
+TRAIN_PER_PLACE = 30      # make-pairs windows per training place (each: 2 pairs of every kind)
+FUSION_PER_PLACE = 10
+STEPS_PER_EPOCH = 60      # batches of 64 same-place pairs per epoch
 
 
-def stage(temporal: Path, aerial: Path, out: Path, seed: int) -> dict:
-    """The training A/B folder: calibration-split places as they are, calibration-split tiles with a
-    simulated second date."""
-    (out / "A").mkdir(parents=True)
-    (out / "B").mkdir()
-    n = {"places": 0, "tiles": 0}
+def stage(temporal: Path, aerial: Path, out: Path) -> dict:
+    """``out/train`` and ``out/fusion``, each an A/B folder (``ab/``) and a tile folder (``tiles/``) of links to
+    the calibration-split places and tiles that hash into that part (see the module docstring)."""
+    n = {"train": {"places": 0, "tiles": 0}, "fusion": {"places": 0, "tiles": 0}}
+    for part in n:
+        for d in ("ab/A", "ab/B", "tiles"):
+            (out / part / d).mkdir(parents=True)
     for pa in sorted((temporal / "A").iterdir()):
         pb = next((p for p in (temporal / "B").glob(pa.stem + ".*")), None)
         if pb and split_of(pa.stem, TEST_FRACTION) == "calibration":
-            os.symlink(pa.resolve(), out / "A" / pa.name)
-            os.symlink(pb.resolve(), out / "B" / (pa.stem + pb.suffix))
-            n["places"] += 1
-    for i, p in enumerate(sorted(q for q in aerial.rglob("*") if q.suffix.lower() in IMAGE_EXTENSIONS)):
+            part = part_of(pa.stem)
+            os.symlink(pa.resolve(), out / part / "ab" / "A" / pa.name)
+            os.symlink(pb.resolve(), out / part / "ab" / "B" / (pa.stem + pb.suffix))
+            n[part]["places"] += 1
+    for p in sorted(q for q in aerial.rglob("*") if q.suffix.lower() in IMAGE_EXTENSIONS):
         rel = str(p.relative_to(aerial))
-        if split_of(rel, TEST_FRACTION) != "calibration":
-            continue
-        img = decode_image(p)
-        sim, _ = acquisition(img, np.random.default_rng([seed, i]))
-        name = rel.replace("/", "-").rsplit(".", 1)[0] + ".png"
-        cv2.imwrite(str(out / "A" / name), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
-        cv2.imwrite(str(out / "B" / name), cv2.cvtColor(sim, cv2.COLOR_RGB2BGR))
-        n["tiles"] += 1
+        if split_of(rel, TEST_FRACTION) == "calibration":
+            part = part_of(rel)
+            os.symlink(p.resolve(), out / part / "tiles" / rel.replace("/", "-"))
+            n[part]["tiles"] += 1
     return n
+
+
+def part_of(name: str) -> str:
+    """'fusion' or 'train' for a calibration-split place or tile (stable, like split_of)."""
+    return "fusion" if split_of("fusion:" + name, FUSION_FRACTION) == "test" else "train"
+
+
+def same_place_pairs(pairs_csv: Path) -> Path:
+    """The same-place rows of a labelled pairs CSV, as the ``pairs-csv`` source of the training dataset."""
+    import csv
+    out = pairs_csv.with_name("same.csv")
+    with open(pairs_csv, newline="") as f, open(out, "w", newline="") as g:
+        rows = [r for r in csv.DictReader(f) if r["label"] == "0"]
+        w = csv.DictWriter(g, fieldnames=["image_a", "image_b", "label", "kind"])
+        w.writeheader()
+        w.writerows(rows)
+    return out
 
 
 def train_minutes(run: Run) -> float:
@@ -72,10 +96,18 @@ def train_minutes(run: Run) -> float:
     return round((max(times) - min(times)) / 60, 1)
 
 
+def _pct(v) -> str:
+    return "–" if v is None else f"{v:.0%}" if v in (0, 1) else f"{v:.1%}"
+
+
 def model_card(build: dict, fusion: dict) -> str:
-    rows = "\n".join(f"| {k} | {e['pairs']} | {e['roc_auc_score']} | {e['accuracy']} | {e['roc_auc_distance']} | "
-                     f"{e['roc_auc_inliers']} | {e['roc_auc_structure']} |" for k, e in build["test"].items())
-    weights = ", ".join(f"{n} {w:+.2f}" for n, w in zip(fusion["names"], fusion["weights"]))
+    rows = "\n".join(
+        f"| {k} | {e['pairs']} | {e['roc_auc_score']} | {_pct(e.get('recall'))} | {_pct(e.get('false_same'))} | "
+        f"{_pct(e.get('undecided'))} | {_pct(e.get('accuracy_decided'))} | {e['roc_auc_distance']} | "
+        f"{e['roc_auc_inliers']} | {e.get('roc_auc_structure_identity')} |" for k, e in build["test"].items())
+    staged = build["staged"]
+    train, fit = staged.get("train", staged), staged.get("fusion", {})
+    band = fusion.get("band", {})
     return f"""# Model card: the bundled run `pretrained`
 
 What answers `score` with no `--run`, and Compare on a fresh workspace. Rebuilt by one command:
@@ -91,28 +123,35 @@ and `build.json`.
 
 ## What it is
 - **Learned part:** the `default` preset (per-tile standardisation, disc mask, ReLU/BN CNN with global pooling,
-  L2-normalised 128-d embeddings) trained with in-batch negatives on same-place pairs, with rotation, mirror,
-  zoom, exposure, colour gain, gamma, saturation, haze, noise, resolution loss, blur and occlusion on the fly.
-- **Geometric part:** SIFT/ORB keypoints + RANSAC similarity transform (no training).
-- **Fused verdict:** logistic model, weights (log-odds per standard deviation, toward "same place"): {weights};
-  threshold {fusion['threshold']:.4f} on the fused score (lower = more alike). Fitted on {fusion['fitted_on']}.
+  L2-normalised 128-d embeddings) trained with in-batch negatives on same-place pairs of every kind: the other
+  date, turned and zoomed, covering only 30-70 % of the tile, 2-4× coarser, changed (new buildings, cleared
+  fields, new roads, another viewing angle), rotated, distorted; with rotation, mirror, zoom, exposure, colour
+  gain, gamma, saturation, haze, noise, resolution loss, blur and occlusion on the fly.
+- **Geometric part:** SIFT/ORB keypoints + RANSAC similarity transform (no training); a coarser tile is also
+  matched at the other tile's pixel size; the edge agreement as laid and once aligned.
+- **Fused verdict:** boosted trees with monotone constraints (evidence never counts backwards) over
+  {', '.join(fusion['names'])}; threshold {fusion['threshold']:.4f} on the fused score (lower = more alike),
+  `uncertain` from {fusion['threshold'] - band.get('below', 0):.4f} to {fusion['threshold'] + band.get('above', 0):.4f}.
+  Fitted on {fusion['fitted_on']}.
 
 ## Data it saw (and their licences)
-- Training: {build['staged']['places']} places of the `temporal-dev` sample (Onera Satellite Change Detection
+- Training: {train.get('places')} places of the `temporal-dev` sample (Onera Satellite Change Detection
   dataset, Daudt et al., IGARSS 2018; Sentinel-2 RGB renderings; contains modified Copernicus Sentinel data
-  2015–2018, free and open under the Copernicus data licence), each cut into 256 px windows on two dates;
-  and {build['staged']['tiles']} tiles of the UC Merced Land Use sample (USGS National Map aerial imagery, public
-  domain), each paired with a simulated second acquisition.
-- Calibration: labelled pairs (`make-pairs`) drawn from the same calibration places and tiles.
+  2015–2018, free and open under the Copernicus data licence), cut into windows on two dates; and
+  {train.get('tiles')} tiles of the UC Merced Land Use sample (USGS National Map aerial imagery, public
+  domain), each with a simulated second acquisition.
+- Calibration of the fused verdict: labelled pairs (`make-pairs`) of every kind from {fit.get('places')} other
+  places and {fit.get('tiles')} other tiles, which the network never saw.
 - Held out: places and tiles whose name hashes into the `test` split (`siamese_core.data.pairsets.split_of`,
   25 %) were never used for training or calibration. None of these images are in the repository.
 
 ## Numbers on the held-out test split
 `python bench/accuracy.py` (pairs drawn from the test places and tiles; ROC-AUC with "same place" as the
-positive class; accuracy at the bundled threshold):
+positive class; "same found" and "false same" at the bundled threshold; "undecided": inside the uncertain
+band; "decided right": accuracy on the other pairs):
 
-| kind | pairs | ROC-AUC fused | accuracy | learned distance alone | inliers alone | edges alone |
-|---|---|---|---|---|---|---|
+| kind | pairs | ROC-AUC fused | same found | false same | undecided | decided right | learned distance alone | inliers alone | edges as laid alone |
+|---|---|---|---|---|---|---|---|---|---|
 {rows}
 
 These are development numbers on small samples (6 test places of 10 m Sentinel-2 imagery, ~150 aerial
@@ -121,8 +160,11 @@ tiles): they show the parts work together, not how the model does on your imager
 fused verdict to them.
 
 ## Limits
-- Places whose texture has changed completely (new estates on bare land) leave the keypoints with
-  nothing to match; the verdict then rests on the edge agreement and the learned distance, which are weaker.
+- Places whose texture has changed completely leave the keypoints with nothing to match; the verdict then
+  rests on the edge agreement as laid (same frame) and the learned distance, and says `uncertain` when both
+  are in between.
+- A second tile that covers only part of the first, on another date and turned, is the hardest case: when
+  the keypoints find nothing, only the learned distance is left.
 - Blank, cloud-covered or flat tiles get a score with the reason "no keypoints" in the `geometry` column.
 """
 
@@ -192,16 +234,25 @@ def main() -> int:
     elif args.reuse and run.has_model():  # calibrate and measure an already trained model again
         staged = json.loads((work / "staged.json").read_text())
     else:
-        staged = stage(temporal, aerial, work / "ab", args.seed)
+        staged = stage(temporal, aerial, work / "staged")
         (work / "staged.json").write_text(json.dumps(staged))
         print(f"staged {staged}", flush=True)
-        build_dataset(DataConfig(source="ab", path=str(work / "ab"), window=256, variants=2, seed=args.seed), "train")
-        cfg = RunConfig.for_preset("train", "default", epochs=args.epochs, seed=args.seed)
+        train = work / "staged" / "train"
+        pairs = make_pairset(work / "trainpairs", train / "ab", train / "tiles", per_place=TRAIN_PER_PLACE,
+                             n_tiles=staged["train"]["tiles"], seed=args.seed + 3)
+        build_dataset(DataConfig(source="pairs-csv", path=str(same_place_pairs(pairs)), variants=1, seed=args.seed),
+                      "train")
+        cfg = RunConfig.for_preset("train", "default", epochs=args.epochs, seed=args.seed,
+                                   steps_per_epoch=STEPS_PER_EPOCH)
         run = create_run(cfg, run_id="pretrained-build")
         run_training(run, verbose=2)
     if not args.recalibrate:
         write_reference(seed=args.seed)  # reference.npz: what the model saw, for the "unfamiliar tile" warning
-    cal = make_pairset(work / "calib", temporal, aerial, split="calibration", seed=args.seed + 1)
+    fusion = work / "staged" / "fusion"
+    if not fusion.is_dir():  # --recalibrate: the parts are staged afresh (links only)
+        stage(temporal, aerial, work / "staged")
+    cal = make_pairset(work / "calib", fusion / "ab", fusion / "tiles", per_place=FUSION_PER_PLACE,
+                       n_tiles=len(list((fusion / "tiles").iterdir())), seed=args.seed + 1)
     test = make_pairset(work / "test", temporal, aerial, per_place=10, n_tiles=100, split="test", seed=args.seed + 2)
     scorer = Scorer.from_run("pretrained-build")
     rep = calibrate(scorer, cal)
@@ -214,7 +265,7 @@ def main() -> int:
         "seed": args.seed,
         "epochs": args.epochs, "staged": staged,
         "train_minutes": minutes or train_minutes(run),
-        "calibration": {k: rep[k] for k in ("pairs", "roc_auc", "accuracy")}, "test": ev["kinds"],
+        "calibration": {k: rep[k] for k in ("pairs", "roc_auc", "accuracy", "undecided")}, "test": ev["kinds"],
         "built": time.strftime("%Y-%m-%d %H:%M")}, indent=2))
     (bundle.path / Run.MODEL_CARD).write_text(model_card(json.loads((bundle.path / Run.BUILD).read_text()),
                                                          bundle.fusion_dict()))

@@ -1,6 +1,8 @@
-"""Shared fixtures: a throw-away workspace with a tiny synthetic dataset and tiny trained runs.
+"""Shared fixtures: a throw-away workspace with a tiny synthetic dataset and tiny trained runs; and the test tiers.
 
-Everything is real (real Keras training on 32-48 px tiles for a few steps); only sizes are small.
+Everything is real (real Keras training on 32-48 px tiles for a few steps); only sizes are small. A test is
+marked ``slow`` (in its file) when it trains beyond the session fixture ``tiny_ws``, starts Ray, a browser, a
+Streamlit server or heavy subprocesses; every other test is marked ``fast`` here.
 """
 
 from __future__ import annotations
@@ -14,6 +16,13 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 AERIAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "aerial-sample"
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tiers: a test not marked ``slow`` is ``fast`` (``./run.sh test fast`` runs ``-m "not slow"``)."""
+    for item in items:
+        if item.get_closest_marker("slow") is None:
+            item.add_marker(pytest.mark.fast)
 
 
 def cli(*args) -> int:

@@ -203,8 +203,9 @@ def test_batch_scores_good_rows_lists_bad_ones_filters_and_downloads(batch_ws, t
     got_cols, got_rows = _parse(got)
     ref_cols, ref_rows = _parse(ref)
     assert got_cols == ref_cols
-    assert got_cols == ["image_a", "image_b", "label", "score", "same_place", "distance", "inliers", "sift_inliers",
-                        "orb_inliers", "angle", "scale", "structure", "geometry", "error"]
+    assert got_cols == ["image_a", "image_b", "label", "score", "same_place", "verdict", "reason", "distance",
+                        "inliers", "sift_inliers", "orb_inliers", "angle", "scale", "overlap", "polygon", "structure",
+                        "geometry", "error"]
     assert len(got_rows) == len(ref_rows) == 7
     for g, r in zip(got_rows, ref_rows):
         assert {k: v for k, v in g.items() if k != "error"} == {k: v for k, v in r.items() if k != "error"}
@@ -212,6 +213,7 @@ def test_batch_scores_good_rows_lists_bad_ones_filters_and_downloads(batch_ws, t
     assert [r["score"] != "" for r in got_rows] == [True, True, True, False, False, False, True]
 
 
+@pytest.mark.slow
 def test_batch_zip_with_a_single_top_folder_matches_by_base_name(batch_ws):
     members = {f"export/{k}": v for k, v in _members().items() if k.endswith(".png") and k != "broken.png"}
     text = "image_a,image_b\na0.png,a0_rot.png\n/etc/passwd,a0.png\n../b2.png,sub/b1.png\n"
@@ -236,6 +238,7 @@ def test_batch_bad_csv_or_zip_gives_one_error_line(batch_ws, csv_bytes, zip_byte
     assert "batch_result" not in at.session_state
 
 
+@pytest.mark.slow
 def test_batch_random_pairs_from_the_active_dataset(batch_ws):
     at = open_batch()
     widget(at, "number_input", "batch_n").set_value(6)
@@ -248,6 +251,7 @@ def test_batch_random_pairs_from_the_active_dataset(batch_ws):
     assert any("agrees with the dataset's truth" in c.value for c in at.caption)
 
 
+@pytest.mark.slow
 def test_batch_leaves_no_temporary_files(batch_ws):
     upload_and_score(open_batch(), CSV_TEXT.encode(), _zip(_members()))
     left = list((batch_ws / ".uploads").glob("*")) if (batch_ws / ".uploads").exists() else []

@@ -145,6 +145,9 @@ def test_a_fused_run_shows_what_pushed_the_verdict(app_ws):
     assert (table["direction"] == "toward same place").any()
     score = float([mt for mt in at.metric if mt.label == "Score"][0].value)
     assert 0.0 <= score <= 1.0  # fused: 1 − P(same place)
+    # B is A turned in the same frame: it covers most of A, and the page outlines where
+    where = [c for c in captions(at) if c.startswith("Where tile B lies on tile A")]
+    assert len(where) == 1 and int(where[0].split("covers ")[1].split("%")[0]) >= 60, where
 
 
 def test_geometry_view_draws_at_most_100_lines():

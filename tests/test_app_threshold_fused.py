@@ -28,6 +28,8 @@ from streamlit.testing.v1 import AppTest  # noqa: E402
 from siamese_core.data.images import encode_png  # noqa: E402
 from apptools import ok, open_app, texts, widget  # noqa: E402
 
+pytestmark = pytest.mark.slow  # its module fixture calibrates a run of its own (fits the fusion)
+
 APP = str(ROOT / "streamlit_app.py")
 TIMEOUT = 120
 N_PAIRS, N_TWO_DATES = 40, 24

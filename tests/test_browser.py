@@ -30,8 +30,9 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--d
 
 # Skipped on a developer's machine without Chromium; in CI (CI=true, where ./run.sh installs it) a missing
 # browser is a failure, not a skip: the end-to-end test must run there.
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists() and os.environ.get("CI") != "true",
-                                reason="needs /usr/bin/chromium")
+pytestmark = [pytest.mark.slow,  # a Streamlit server and Chromium
+              pytest.mark.skipif(not Path(CHROMIUM).exists() and os.environ.get("CI") != "true",
+                                 reason="needs /usr/bin/chromium")]
 
 
 def _free_port() -> int:

@@ -66,6 +66,7 @@ def test_calibration_metrics_add_the_accuracy_at_the_run_threshold_and_roc_auc_t
     """A real model scoring real pairs each epoch: the epoch lines carry the calibration pairs' accuracy at the
     best threshold (or the fixed one) and ROC-AUC, equal to what the evaluation functions give on those scores."""
     from siamese_core.learn.evaluate import metrics_at, roc_auc, suggest_thresholds
+    keras.utils.set_random_seed(0)  # the model's first weights: not whatever the tests before this one drew
     rng = np.random.default_rng(0)
     x = rng.normal(size=(64, 4)).astype("float32")
     y = (x[:, 0] > 0).astype("float32")  # label 1 (different) when the first feature is positive

@@ -127,6 +127,7 @@ def test_score_csv_keeps_columns_and_reports_bad_rows(tiny_ws, tmp_path, capsys)
     (("evaluate", "--run", "../../etc"), "invalid run name"),
     (("prepare", "--name", "x", "--size", "5"), "tile size 5 is out of range"),
 ])
+@pytest.mark.slow
 def test_bad_input_one_line_error(ws, args, needle):
     r = run_cli(*args, ws=ws)
     assert r.returncode == 2, r.stderr
@@ -136,6 +137,7 @@ def test_bad_input_one_line_error(ws, args, needle):
     assert not (ws / "datasets").exists() or not any((ws / "datasets").iterdir())
 
 
+@pytest.mark.slow
 def test_score_bad_image_one_line(tiny_ws, tmp_path):
     bad = tmp_path / "fake.jpg"
     bad.write_bytes(b"<html>not a picture</html>")
@@ -157,6 +159,7 @@ def test_list(tiny_ws, capsys):
             f"training or the threshold)") in line, line
 
 
+@pytest.mark.slow
 def test_folder_import_then_train_and_score(ws, tmp_path, capsys):
     """prepare --source folder → train → evaluate → score, both presets, on real image files."""
     from siamese_core.data.sources.synthetic import synthetic_tile

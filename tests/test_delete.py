@@ -190,6 +190,7 @@ def test_home_deletes_a_dataset_after_confirmation(ws):
     assert widget(at, "selectbox", "home_del_pick").options == ["tiny"]
 
 
+@pytest.mark.slow
 def test_train_page_deletes_a_run_and_refuses_the_live_one(ws):
     at = open_app("train")
     _delete(at, "train_del", "seed1")

@@ -98,6 +98,7 @@ def runs(tmp_path_factory):
     return ws, dict(zip(labels, results))
 
 
+@pytest.mark.slow
 def test_two_devices_train_the_seed_model_as_one_does(runs):
     ws, res = runs
     assert res["seed-1"]["rc"] == 0 and res["seed-2"]["rc"] == 0, (res["seed-1"], res["seed-2"])
@@ -109,6 +110,7 @@ def test_two_devices_train_the_seed_model_as_one_does(runs):
     assert json.loads((ws / "runs" / "seed-1" / "config.json").read_text())["train"]["devices"] == 1
 
 
+@pytest.mark.slow
 def test_two_devices_train_the_in_batch_model_as_one_does_through_a_resume(runs):
     ws, res = runs
     for key in ("def-1", "def-2", "resume-1", "resume-2"):
@@ -120,6 +122,7 @@ def test_two_devices_train_the_in_batch_model_as_one_does_through_a_resume(runs)
     assert "MirroredStrategy" in _status(ws, "def-2")["device"]  # resumed on two devices, as configured
 
 
+@pytest.mark.slow
 def test_more_devices_than_the_machine_has_is_one_error_line(runs):
     ws, res = runs
     r = res["three"]
@@ -129,6 +132,7 @@ def test_more_devices_than_the_machine_has_is_one_error_line(runs):
     assert not (ws / "runs" / "three").exists()  # refused before anything was written
 
 
+@pytest.mark.slow
 def test_all_without_a_gpu_is_one_cpu_device_and_says_so(runs):
     ws, res = runs
     r = res["all"]

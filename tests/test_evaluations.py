@@ -74,7 +74,8 @@ def test_cli_evaluates_a_run_on_a_dataset_and_stores_json_and_npz(ws, capsys):
     assert cli("--workspace", ws, "evaluate", "--run", "def1", "--dataset", "tiny") == 0
     out = capsys.readouterr().out
     assert out.startswith("dataset tiny: threshold ")
-    assert re.search(r"^\s+all: n=\d+ \(\d+ same\)  ROC-AUC=[\d.]+  accuracy=[\d.]+  \[learned distance alone",
+    assert re.search(r"^\s+all: n=\d+ \(\d+ same\)  ROC-AUC=[\d.]+  same found [\d.]+%, false same [\d.]+%, "
+                     r"undecided [\d.]+% \(accuracy on decided [\d.]+%\)\n\s+ROC-AUC alone: learned distance [\d.]+",
                      out, re.M), out
     d = ws / "runs" / "def1" / "evaluations"
     info = json.loads((d / "dataset-tiny.json").read_text())
@@ -184,6 +185,7 @@ def test_threshold_page_tunes_on_a_stored_evaluation(ws):
     assert total(at) == val_total
 
 
+@pytest.mark.slow
 def test_first_launch_evaluates_the_bundled_model_on_the_demo_dataset(tmp_path, monkeypatch, fake_bundled):
     ws = tmp_path / "fresh"
     monkeypatch.setenv("SIAMESE_WORKSPACE", str(ws))

@@ -124,6 +124,7 @@ def test_scorer_hook_is_none_without_a_reference(ref, fam_base, tmp_path):
     assert s.familiarity([]) == []
 
 
+@pytest.mark.slow
 def test_compare_page_warns_under_the_verdict(ref, fam_base, tmp_path, monkeypatch):
     from streamlit.testing.v1 import AppTest
 
@@ -178,6 +179,7 @@ def test_bundled_model_knows_aerial_tiles_but_not_noise():
     assert all(f.unfamiliar for f in bad), [f.reason for f in bad]
 
 
+@pytest.mark.slow
 def test_batch_table_has_unfamiliar_but_the_download_does_not(ref, fam_base, tmp_path, monkeypatch):
     from streamlit.testing.v1 import AppTest
 

@@ -3,6 +3,10 @@
 Whatever the bytes, they either give a valid result or raise a :class:`SiameseError` subclass with a
 one-line message; no other exception, no hang (examples are small, so a slow one would show as a slow
 test). Example counts keep the whole file well under 20 s.
+
+A fuzz check that accepts an error line passes a parser that refuses everything, so every family of inputs also
+has a positive control: valid inputs of that family, which must be accepted (``_check_decode`` and ``_check_csv``
+with ``valid=True``).
 """
 
 from __future__ import annotations
@@ -50,11 +54,13 @@ VALID = [
 ]
 
 
-def _check_decode(data: bytes, max_side) -> None:
+def _check_decode(data: bytes, max_side, valid: bool = False) -> None:
+    """A valid RGB image or one error line naming the file; with ``valid``, it must be the image."""
     try:
         img = decode_image(data, name="fuzz.bin", max_side=max_side)
     except SiameseError as e:
         msg = str(e)
+        assert not valid, f"a valid input was refused: {msg}"
         assert msg.startswith("fuzz.bin: ") and "\n" not in msg, msg
         return
     assert img.dtype == np.uint8 and img.ndim == 3 and img.shape[2] == 3 and min(img.shape[:2]) >= 8
@@ -112,10 +118,20 @@ def test_load_tile_on_corrupted_images(data):
     assert tile.shape == (16, 16, 3) and tile.dtype == np.uint8
 
 
-def test_the_valid_corpus_decodes():
-    """The starting points of the corruption fuzz are themselves valid (or the fuzz would test nothing)."""
+@pytest.mark.parametrize("max_side", [None, 16, 32, 128])
+def test_positive_control_every_valid_image_is_accepted(max_side):
+    """The control of every image family above: the starting points of the corruption fuzz, one valid file for
+    each supported magic number, decode through the same check at each ``max_side`` the fuzz uses."""
     for data in VALID:
-        assert decode_image(data).shape[2] == 3
+        _check_decode(data, max_side, valid=True)
+    supported = [m for m in MAGIC if any(v.startswith(m[:4]) for v in VALID)]
+    assert len(supported) >= 8  # PNG, JPEG (3 markers), GIF, TIFF, BMP, WebP: each has a valid file
+
+
+def test_positive_control_load_tile_accepts_the_valid_corpus():
+    for data in VALID:
+        tile = load_tile(data, 16, name="fuzz.bin")
+        assert tile.shape == (16, 16, 3) and tile.dtype == np.uint8
 
 
 # --- pairs CSV ----------------------------------------------------------------------------------
@@ -125,20 +141,36 @@ CSV_TEXT = st.lists(st.sampled_from(list('image_ab,"\n\r \t;\ufeff\x00\x85\u2028
                     max_size=80).map("".join)
 
 
-def _check_csv(raw: bytes) -> None:
+def _check_csv(raw: bytes, valid: bool = False):
+    """The rows of a well-formed pairs CSV, or one error line naming the file; with ``valid``, it must parse.
+    Returns the rows (None after an error)."""
     with tempfile.TemporaryDirectory() as d:
         p = Path(d) / "pairs.csv"
         p.write_bytes(raw)
         try:
             rows, cols, lines = read_pairs_csv(p)
         except SiameseError as e:
+            assert not valid, f"a valid CSV was refused: {e}"
             assert str(e).startswith(f"{p}: ") and "\n" not in str(e), str(e)
-            return
+            return None
     assert "image_a" in cols and "image_b" in cols
     assert len(lines) == len(rows) and lines == sorted(set(lines)) and all(n >= 2 for n in lines)
     for r in rows:
         assert isinstance(r["image_a"], str) and isinstance(r["image_b"], str)
         assert set(r) == set(cols)
+    return rows
+
+
+VALID_CSV = "image_a,image_b,note\r\na.png,b.png,first\r\n\r\n\"c, d.png\",e.png,\"two\nlines\"\r\n"
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-8-sig", "latin-1", "cp1252", "utf-16"])
+def test_positive_control_a_valid_csv_in_every_encoding_is_read(encoding):
+    """The control of the random-bytes and random-text families: a well-formed pairs CSV (quoted comma, quoted
+    newline, blank line, CRLF), in each encoding the text fuzz writes, gives its two rows."""
+    rows = _check_csv(VALID_CSV.encode(encoding), valid=True)
+    assert [(r["image_a"], r["image_b"], r["note"]) for r in rows] == [("a.png", "b.png", "first"),
+                                                                       ("c, d.png", "e.png", "two\nlines")]
 
 
 @fuzz(300)
@@ -157,12 +189,19 @@ def test_csv_random_text(text, encoding):
 @given(body=st.lists(st.lists(st.text(max_size=12), min_size=0, max_size=4), max_size=6),
        header=st.sampled_from(["image_a,image_b", "image_b,image_a,note", "\ufeffimage_a,image_b", " image_a ,image_b"]))
 def test_csv_header_with_random_rows(body, header):
+    """Every input here is a well-formed CSV under a valid header (written by the csv module), so it must parse:
+    this family is its own positive control."""
     import csv
     buf = io.StringIO()
     csv.writer(buf).writerows(body)
-    _check_csv((header + "\n" + buf.getvalue()).encode("utf-8", errors="surrogatepass"))
+    _check_csv((header + "\n" + buf.getvalue()).encode("utf-8", errors="surrogatepass"), valid=True)
 
 
 @pytest.mark.parametrize("raw", [b"image_a,image_b\n" + b"x" * 300_000 + b",y\n", b'image_a,image_b\n"' + b"q" * 300_000])
 def test_csv_oversized_field(raw):
     _check_csv(raw)
+
+
+def test_positive_control_a_large_field_under_the_limit_is_read():
+    rows = _check_csv(b"image_a,image_b\n" + b"x" * 100_000 + b",y\n", valid=True)
+    assert len(rows) == 1 and len(rows[0]["image_a"]) == 100_000 and rows[0]["image_b"] == "y"

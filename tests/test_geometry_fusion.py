@@ -12,7 +12,7 @@ import pytest
 from siamese_core.core.errors import RunError, SiameseError
 from siamese_core.data.sources.synthetic import synthetic_tile
 from siamese_core.judge import geometry as G
-from siamese_core.judge.fusion import FEATURES, Fusion, feature_row, fit_fusion
+from siamese_core.judge.fusion import FEATURES, Fusion, feature_row, fit_fusion, fusion_from_dict, load_fusion
 
 
 @pytest.fixture(scope="module")
@@ -77,9 +77,11 @@ def test_same_frame_edges_agree_across_a_change_of_light(tile):
 
 def _rows(n, rng):
     same = [{"distance": rng.uniform(0, .8), "sift": math.log1p(rng.integers(10, 200)), "orb": 0.0,
-             "structure": rng.uniform(.3, 1), "structure_identity": 0.0} for _ in range(n)]
+             "structure": rng.uniform(.3, 1), "structure_identity": 0.0, "keypoints": math.log1p(250)}
+            for _ in range(n)]
     diff = [{"distance": rng.uniform(.4, 1.4), "sift": math.log1p(rng.integers(0, 12)), "orb": 0.0,
-             "structure": rng.uniform(-.1, .4), "structure_identity": 0.0} for _ in range(n)]
+             "structure": rng.uniform(-.1, .4), "structure_identity": 0.0, "keypoints": math.log1p(250)}
+            for _ in range(n)]
     return same + diff, [0] * n + [1] * n
 
 
@@ -89,9 +91,10 @@ def test_fusion_ranks_and_round_trips_as_plain_json():
     s = f.scores(rows)
     assert s[:200].mean() < f.threshold < s[200:].mean()
     assert np.mean((s > f.threshold) == np.array(y, bool)) > 0.9
-    g = Fusion.from_dict(json.loads(json.dumps(f.to_dict())))
+    g = fusion_from_dict(json.loads(json.dumps(f.to_dict())))
     assert np.allclose(g.scores(rows), s)
-    c = f.contributions(rows[0])
+    best = int(np.argmax([r["sift"] for r in rows[:200]]))
+    c = f.contributions(rows[best])
     assert set(c) == set(f.names) and c["sift"] > 0  # many inliers push toward "same"
 
 
@@ -101,8 +104,20 @@ def test_fusion_never_lets_evidence_count_backwards():
     for r, lab in zip(rows, y):  # a feature that happens to be higher for different places in this sample
         r["orb"] = math.log1p(20 if lab else 1)
     f = fit_fusion(rows, y)
-    assert "orb" not in f.names
-    assert all(w * FEATURES[n] > 0 for n, w in zip(f.names, f.weights))
+    for r in rows[::10]:  # more ORB inliers still never make "same place" less likely
+        up = dict(r, orb=r["orb"] + 2.0)
+        assert f.prob_same([up])[0] >= f.prob_same([r])[0] - 1e-12
+
+
+def test_a_run_calibrated_with_the_logistic_fusion_still_loads(tmp_path):
+    old = {"kind": "logistic", "names": ["distance", "sift"], "mean": [0.5, 2.0], "std": [0.2, 1.0],
+           "weights": [-1.0, 2.0], "bias": 0.1, "threshold": 0.4, "fitted_on": "old"}
+    (tmp_path / "fusion.json").write_text(json.dumps(old))
+    f = load_fusion(tmp_path / "fusion.json")
+    assert isinstance(f, Fusion) and f.threshold == 0.4 and f.band.below == f.band.above == 0
+    row = {"distance": 0.3, "sift": 4.0}
+    z = -1.0 * (0.3 - 0.5) / 0.2 + 2.0 * (4.0 - 2.0) + 0.1
+    assert f.scores([row])[0] == pytest.approx(1 - 1 / (1 + math.exp(-z)), rel=1e-6)
 
 
 def test_fusion_refuses_one_class_and_malformed_files(tmp_path):
@@ -113,10 +128,10 @@ def test_fusion_refuses_one_class_and_malformed_files(tmp_path):
     p.write_text(json.dumps({"kind": "logistic", "names": ["distance", "evil"], "mean": [0, 0], "std": [1, 1],
                              "weights": [1, 1], "bias": 0}))
     with pytest.raises(RunError, match="unknown feature"):
-        Fusion.load(p)
+        load_fusion(p)
     p.write_text("{not json")
     with pytest.raises(RunError, match="cannot read fusion"):
-        Fusion.load(p)
+        load_fusion(p)
 
 
 def test_feature_row_from_a_match(tile):
@@ -126,6 +141,7 @@ def test_feature_row_from_a_match(tile):
     assert set(r) == set(FEATURES)
 
 
+@pytest.mark.slow
 def test_threads_give_the_same_evidence_as_one_thread(tile):
     """Batch scoring runs the geometric step in a thread pool: results must not depend on it."""
     from concurrent.futures import ThreadPoolExecutor

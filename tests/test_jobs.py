@@ -3,8 +3,9 @@
 Three jobs start together in three workspaces, so their TensorFlow start-ups overlap (each is a tiny
 'seed' run: 12 synthetic tiles of 32 px, batch 8, 2 steps per epoch):
 
-* A: ``python -m siamese_core train`` in a subprocess, SIGKILLed once its first checkpoint exists, then
-  resumed with ``train --resume`` (last, when the other jobs are done);
+* A: ``python -m siamese_core train`` in a subprocess, SIGKILLed once its first checkpoint exists (by whichever
+  test needs it first, :func:`_killed`), then resumed with ``train --resume`` in a copy of its workspace, so that
+  no test depends on another having run, or not run, before it;
 * B: two ``launch_background`` calls at the same instant (exactly one may win), then ``Run.stop``;
 * C: ``launch_background`` and a stop request while the job is still queued (starting up).
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -31,6 +33,8 @@ from siamese_core.runs.liveness import process_start
 from siamese_core.runs.lock import active_job
 from siamese_core.runs.registry import list_runs
 from siamese_core.runs.run import PRETRAINED, Run
+
+pytestmark = pytest.mark.slow  # real training processes, killed, stopped and resumed
 
 ROOT = Path(__file__).resolve().parents[1]
 EPOCHS_A = 8
@@ -133,13 +137,20 @@ def test_two_launches_at_once_only_one_runs(jobs):
     assert [r for r in list_runs(jobs.ws.b) if r != PRETRAINED] == [winner]
 
 
+def _killed(jobs) -> Path:
+    """Job A's run, SIGKILLed once its first checkpoint exists (the first call waits for it and kills the job)."""
+    run = jobs.ws.a / "runs" / "killed"
+    if jobs.proc_a.poll() is None:
+        _wait(lambda: (run / "checkpoint.json").exists() or jobs.proc_a.poll() is not None, 300,
+              "the first checkpoint of job A", jobs.log_a)
+        jobs.proc_a.send_signal(signal.SIGKILL)
+    assert jobs.proc_a.wait(30) == -signal.SIGKILL, "job A ended before it was killed"
+    return run
+
+
 def test_sigkill_leaves_an_interrupted_run_with_a_loadable_checkpoint(jobs):
     from siamese_core.learn.model import load_model_safe
-    run = jobs.ws.a / "runs" / "killed"
-    _wait(lambda: (run / "checkpoint.json").exists() or jobs.proc_a.poll() is not None, 300,
-          "the first checkpoint of job A", jobs.log_a)
-    jobs.proc_a.send_signal(signal.SIGKILL)
-    assert jobs.proc_a.wait(30) == -signal.SIGKILL
+    run = _killed(jobs)
     epoch = json.loads((run / "checkpoint.json").read_text())["epoch"]
     assert 1 <= epoch < EPOCHS_A, "the job was not killed mid-way"
     assert json.loads((run / "status.json").read_text())["status"] == "running"  # what the dead job left
@@ -182,14 +193,15 @@ def test_stop_requested_while_queued_is_not_lost(jobs):
     assert len(load_model_safe(Run(run).checkpoint_path()).inputs) == 2
 
 
-def test_resume_continues_after_the_checkpointed_epoch(jobs):
-    run = jobs.ws.a / "runs" / "killed"
-    if jobs.proc_a.poll() is None:
-        pytest.skip("needs the SIGKILL test first")
+def test_resume_continues_after_the_checkpointed_epoch(jobs, tmp_path):
+    _killed(jobs)
+    ws = tmp_path / "a"  # a copy of the killed run's workspace: the run in jobs.ws.a stays as the kill left it
+    shutil.copytree(jobs.ws.a, ws)
+    run = ws / "runs" / "killed"
     ck = json.loads((run / "checkpoint.json").read_text())["epoch"]
     with open(run / "metrics.jsonl", "a") as f:  # as if the kill had landed in the middle of a line
         f.write('{"kind": "batch", "epoch": ')
-    assert cli("--workspace", jobs.ws.a, "train", "--resume", "killed", "--verbose", 0) == 0
+    assert cli("--workspace", ws, "train", "--resume", "killed", "--verbose", 0) == 0
     assert Run(run).status()["status"] == "finished"
     m = Run(run).metrics()
     epochs = [r["epoch"] for r in m if r["kind"] == "epoch"]
@@ -199,7 +211,7 @@ def test_resume_continues_after_the_checkpointed_epoch(jobs):
     # the first batch after the resume is recorded, although the killed job left a half line
     assert {"epoch": ck + 1, "step": 1} in [{"epoch": r["epoch"], "step": r["step"]} for r in m if r["kind"] == "batch"]
     assert json.loads((run / "checkpoint.json").read_text())["epoch"] == EPOCHS_A
-    assert (run / "model.keras").exists() and active_job(jobs.ws.a) is None
+    assert (run / "model.keras").exists() and active_job(ws) is None
 
 
 def test_a_reused_pid_does_not_keep_a_dead_run_running(tmp_path):

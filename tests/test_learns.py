@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from conftest import cli
+
+pytestmark = pytest.mark.slow  # trains a model long enough to learn
 
 
 def _auc(ws, rid) -> float:

@@ -128,6 +128,7 @@ def test_lambda_model_is_refused(tiny_ws, tmp_path):
         load_model_safe(bad)
 
 
+@pytest.mark.slow
 def test_training_is_seeded(tiny_ws, tmp_path):
     """The same command with the same seed gives the same pairs, split and trained scores; another seed does not."""
     import shutil
@@ -169,6 +170,7 @@ def test_batch_contrastive_loss_closed_form():
     assert float(acc.result()) == pytest.approx(0.5)
 
 
+@pytest.mark.slow
 def test_training_process_does_not_load_pandas_or_opencv():
     """Keras imports pandas (with pyarrow) and OpenCV when it can; the training modules hide them
     (about 85 MB of resident memory), and they stay importable afterwards."""
@@ -184,6 +186,7 @@ def test_training_process_does_not_load_pandas_or_opencv():
     assert out.stdout.split("\n")[:2] == ["[]", "(1, 1)"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("preset", ["seed", "default"])
 def test_mixed_precision_run_trains_saves_and_scores(tiny_ws, preset):
     """--precision mixed_bfloat16 (the mixed policy a CPU can run): layers compute in bfloat16, the
@@ -223,6 +226,7 @@ def test_unknown_precision_is_refused():
         TrainConfig(precision="float8")
 
 
+@pytest.mark.slow
 def test_mixed_float16_run_resumes_with_its_loss_scaling(tiny_ws):
     """A mixed_float16 checkpoint must come back with its LossScaleOptimizer (and step count) on --resume."""
     from conftest import cli
@@ -250,6 +254,7 @@ def test_mixed_float16_run_resumes_with_its_loss_scaling(tiny_ws):
     assert type(opt).__name__ == "LossScaleOptimizer" and int(opt.iterations.numpy()) == 4
 
 
+@pytest.mark.slow
 def test_threshold_is_fitted_on_calibration_pairs_and_the_report_is_on_test_pairs(tiny_ws, tmp_path):
     """The default run: threshold = best accuracy on its (distorted) calibration pairs, which is also what the
     last epoch's calibration metric found; evaluation.json is the report on the test pairs and says so. The seed

@@ -14,6 +14,8 @@ from siamese_core.runs.run import Run
 
 from conftest import cli
 
+pytestmark = pytest.mark.slow  # trains and resumes runs of its own
+
 
 @pytest.fixture
 def ws(tiny_ws, tmp_path):

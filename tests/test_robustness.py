@@ -284,14 +284,16 @@ def test_file_name_with_newline_still_gives_one_line(tmp_path):
 
 @pytest.fixture(scope="module")
 def score_ws(tmp_path_factory) -> Path:
-    """A workspace with run 'r': an (untrained) seed model for 32 px tiles, saved as training saves it."""
+    """A workspace with run 'r': an (untrained) default model for 32 px tiles, saved as training saves it. Its score
+    is the distance between the two tiles' embeddings, so an identical pair scores the floor (≈ 3·10⁻⁴) whatever
+    the weights: below the threshold, the same place."""
     from siamese_core.core.config import ModelConfig, RunConfig
     from siamese_core.learn.model import build_model
     from siamese_core.runs.run import Run
     ws = tmp_path_factory.mktemp("score_ws")
     run = ws / "runs" / "r"
     run.mkdir(parents=True)
-    cfg = RunConfig(dataset="none", model=ModelConfig(preset="seed", size=32))
+    cfg = RunConfig(dataset="none", model=ModelConfig(preset="default", size=32))
     (run / "config.json").write_text(json.dumps(cfg.to_dict()))
     build_model(cfg.model).save(run / "model.keras")
     Run(run).save_threshold(0.5, "test")
@@ -326,6 +328,7 @@ def test_cli_score_refuses_every_bad_file_with_one_error_line(score_ws, cached_s
             assert re.search(needle, lines[0]) and out.out == "", (name, out)
 
 
+@pytest.mark.slow
 def test_cli_score_in_real_processes(score_ws, bad_dir, good_png, tmp_path):
     """Two real ``python -m siamese_core score`` processes, side by side.
 
@@ -479,6 +482,7 @@ def huge_jpegs(tmp_path_factory):
     return base, prog
 
 
+@pytest.mark.slow
 def test_bombs_are_refused_without_allocating(bad_dir):
     names = ["bomb.png", "bomb.jpg", "bomb.gif", "bomb.bmp", "bomb.tif", "big.png"]
     for name, res in zip(names, _peak_growth([(bad_dir / n, 128) for n in names])):
@@ -486,6 +490,7 @@ def test_bombs_are_refused_without_allocating(bad_dir):
         assert res["growth_mb"] < MEMORY_BOUND_MB, (name, res)
 
 
+@pytest.mark.slow
 def test_largest_accepted_image_costs_about_six_bytes_per_pixel(tmp_path):
     """An image just under MAX_PIXELS (6300×6300 ≈ 39.7 MP) is decoded at full size; the pixels are held
     at most twice (PIL's 4-byte RGBX + the 3-byte array), not once more for an EXIF 'copy'."""
@@ -496,6 +501,7 @@ def test_largest_accepted_image_costs_about_six_bytes_per_pixel(tmp_path):
     assert res["growth_mb"] < 8 * 6300 * 6300 / 2 ** 20, res  # < 8 bytes per pixel (≈ 300 MB)
 
 
+@pytest.mark.slow
 def test_huge_jpeg_is_shrunk_while_decoding_with_bounded_memory(huge_jpegs):
     """A valid 12000×12000 JPEG (144 MP: over MAX_PIXELS and over PIL's bomb warning) decodes through
     JPEG draft mode at 1/8 scale; a 49 MP *progressive* JPEG cannot be shrunk while decoding (libjpeg
@@ -580,7 +586,10 @@ def test_score_csv_scores_valid_rows_and_explains_bad_ones(cached_scorer, good_p
     res = score_csv(cached_scorer, inp, tmp_path / "out.csv")
     assert res["scored"] == 1 and len(res["failed"]) == 2
     rows = list(csv.DictReader((tmp_path / "out.csv").open(encoding="utf-8")))
-    assert rows[0]["image_a"] == "déjà.png" and float(rows[0]["score"]) >= 0 and rows[0]["error"] == ""
+    assert rows[0]["image_a"] == "déjà.png" and rows[0]["error"] == ""
+    # the same file twice: the learned distance is its floor and the pair is judged the same place
+    assert float(rows[0]["distance"]) < 1e-3 and float(rows[0]["score"]) <= res["threshold"], rows[0]
+    assert rows[0]["same_place"] == "true", rows[0]
     assert rows[1]["error"].startswith("nope.png: cannot read file") and rows[1]["score"] == ""
     assert rows[2]["error"].startswith("text.png: not an image")
     assert [why for _, why in res["failed"]] == [rows[1]["error"], rows[2]["error"]]

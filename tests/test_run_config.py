@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import shutil
 
+import pytest
+
 from siamese_core.cli import parser
 from siamese_core.cli.train import run_config
 from siamese_core.core.config import RunConfig
@@ -28,6 +30,7 @@ def test_cli_and_builder_agree_on_every_option():
     assert plain == RunConfig.for_preset("d", "default")
 
 
+@pytest.mark.slow
 def test_cli_options_reach_the_saved_run(tiny_ws, tmp_path):
     ws = tmp_path / "ws"
     shutil.copytree(tiny_ws, ws, ignore=shutil.ignore_patterns("train.lock"))

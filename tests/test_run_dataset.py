@@ -24,6 +24,8 @@ from siamese_core.runs.run import Run
 from siamese_core.runs.registry import run_path  # noqa: E402
 from siamese_core.data.store import images_fingerprint, open_dataset  # noqa: E402
 
+pytestmark = pytest.mark.slow  # its module fixture trains a run of its own
+
 PREPARE = ("prepare", "--name", "d", "--limit", 12, "--size", 32)
 
 

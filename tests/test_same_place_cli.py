@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
+from siamese_core.core.config import PAIR_KINDS
 from siamese_core.data.augment import acquisition
 from siamese_core.data.sources.synthetic import synthetic_tile
 from siamese_core.runs.run import BUNDLED_DIR
@@ -46,7 +47,7 @@ def labelled(imagery):
 def test_make_pairs_writes_every_kind_balanced_and_seeded(imagery, labelled, tmp_path):
     rows = list(csv.DictReader(open(labelled)))
     kinds = {r["kind"] for r in rows}
-    assert kinds == {"two_dates", "two_dates_rot_scale", "rotated", "distorted", "simulated_dates"}
+    assert kinds == set(PAIR_KINDS)
     for k in kinds:
         labels = [r["label"] for r in rows if r["kind"] == k]
         assert labels.count("0") == labels.count("1") > 0
@@ -60,18 +61,23 @@ def test_make_pairs_writes_every_kind_balanced_and_seeded(imagery, labelled, tmp
         str(again / first["image_b"]))).all()
 
 
+@pytest.mark.slow
 def test_calibrate_then_evaluate_per_kind(tiny_ws, labelled, capsys):
     assert cli("--workspace", tiny_ws, "calibrate", "--run", "def1", "--pairs", labelled, "--as", "def1cal") == 0
     out = capsys.readouterr().out
     assert "fusion fitted on" in out
     from siamese_core.runs.run import Run
     fusion = Run(tiny_ws / "runs" / "def1cal").fusion_dict()
-    assert fusion["kind"] == "logistic" and "sift" in fusion["names"] or "structure" in fusion["names"]
+    assert fusion["kind"] == "boosted" and "structure" in fusion["names"] and fusion["trees"]["roots"]
+    assert {"below", "above"} <= set(fusion["band"])
     assert Run(tiny_ws / "runs" / "def1cal").threshold() == fusion["threshold"]  # the pair, saved as one
     assert not Run(tiny_ws / "runs" / "def1").has_fusion()  # --as leaves the original alone
     assert cli("--workspace", tiny_ws, "evaluate", "--run", "def1cal", "--pairs", labelled, "--json") == 0
     rep = json.loads(capsys.readouterr().out)
-    assert set(rep["kinds"]) == {"two_dates", "two_dates_rot_scale", "rotated", "distorted", "simulated_dates", "all"}
+    assert set(rep["kinds"]) == set(PAIR_KINDS) | {"all"}
+    for e in rep["kinds"].values():  # per kind: the verdict's numbers, and each piece of evidence alone
+        assert {"recall", "false_same", "undecided", "accuracy_decided", "roc_auc_structure_identity",
+                "recall_at_1pct_distance"} <= set(e)
     # a 3-step model knows nothing; the geometric evidence still separates rotated copies
     assert rep["kinds"]["rotated"]["roc_auc_score"] >= 0.9
     assert rep["kinds"]["rotated"]["roc_auc_inliers"] >= 0.9
@@ -112,6 +118,9 @@ def test_score_without_run_uses_the_bundled_model_on_any_size(imagery, tmp_path,
     assert float(rows[0]["score"]) < float(rows[1]["score"])
     assert rows[0]["same_place"] == "true" and rows[1]["same_place"] == "false"
     assert abs(float(rows[0]["angle"]) - 35) < 2 and int(rows[0]["inliers"]) > 20
+    assert rows[0]["verdict"] == "same" and rows[1]["verdict"] in ("different", "uncertain")
+    # B (zoomed out 0.7x, turned) shows all of A's ground and more: it covers all of A
+    assert float(rows[0]["overlap"]) > 0.95 and len(json.loads(rows[0]["polygon"])) >= 4
     assert rows[2]["score"] == "" and "missing.png" in rows[2]["error"]
     assert cli("score", tmp_path / "a.jpg", tmp_path / "b.png") == 0
     assert "matched at 35° rotation" in capsys.readouterr().out
@@ -129,6 +138,7 @@ def test_the_command_line_works_from_any_folder(tmp_path):
     assert "pretrained" in out.stdout  # the bundled run is found from there too
 
 
+@pytest.mark.slow
 def test_train_says_how_to_weigh_the_keypoints_in(tmp_path, labelled, capsys):
     ws = tmp_path / "ws"
     assert cli("--workspace", ws, "prepare", "--name", "d", "--limit", 24, "--size", 48) == 0

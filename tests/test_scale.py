@@ -28,8 +28,9 @@ try:
     import ray
 except ImportError:  # pragma: no cover - CI installs it
     ray = None
-pytestmark = pytest.mark.skipif(ray is None and os.environ.get("CI") != "true",
-                                reason="needs Ray: pip install -r requirements-scale.txt")
+pytestmark = [pytest.mark.slow,  # Ray
+              pytest.mark.skipif(ray is None and os.environ.get("CI") != "true",
+                                 reason="needs Ray: pip install -r requirements-scale.txt")]
 
 
 @pytest.fixture(scope="session")

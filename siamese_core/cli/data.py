@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import sys
 
-from ..core.config import DISTORTIONS, SOURCES, DataConfig
+from ..core.config import DISTORTIONS, PAIR_KINDS, SOURCES, DataConfig
 from .common import progress
 
 
@@ -36,7 +36,8 @@ def cmd_prepare(args) -> int:
 def cmd_make_pairs(args) -> int:
     from ..data.pairsets import make_pairset
     path = make_pairset(args.out, args.ab, args.tiles, per_place=args.per_place, n_tiles=args.tiles_n,
-                        split=args.split, test_fraction=args.test_fraction, seed=args.seed)
+                        split=args.split, test_fraction=args.test_fraction, seed=args.seed,
+                        kinds=args.kinds.split(",") if args.kinds else None)
     import csv
     from collections import Counter
     with open(path, newline="") as f:
@@ -75,7 +76,8 @@ def add_make_pairs(sub) -> None:
     s.add_argument("--split", choices=("all", "calibration", "test"), default="all",
                    help="keep only places/tiles hashed into this split (calibration and test never share one)")
     s.add_argument("--test-fraction", type=float, default=0.25)
-    s.add_argument("--per-place", type=int, default=6, help="windows per A/B place (each gives 4 pairs)")
-    s.add_argument("--tiles-n", type=int, default=150, help="tiles drawn from --tiles (each gives 6 pairs)")
+    s.add_argument("--per-place", type=int, default=6, help="windows per A/B place (each gives 2 pairs of every kind)")
+    s.add_argument("--tiles-n", type=int, default=150, help="tiles drawn from --tiles (each gives 2 pairs of every kind)")
+    s.add_argument("--kinds", help=f"comma-separated kinds to write (default all: {','.join(PAIR_KINDS)})")
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(func=cmd_make_pairs)

@@ -35,10 +35,13 @@ def cmd_evaluate(args) -> int:
             print(json.dumps(res, indent=2))
             return 0
         print(f"{what}: threshold {res['threshold']:.4f} (score > threshold = different place)")
+        pct = lambda v: "-" if v is None else f"{v:.1%}"  # noqa: E731
         for k, e in res["kinds"].items():
             print(f"  {k:>20}: n={e['pairs']} ({e['same']} same)  ROC-AUC={e['roc_auc_score']}  "
-                  f"accuracy={e['accuracy']}  [learned distance alone {e['roc_auc_distance']}, "
-                  f"inliers alone {e['roc_auc_inliers']}, edges alone {e['roc_auc_structure']}]")
+                  f"same found {pct(e['recall'])}, false same {pct(e['false_same'])}, undecided {pct(e['undecided'])} "
+                  f"(accuracy on decided {pct(e['accuracy_decided'])})\n{'':>24}ROC-AUC alone: learned distance "
+                  f"{e['roc_auc_distance']}, inliers {e['roc_auc_inliers']}, edges aligned {e['roc_auc_structure']}, "
+                  f"edges as laid {e['roc_auc_structure_identity']}")
         print(f"stored -> {res['stored']} (and .npz: the scores, for the dashboard's Threshold page)", file=sys.stderr)
         return 0
     if not args.run:
@@ -90,7 +93,7 @@ def cmd_calibrate(args) -> int:
     f = res["fusion"]
     print(f"run {res['run']}: fusion fitted on {res['pairs']} pairs (features {', '.join(f['names'])}); "
           f"threshold {f['threshold']:.4f}; on these same pairs ROC-AUC {res['roc_auc']:.4f}, "
-          f"accuracy {res['accuracy']:.4f} (measure on other pairs with evaluate --pairs)")
+          f"accuracy {res['accuracy']:.4f}, {res['undecided']:.1%} undecided (measure on other pairs with evaluate --pairs)")
     return 0
 
 
@@ -114,12 +117,17 @@ def cmd_score(args) -> int:
         raise SiameseError("give two images (score --run ID A.png B.png) or --pairs IN.csv --out OUT.csv")
     j = scorer.judge_pair(args.image_a, args.image_b, threshold=t)
     if args.json:
+        geo = {k: v for k, v in j.geo.as_row().items() if k not in ("geometry", "polygon")}
         print(json.dumps({"run": scorer.name, "image_a": args.image_a, "image_b": args.image_b, "score": j.score,
-                          "threshold": t, "same_place": j.same_place, "distance": j.distance,
-                          **{k: v for k, v in j.geo.as_row().items() if k != "geometry"},
-                          "geometry": j.geo.sentence()}))
+                          "threshold": t, "same_place": j.same_place, "verdict": j.verdict, "reason": j.reason,
+                          "distance": j.distance, **geo, "overlap": round(j.geo.overlap, 4) if j.geo.found else None,
+                          "polygon": [list(p) for p in j.geo.polygon], "geometry": j.geo.sentence()}))
     else:
-        print(explain(j.score, t))
+        print(explain(j.score, t, scorer.band))
+        if j.reason:
+            print(f"  {j.reason}")
+        if j.geo.found:
+            print(f"  B covers {j.geo.overlap:.0%} of A")
         print(f"  evidence: learned distance {j.distance:.4f}; {j.geo.sentence()}")
     return 0
 

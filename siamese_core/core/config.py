@@ -17,6 +17,10 @@ SOURCES = ("synthetic", "folder", "pix2pix", "hf-parquet", "hf-hub", "ab", "pair
 DISTORTIONS = ("flip", "scale", "affine", "blur", "occlude", "brightness",
                "color", "gamma", "haze", "shadow", "season", "resolution", "jpeg", "noise", "zoom", "shift")
 PRESETS = ("seed", "default")
+#: the kinds of labelled pairs ``make-pairs`` writes (see :mod:`siamese_core.data.pairsets`); the last three
+#: are the pairs whose tiles only partly agree (another footprint, a coarser image, a changed place)
+PAIR_KINDS = ("two_dates", "two_dates_rot_scale", "rotated", "distorted", "simulated_dates",
+              "overlap", "coarse", "changed")
 
 
 def workspace_dir(path: str | os.PathLike | None = None) -> Path:

@@ -11,7 +11,13 @@ label 0 = same place, 1 = different) with these kinds:
 - ``rotated``: a tile and a copy turned by any angle (black corners, as the reference does);
 - ``distorted``: the same, plus one distortion (flip, zoom, shear, blur, occlusion, exposure);
 - ``simulated_dates``: a tile and a simulated second acquisition (season, haze, gain, resolution, …)
-  turned and zoomed.
+  turned and zoomed;
+- ``overlap``: B covers only 30–70 % of A's ground (another footprint or tiling), on the other date (A/B
+  folders) or a simulated one (tiles), turned by any angle;
+- ``coarse``: B shows A's ground at 2–4× coarser resolution (fewer pixels), on the other date;
+- ``changed``: B is A's ground on the other date with 15–50 % of it changed (new buildings pasted from
+  another place, a cleared field, a new road) and, half of the time, seen from another angle (every part
+  shifted by a few pixels, so that keypoints no longer agree): :mod:`.change`. Same frame.
 
 Different-place partners get exactly the same treatment: half of them come from another place or tile,
 half from another window of the same place (or a tile of the same folder), which is harder. Places and
@@ -28,14 +34,19 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ..core.config import PAIR_KINDS
 from ..core.errors import SiameseError
 from ..core.files import write_text_atomic
 from .augment import acquisition, apply_distortion, draw_distortion, rotate
+from .change import changed_view
 from .images import IMAGE_EXTENSIONS, decode_image
 from .pairs_csv import csv_text
+from .views import box, coarser, footprint, overlap_fraction, overlap_view, turn
 
-AB_KINDS = ("two_dates", "two_dates_rot_scale")
-TILE_KINDS = ("rotated", "distorted", "simulated_dates")
+PARTIAL_KINDS = PAIR_KINDS[-3:]  # the tiles only partly agree: overlap, coarse, changed
+AB_KINDS = ("two_dates", "two_dates_rot_scale", *PARTIAL_KINDS)
+TILE_KINDS = ("rotated", "distorted", "simulated_dates", *PARTIAL_KINDS)
+KINDS = PAIR_KINDS
 COPY_DISTORTIONS = ("flip", "scale", "affine", "blur", "occlude", "brightness")
 
 
@@ -48,16 +59,6 @@ def split_of(name: str, test_fraction: float) -> str:
 
 def _images(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
-
-
-def _turn(img: np.ndarray, cx: float, cy: float, side: int, angle: float, zoom: float) -> np.ndarray:
-    """A ``side·zoom`` square view of ``img`` centred on (cx, cy), turned by ``angle``°: as if a sensor at
-    another resolution and heading had framed the same ground (black where the image ends)."""
-    out = max(16, int(round(side * zoom)))
-    m = cv2.getRotationMatrix2D((cx, cy), angle, zoom)
-    m[:, 2] += (out / 2.0 - cx, out / 2.0 - cy)
-    return cv2.warpAffine(img, m, (out, out), flags=cv2.INTER_AREA if zoom < 1 else cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_CONSTANT)
 
 
 def _angle_zoom(rng) -> tuple[float, float]:
@@ -79,7 +80,7 @@ class _Writer:
         self.rows.append((a, self.tile(b), label, kind))
 
 
-def _ab_pairs(w: _Writer, ab: Path, rng, per_place: int, split: str, test_fraction: float) -> int:
+def _ab_places(ab: Path, split: str, test_fraction: float) -> list:
     a_dir, b_dir = ab / "A", ab / "B"
     if not (a_dir.is_dir() and b_dir.is_dir()):
         raise SiameseError(f"{ab}: needs folders A/ and B/ with matching file names (one place on two dates)")
@@ -93,7 +94,15 @@ def _ab_pairs(w: _Writer, ab: Path, rng, per_place: int, split: str, test_fracti
             places.append((pa.stem, A[:h, :wd], B[:h, :wd]))
     if len(places) < 2:
         raise SiameseError(f"{ab}: need at least 2 places in split {split!r} with both A/ and B/ views")
-    count = 0
+    return places
+
+
+def _coarse_factor(rng) -> float:
+    return float(math.exp(rng.uniform(math.log(2.0), math.log(4.0))))
+
+
+def _ab_pairs(w: _Writer, ab: Path, rng, per_place: int, split: str, test_fraction: float, kinds) -> None:
+    places = _ab_places(ab, split, test_fraction)
     for _ in range(per_place):
         for i, (name, A, B) in enumerate(places):
             h, wd = A.shape[:2]
@@ -117,21 +126,36 @@ def _ab_pairs(w: _Writer, ab: Path, rng, per_place: int, split: str, test_fracti
                 sn = min(side, hn, wn)
                 yn, xn = 0, 0
             a = w.tile(A[y:y + side, x:x + side])
-            w.pair(a, B[y:y + side, x:x + side], 0, "two_dates")
-            w.pair(a, Bn[yn:yn + sn, xn:xn + sn], 1, "two_dates")
+            window, other = B[y:y + side, x:x + side], Bn[yn:yn + sn, xn:xn + sn]
             ang, zm = _angle_zoom(rng)
-            w.pair(a, _turn(B, x + side / 2, y + side / 2, side, ang, zm), 0, "two_dates_rot_scale")
-            w.pair(a, _turn(Bn, xn + sn / 2, yn + sn / 2, sn, ang, zm), 1, "two_dates_rot_scale")
-            count += 4
-    return count
+            if "two_dates" in kinds:
+                w.pair(a, window, 0, "two_dates")
+                w.pair(a, other, 1, "two_dates")
+            if "two_dates_rot_scale" in kinds:
+                w.pair(a, turn(B, x + side / 2, y + side / 2, side, ang, zm), 0, "two_dates_rot_scale")
+                w.pair(a, turn(Bn, xn + sn / 2, yn + sn / 2, sn, ang, zm), 1, "two_dates_rot_scale")
+            if "overlap" in kinds:
+                v = overlap_view(rng, h, wd, x, y, side)  # B covers 30-70 % of A; the partner, turned alike, none
+                if v and (j != i or not overlap_fraction(box(x, y, side, side),
+                                                         footprint(xn + sn / 2, yn + sn / 2, sn, v[2], v[3]))):
+                    w.pair(a, turn(B, v[0], v[1], side, v[2], v[3]), 0, "overlap")
+                    w.pair(a, turn(Bn, xn + sn / 2, yn + sn / 2, sn, v[2], v[3]), 1, "overlap")
+            if "coarse" in kinds:
+                f = _coarse_factor(rng)
+                w.pair(a, coarser(window, f), 0, "coarse")
+                w.pair(a, coarser(other, f), 1, "coarse")
+            if "changed" in kinds:
+                donor = places[(i + 1 + int(rng.integers(0, len(places) - 1))) % len(places)][2]
+                c = int(rng.integers(0, 2**31))
+                w.pair(a, changed_view(window, donor, np.random.default_rng(c)), 0, "changed")
+                w.pair(a, changed_view(other, donor, np.random.default_rng(c)), 1, "changed")
 
 
-def _tile_pairs(w: _Writer, folder: Path, rng, n: int, split: str, test_fraction: float) -> int:
+def _tile_pairs(w: _Writer, folder: Path, rng, n: int, split: str, test_fraction: float, kinds) -> None:
     files = [p for p in _images(folder)
              if split == "all" or split_of(str(p.relative_to(folder)), test_fraction) == split]
     if len(files) < 2:
         raise SiameseError(f"{folder}: need at least 2 readable tiles in split {split!r}")
-    count = 0
     for k in range(min(n, len(files))):
         i = int(rng.integers(0, len(files)))
         same_folder = [f for f in files if f.parent == files[i].parent and f != files[i]]
@@ -140,45 +164,73 @@ def _tile_pairs(w: _Writer, folder: Path, rng, n: int, split: str, test_fraction
         t, u = decode_image(files[i]), decode_image(files[j])
         a = w.tile(t)
         ang = float(rng.uniform(0, 360))
-        w.pair(a, rotate(t, ang), 0, "rotated")
-        w.pair(a, rotate(u, ang), 1, "rotated")
+        if "rotated" in kinds:
+            w.pair(a, rotate(t, ang), 0, "rotated")
+            w.pair(a, rotate(u, ang), 1, "rotated")
         kind = COPY_DISTORTIONS[k % len(COPY_DISTORTIONS)]
         p = draw_distortion(kind, rng)
-        w.pair(a, apply_distortion(rotate(t, ang), kind, p), 0, "distorted")
-        w.pair(a, apply_distortion(rotate(u, ang), kind, p), 1, "distorted")
+        if "distorted" in kinds:
+            w.pair(a, apply_distortion(rotate(t, ang), kind, p), 0, "distorted")
+            w.pair(a, apply_distortion(rotate(u, ang), kind, p), 1, "distorted")
         seed_k = int(rng.integers(0, 2**31))
-        sims = []
-        for img in (t, u):
-            sim, _ = acquisition(img, np.random.default_rng(seed_k))
-            ang2, zm = _angle_zoom(np.random.default_rng(seed_k + 1))
-            h, wd = sim.shape[:2]
-            sims.append(_turn(sim, wd / 2, h / 2, min(h, wd), ang2, zm))
-        w.pair(a, sims[0], 0, "simulated_dates")
-        w.pair(a, sims[1], 1, "simulated_dates")
-        count += 6
-    return count
+        dates = [acquisition(img, np.random.default_rng(seed_k))[0] for img in (t, u)]  # one simulated date
+        if "simulated_dates" in kinds:
+            for img, label in zip(dates, (0, 1)):
+                ang2, zm = _angle_zoom(np.random.default_rng(seed_k + 1))
+                h, wd = img.shape[:2]
+                w.pair(a, turn(img, wd / 2, h / 2, min(h, wd), ang2, zm), label, "simulated_dates")
+        if any(kk in kinds for kk in PARTIAL_KINDS):
+            _partial_tile_pairs(w, a, t, dates, files, rng, kinds)
+
+
+def _partial_tile_pairs(w: _Writer, a: str, t: np.ndarray, dates: list, files: list, rng, kinds) -> None:
+    """overlap, coarse and changed pairs of tile ``t`` (written as ``a``) against the simulated second date of
+    itself and of its different-place partner (``dates``)."""
+    h, wd = t.shape[:2]
+    if "overlap" in kinds:  # A is a window of 60 % of the tile's side; B another window of the other date
+        s = max(16, int(0.6 * min(h, wd)))
+        y, x = int(rng.integers(0, h - s + 1)), int(rng.integers(0, wd - s + 1))
+        v = overlap_view(rng, h, wd, x, y, s)
+        if v:
+            crop = w.tile(t[y:y + s, x:x + s])
+            for img, label in zip(dates, (0, 1)):
+                w.pair(crop, turn(img, v[0], v[1], s, v[2], v[3]), label, "overlap")
+    if "coarse" in kinds:
+        f = _coarse_factor(rng)
+        for img, label in zip(dates, (0, 1)):
+            w.pair(a, coarser(img, f), label, "coarse")
+    if "changed" in kinds:
+        donor = decode_image(files[int(rng.integers(0, len(files)))])
+        c = int(rng.integers(0, 2**31))
+        for img, label in zip(dates, (0, 1)):
+            w.pair(a, changed_view(img, donor, np.random.default_rng(c)), label, "changed")
 
 
 def make_pairset(out: str | Path, ab: str | Path | None = None, tiles: str | Path | None = None,
                  per_place: int = 6, n_tiles: int = 150, split: str = "all", test_fraction: float = 0.25,
-                 seed: int = 0) -> Path:
+                 seed: int = 0, kinds=None) -> Path:
     """Write tiles and ``pairs.csv`` into ``out``; returns the CSV's path. ``split`` is 'all',
-    'calibration' or 'test' (see :func:`split_of`)."""
+    'calibration' or 'test' (see :func:`split_of`); ``kinds`` limits the kinds written (default: all of
+    :data:`KINDS`; A/B folders give :data:`AB_KINDS`, tiles :data:`TILE_KINDS`)."""
     if split not in ("all", "calibration", "test"):
         raise SiameseError(f"split {split!r} is not one of all, calibration, test")
+    kinds = tuple(KINDS if kinds is None else kinds)
+    unknown = [k for k in kinds if k not in KINDS]
+    if unknown or not kinds:
+        raise SiameseError(f"unknown pair kind(s) {unknown or kinds}; choose from {', '.join(KINDS)}")
     if not ab and not tiles:
         raise SiameseError("give an A/B folder (--ab) and/or a folder of tiles (--tiles)")
     out = Path(out)
     w = _Writer(out)
     rng = np.random.default_rng(seed)
     if ab:
-        _ab_pairs(w, Path(ab), rng, per_place, split, test_fraction)
+        _ab_pairs(w, Path(ab), rng, per_place, split, test_fraction, kinds)
     if tiles:
-        _tile_pairs(w, Path(tiles), rng, n_tiles, split, test_fraction)
+        _tile_pairs(w, Path(tiles), rng, n_tiles, split, test_fraction, kinds)
     path = out / "pairs.csv"
     cols = ["image_a", "image_b", "label", "kind"]
     write_text_atomic(path, csv_text([dict(zip(cols, r)) for r in w.rows], cols))  # whole, flushed, no formulas
     return path
 
 
-__all__ = ["make_pairset", "split_of", "AB_KINDS", "TILE_KINDS"]
+__all__ = ["make_pairset", "split_of", "AB_KINDS", "TILE_KINDS", "PARTIAL_KINDS", "KINDS"]

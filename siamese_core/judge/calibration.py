@@ -27,7 +27,7 @@ from ..learn.evaluate import metrics_at, roc_auc
 from ..runs.registry import run_path
 from ..runs.run import Run
 from ..runs.verdict import FUSED_SOURCE
-from .fusion import feature_row, fit_fusion
+from .fusion import Band, feature_row, fit_fusion
 from .inference import Judgement, Scorer, judge_rows
 
 EVAL_FORMAT = 2  # raise when a change of the code changes what a stored evaluation holds: older ones are recomputed
@@ -70,8 +70,10 @@ def calibrate(scorer: Scorer, pairs_csv: Path, into: str | None = None, workspac
     temporary folder and renamed into place once calibrated (a crash leaves no half run)."""
     rows, y, js = judged(scorer, pairs_csv, progress)
     feats = [feature_row(j.distance, j.geo) for j in js]
-    fusion = fit_fusion(feats, y, fitted_on=f"{Path(pairs_csv).name}: {len(y)} pairs, "
-                                            f"{int(np.sum(y == 0))} same, {int(np.sum(y == 1))} different")
+    kinds = sorted({r.get("kind", "").strip() for r in rows} - {""})
+    fusion = fit_fusion(feats, y, groups=[r["image_a"].strip() for r in rows],  # one tile A: one fold
+                        fitted_on=f"{Path(pairs_csv).name}: {len(y)} pairs, {int(np.sum(y == 0))} same, "
+                                  f"{int(np.sum(y == 1))} different" + (f" ({', '.join(kinds)})" if kinds else ""))
     fdict = json.loads(json.dumps(fusion.to_dict()))  # exactly what the verdict file will hold (its key too)
     fused = fusion.scores(feats)
     base = Path(pairs_csv).parent
@@ -100,8 +102,13 @@ def calibrate(scorer: Scorer, pairs_csv: Path, into: str | None = None, workspac
         run = Run(target)
     else:
         save(run)
+    verdicts = np.array([fusion.band.verdict(float(v), fusion.threshold) for v in fused])
+    decided = verdicts != "uncertain"
     return {"run": run.name, "fusion": fdict, "pairs": len(y),
-            "roc_auc": roc_auc(fused, y), "accuracy": metrics_at(fused, y, fusion.threshold).accuracy}
+            "roc_auc": roc_auc(fused, y), "accuracy": metrics_at(fused, y, fusion.threshold).accuracy,
+            "undecided": float(1 - decided.mean()),
+            "accuracy_decided": float(np.mean((verdicts[decided] == "same") == (y[decided] == 0)))
+            if decided.any() else None}
 
 
 def save_calibration_scores(run, scores, labels, rows, base: Path, js, fusion: dict | None) -> None:
@@ -120,28 +127,51 @@ def save_calibration_scores(run, scores, labels, rows, base: Path, js, fusion: d
 
 EVAL_SEED = 0          # the pairs drawn from a dataset by evaluate_dataset: same dataset, same pairs
 EVAL_MAX_PAIRS = 2000  # at most this many of them (a seeded sample)
-_PARTS = ("score", "distance", "inliers", "structure")
+EVIDENCE_PARTS = ("distance", "inliers", "structure", "structure_identity")  # each reported alone too
+FALSE_SAME_AT = 0.01   # each piece of evidence alone: its recall where it lets this share of different places by
 
 
 def _evidence(js: list) -> dict:
-    """Each piece of evidence as a score where lower = more alike (for a ROC-AUC of each alone)."""
+    """The fused score and each piece of evidence as a score where lower = more alike (for a ROC-AUC of each
+    alone): the learned distance, the keypoint inliers, the edge agreement once aligned and as laid."""
     return {"score": np.array([j.score for j in js], float), "distance": np.array([j.distance for j in js], float),
             "inliers": -np.array([j.geo.inliers for j in js], float),
-            "structure": -np.array([j.geo.structure for j in js], float)}
+            "structure": -np.array([j.geo.structure for j in js], float),
+            "structure_identity": -np.array([j.geo.structure_identity for j in js], float)}
 
 
-def _summary(kinds: list, y: np.ndarray, parts: dict, t: float) -> dict:
-    """Per kind (and "all" when there are several): pairs, ROC-AUC of each piece of evidence, accuracy and
-    the confusion counts at ``t``."""
+def _recall_at_false_same(v: np.ndarray, y: np.ndarray, rate: float = FALSE_SAME_AT) -> float | None:
+    """Share of same places scored below the point that lets ``rate`` of the different places through."""
+    same, diff = v[y == 0], np.sort(v[y == 1])
+    if not len(same) or not len(diff):
+        return None
+    cut = diff[int(rate * len(diff))]  # strictly below the k-th lowest different place
+    return round(float(np.mean(same < cut)), 4)
+
+
+def _summary(kinds: list, y: np.ndarray, parts: dict, t: float, band: Band | None = None) -> dict:
+    """Per kind (and "all" when there are several), for the fused verdict at the threshold ``t``: recall of
+    "same place", the false "same" rate, the undecided share (inside ``band``) and the accuracy on the decided
+    pairs, accuracy and confusion counts; and for the fused score and each piece of evidence alone: ROC-AUC
+    and the recall at 1 % false "same"."""
+    band = band or Band()
+    verdicts = np.array([band.verdict(float(v), t) for v in parts["score"]])
     out = {}
     for k in sorted(set(kinds)) + (["all"] if len(set(kinds)) > 1 else []):
         m = np.array([kk == k for kk in kinds]) if k != "all" or len(set(kinds)) == 1 else np.ones(len(y), bool)
-        yk = y[m]
+        yk, sk, vk = y[m], parts["score"][m], verdicts[m]
         entry = {"pairs": int(m.sum()), "same": int(np.sum(yk == 0)), "different": int(np.sum(yk == 1))}
         both = 0 < entry["same"] < entry["pairs"]
         for name, v in parts.items():
             entry[f"roc_auc_{name}"] = round(roc_auc(v[m], yk), 4) if both else None
-        mt = metrics_at(parts["score"][m], yk, t)
+            entry[f"recall_at_1pct_{name}"] = _recall_at_false_same(v[m], yk) if both else None
+        dec = vk != "uncertain"
+        entry.update(
+            recall=round(float(np.mean(sk[yk == 0] <= t)), 4) if entry["same"] else None,
+            false_same=round(float(np.mean(sk[yk == 1] <= t)), 4) if entry["different"] else None,
+            undecided=round(float(1 - dec.mean()), 4),
+            accuracy_decided=round(float(np.mean((vk[dec] == "same") == (yk[dec] == 0))), 4) if dec.any() else None)
+        mt = metrics_at(sk, yk, t)
         entry.update(accuracy=round(mt.accuracy, 4), tp=mt.tp, fp=mt.fp, tn=mt.tn, fn=mt.fn)
         out[k] = entry
     return out
@@ -169,9 +199,10 @@ def _reused(scorer: Scorer, stem: str, key: str, t: float, workspace, kinds_of) 
     if info.get("threshold") == t:
         return {**info, "reused": "all"}
     v = run.stored_evaluation(stem, workspace)
-    parts = {"score": v["score"], "distance": v["distance"], "inliers": -v["inliers"], "structure": -v["structure"]}
+    parts = {"score": v["score"], "distance": v["distance"], "inliers": -v["inliers"], "structure": -v["structure"],
+             "structure_identity": -v["structure_identity"]}
     info = {**info, "threshold": t, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            "kinds": _summary(kinds_of(v), v["label"], parts, t)}
+            "kinds": _summary(kinds_of(v), v["label"], parts, t, scorer.band)}
     run.save_stored_summary(stem, info, workspace)
     return {**info, "reused": "scores"}
 
@@ -199,7 +230,7 @@ def evaluate_pairs(scorer: Scorer, pairs_csv: Path, threshold: float | None = No
     parts = _evidence(js)
     out = {"pairs_csv": str(pairs_csv), "threshold": t, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
            "fused": scorer.fusion is not None, "key": key, "scored_with": scored_with(scorer),
-           "kinds": _summary(kinds, y, parts, t)}
+           "kinds": _summary(kinds, y, parts, t, scorer.band)}
 
     def path(p):
         q = Path(p.strip())
@@ -210,7 +241,8 @@ def evaluate_pairs(scorer: Scorer, pairs_csv: Path, threshold: float | None = No
               "path_b": np.array([path(r["image_b"]) for r in rows]),
               "distance": parts["distance"].astype(np.float32),
               "inliers": np.array([j.geo.inliers for j in js], np.int32),
-              "structure": np.array([j.geo.structure for j in js], np.float32)}
+              "structure": np.array([j.geo.structure for j in js], np.float32),
+              "structure_identity": np.array([j.geo.structure_identity for j in js], np.float32)}
     out["stored"] = str(scorer.run.save_stored_evaluation(stem, out, arrays, workspace))
     return out
 
@@ -274,13 +306,15 @@ def evaluate_dataset(scorer: Scorer, dataset, workspace=None, progress=None, thr
     info = ds.info
     out = {"dataset": ds.name, "dataset_images": int(info.get("images", len(ds.groups))), "threshold": t,
            "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "fused": scorer.fusion is not None, "key": key,
-           "scored_with": scored_with(scorer), "pairs_rule": f"every image with another of its group and one of another group; no identical pairs; "
+           "scored_with": scored_with(scorer),
+           "pairs_rule": f"every image with another of its group and one of another group; no identical pairs; "
                          f"seed {EVAL_SEED}; at most {max_pairs}",
-           "kinds": _summary(["all"] * len(y), y, parts, t)}
+           "kinds": _summary(["all"] * len(y), y, parts, t, scorer.band)}
     arrays = {"score": parts["score"].astype(np.float32), "label": np.asarray(y, np.uint8),
               "a": p.a.astype(np.int64), "b": p.b.astype(np.int64), "distance": parts["distance"].astype(np.float32),
               "inliers": np.array([j.geo.inliers for j in js], np.int32),
-              "structure": np.array([j.geo.structure for j in js], np.float32)}
+              "structure": np.array([j.geo.structure for j in js], np.float32),
+              "structure_identity": np.array([j.geo.structure_identity for j in js], np.float32)}
     out["stored"] = str(scorer.run.save_stored_evaluation(stem, out, arrays, workspace))
     return out
 

@@ -14,6 +14,7 @@ side, keeping their aspect; the transform is reported in the original pixels of 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import threading
 from dataclasses import dataclass, field
@@ -48,6 +49,7 @@ class TileFeatures:
     orb_pts: np.ndarray
     orb_desc: np.ndarray | None
     edges: np.ndarray     # complex edge-orientation map (STRUCTURE_SIDE²), see _edge_field
+    enlarged_cache: dict = field(default_factory=dict, compare=False, repr=False)  # side → see enlarged()
 
     @property
     def n_keypoints(self) -> int:
@@ -74,6 +76,10 @@ class GeoMatch:
     points_a: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.float32), repr=False)
     points_b: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.float32), repr=False)
     reason: str = ""             # why the evidence is thin, when it is
+    keypoints_a: int = 0         # how much each tile had to match (SIFT keypoints found on it)
+    keypoints_b: int = 0
+    polygon: tuple = ()          # the part of A that B covers: (x, y) corners in A's original pixels
+    overlap: float = 0.0         # that part's share of A's area (0 when no transform was found)
 
     @property
     def inlier_ratio(self) -> float:
@@ -95,7 +101,14 @@ class GeoMatch:
         """The columns `score --pairs` adds (plain values)."""
         return {"inliers": self.inliers, "sift_inliers": self.sift_inliers, "orb_inliers": self.orb_inliers,
                 "angle": round(self.angle, 2) if self.found else "", "scale": round(self.scale, 4) if self.found else "",
+                "overlap": round(self.overlap, 4) if self.found else "",
+                "polygon": polygon_text(self.polygon) if self.found else "",
                 "structure": round(self.structure, 4), "geometry": self.sentence()}
+
+
+def polygon_text(polygon) -> str:
+    """A polygon as compact JSON text, ``[[x, y], ...]`` with one decimal (for CSV cells)."""
+    return "[" + ",".join(f"[{x:.1f},{y:.1f}]" for x, y in polygon) + "]"
 
 
 def working_image(img: np.ndarray) -> tuple[np.ndarray, float]:
@@ -175,6 +188,16 @@ def _keypoint_image(gray: np.ndarray) -> tuple[np.ndarray, float]:
     return cv2.resize(gray, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA), f
 
 
+def _keypoints(gray: np.ndarray) -> tuple:
+    """(SIFT points, RootSIFT descriptors, ORB points, ORB descriptors) of a CLAHE'd grey working image."""
+    _, sift, orb = _detectors()
+    kimg, k = _keypoint_image(gray)
+    (sp, sd), (op, od) = _detect(sift, kimg), _detect(orb, kimg)
+    if k < 1.0:  # keypoints back to the working tile's pixels (centres of pixels kept in place)
+        sp, op = (sp + 0.5) / k - 0.5, (op + 0.5) / k - 0.5
+    return sp, _rootsift(sd), op, od
+
+
 def features(img: np.ndarray, factor: float = 1.0, shape: tuple | None = None) -> TileFeatures:
     """Keypoints and the edge map of one uint8 tile (RGB or grey, any size). Pure function.
 
@@ -184,13 +207,28 @@ def features(img: np.ndarray, factor: float = 1.0, shape: tuple | None = None) -
     shape = tuple(shape or img.shape[:2])
     small, f = working_image(img)
     f *= factor
-    clahe, sift, orb = _detectors()
+    clahe = _detectors()[0]
     gray = clahe.apply(cv2.cvtColor(small, cv2.COLOR_RGB2GRAY) if small.ndim == 3 else small)
-    kimg, k = _keypoint_image(gray)
-    (sp, sd), (op, od) = _detect(sift, kimg), _detect(orb, kimg)
-    if k < 1.0:  # keypoints back to the working tile's pixels (centres of pixels kept in place)
-        sp, op = (sp + 0.5) / k - 0.5, (op + 0.5) / k - 0.5
-    return TileFeatures(gray, f, shape, sp, _rootsift(sd), op, od, _edge_field(gray))
+    return TileFeatures(gray, f, shape, *_keypoints(gray), _edge_field(gray))
+
+
+RESAMPLE_RATIO = 1.3  # tiles whose working sides differ more than this are also matched at one resolution
+RESAMPLE_BELOW = 30   # ... unless their keypoints already agree this well as they are
+
+
+def enlarged(tf: TileFeatures, side: int) -> TileFeatures:
+    """The keypoints of tile ``tf`` found again on its working image enlarged to ``side`` pixels (longest
+    side): a coarser tile brought to the other tile's pixel size, so that both tiles' keypoints are found at
+    the same scale. SIFT alone finds few of a coarse tile's keypoints at the scale of the sharper one's
+    (on two dates at 2-4× coarser resolution, inliers' ROC-AUC rose from 0.93 to 1.0 on the development
+    pairs). Cached on ``tf``: a tile met in many pairs is enlarged once per size."""
+    got = tf.enlarged_cache.get(side)
+    if got is None:
+        h, w = tf.gray.shape
+        f = side / max(h, w)
+        big = cv2.resize(tf.gray, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_CUBIC)
+        got = tf.enlarged_cache[side] = TileFeatures(big, tf.factor * f, tf.shape, *_keypoints(big), tf.edges)
+    return got
 
 
 def _ransac(pb: np.ndarray, pa: np.ndarray) -> tuple[np.ndarray | None, int]:
@@ -252,7 +290,38 @@ def _mirror_x(width: int) -> np.ndarray:
 
 
 def match(fa: TileFeatures, fb: TileFeatures) -> GeoMatch:
-    """The geometric evidence that tiles A and B show the same place. Never raises on thin input."""
+    """The geometric evidence that tiles A and B show the same place. Never raises on thin input.
+
+    Tiles of different pixel sizes (a coarser second image) are matched as they are and, unless that is
+    decisive already, with the smaller one enlarged to the other's size (:func:`enlarged`); the better
+    attempt counts. The result says which part of A the tile B covers (``polygon``, ``overlap``)."""
+    m = _match(fa, fb)
+    sa, sb = max(fa.gray.shape), max(fb.gray.shape)
+    if m.inliers < RESAMPLE_BELOW and max(sa, sb) > RESAMPLE_RATIO * min(sa, sb):
+        m2 = _match(fa, enlarged(fb, sa)) if sa > sb else _match(enlarged(fa, sb), fb)
+        if m2.inliers > m.inliers:
+            m = m2
+    extra = {"keypoints_a": fa.n_keypoints, "keypoints_b": fb.n_keypoints}
+    if m.found:
+        extra["polygon"], extra["overlap"] = footprint_on_a(m.transform, fa.shape, fb.shape)
+    return dataclasses.replace(m, **extra)
+
+
+def footprint_on_a(transform, shape_a: tuple, shape_b: tuple) -> tuple[tuple, float]:
+    """The part of tile A that tile B covers, given the transform from B's pixels to A's: the polygon
+    (B's frame mapped onto A, clipped to A's frame; (x, y) in A's pixels) and its share of A's area."""
+    t = np.asarray(transform, np.float64)
+    (ha, wa), (hb, wb) = shape_a[:2], shape_b[:2]
+    corners = np.float64([[0, 0], [wb, 0], [wb, hb], [0, hb]]) @ t[:, :2].T + t[:, 2]
+    if np.linalg.det(t[:, :2]) < 0:  # a mirrored B: keep the corners in one turning direction
+        corners = corners[::-1]
+    area, poly = cv2.intersectConvexConvex(np.float32(corners), np.float32([[0, 0], [wa, 0], [wa, ha], [0, ha]]))
+    if poly is None or area <= 0:
+        return (), 0.0
+    return tuple((float(x), float(y)) for x, y in poly.reshape(-1, 2)), float(min(1.0, area / (wa * ha)))
+
+
+def _match(fa: TileFeatures, fb: TileFeatures) -> GeoMatch:
     ident = _corr(fa.edges, fb.edges)
     if fa.n_keypoints < MIN_FEATURES or fb.n_keypoints < MIN_FEATURES:
         which = "A" if fa.n_keypoints < MIN_FEATURES else "B"
@@ -333,4 +402,5 @@ def warp_onto(a: np.ndarray, b: np.ndarray, m: GeoMatch, working: bool = False) 
     return cv2.warpAffine(b, t, (a.shape[1], a.shape[0]), flags=cv2.INTER_LINEAR)
 
 
-__all__ = ["TileFeatures", "GeoMatch", "features", "match", "match_tiles", "warp_onto", "working_image", "MAX_SIDE"]
+__all__ = ["TileFeatures", "GeoMatch", "features", "match", "match_tiles", "warp_onto", "working_image", "MAX_SIDE",
+           "enlarged", "footprint_on_a", "polygon_text"]

@@ -23,7 +23,7 @@ from ..data.images import decode_image, load_tile, to_tile
 from ..data.pairs_csv import csv_text, read_pairs_csv, resolve_image
 from ..runs.registry import open_run
 from ..runs.run import PRETRAINED, Run
-from .fusion import Fusion
+from .fusion import Band, fusion_from_dict
 
 
 @dataclass(frozen=True)
@@ -40,14 +40,33 @@ class Judgement:
     """The verdict on one pair and the evidence behind it (lower score = more alike)."""
 
     score: float
-    same_place: bool
+    same_place: bool           # score <= threshold: the call at the shipped threshold
     distance: float            # the learned distance (as given, or the smaller of that and B aligned onto A)
     geo: object                # geometry.GeoMatch
     contributions: dict        # log-odds each piece of evidence adds toward "same" (fused runs only)
+    verdict: str = ""          # "same", "different" or "uncertain" (inside the fusion's band)
+    reason: str = ""           # why the verdict is uncertain
 
     def as_row(self) -> dict:
         return {"score": f"{self.score:.6f}", "same_place": "true" if self.same_place else "false",
-                "distance": f"{self.distance:.6f}", **self.geo.as_row()}
+                "verdict": self.verdict, "reason": self.reason, "distance": f"{self.distance:.6f}",
+                **self.geo.as_row()}
+
+
+EVIDENCE = {"distance": "the learned distance", "sift": "the SIFT keypoint matches", "orb": "the ORB keypoint matches",
+            "structure": "the edge agreement once aligned", "structure_identity": "the edge agreement as laid",
+            "keypoints": "the keypoints found on the tiles"}
+
+
+def uncertain_reason(contributions: dict, geo) -> str:
+    """Why a pair falls in the uncertain band: the strongest evidence on each side, in words."""
+    if not contributions:
+        return "the score is too close to the threshold to decide"
+    pro = max(contributions, key=contributions.get)
+    con = min(contributions, key=contributions.get)
+    thin = "" if geo.found else f"; {geo.reason or 'no keypoints agree'}"
+    return (f"thin evidence on both sides: {EVIDENCE.get(pro, pro)} points to the same place "
+            f"({contributions[pro]:+.1f}), {EVIDENCE.get(con, con)} to different places ({contributions[con]:+.1f}){thin}")
 
 
 EPS = 1e-7  # = model.EPS: the distance layer's floor under the squared distance
@@ -81,7 +100,7 @@ class Scorer:
         v = self.run.verdict()
         key = digest(v["fusion"])
         if key != self.fusion_key:
-            self.fusion, self.fusion_key = (Fusion.from_dict(v["fusion"]) if v["fusion"] is not None else None), key
+            self.fusion, self.fusion_key = (fusion_from_dict(v["fusion"]) if v["fusion"] is not None else None), key
         if v["threshold"] is None:
             return self.run.threshold()  # the one-line error naming the fix
         return v["threshold"]["threshold"]
@@ -98,7 +117,7 @@ class Scorer:
             raise RunError(f"run {run_id!r} has no trained model yet (status: see `list`); wait for it to finish")
         cfg = run.config
         d = run.fusion_dict()
-        fusion = Fusion.from_dict(d) if d is not None else None
+        fusion = fusion_from_dict(d) if d is not None else None
         from ..learn.model import load_model_safe
         return cls(run, load_model_safe(run.model_path), cfg.model.size, cfg.model.preset, fusion, digest(d))
 
@@ -158,7 +177,17 @@ class Scorer:
             contrib = [self.fusion.contributions(r) for r in rows]
         else:
             scores, contrib = dist, [{} for _ in pairs]
-        return [Judgement(float(s), bool(s <= t), float(d), g, c) for s, d, g, c in zip(scores, dist, geos, contrib)]
+        out = []
+        for s, d, g, c in zip(scores, dist, geos, contrib):
+            verdict = self.band.verdict(float(s), t)
+            out.append(Judgement(float(s), bool(s <= t), float(d), g, c, verdict,
+                                 uncertain_reason(c, g) if verdict == "uncertain" else ""))
+        return out
+
+    @property
+    def band(self) -> Band:
+        """Where the verdict is ``uncertain`` around the threshold (none for runs without a fitted band)."""
+        return getattr(self.fusion, "band", None) or Band()
 
     def _distances(self, a: list, b: list, redo: list, aligned: list) -> np.ndarray:
         """Learned distance of a[i] and b[i]; for i in ``redo`` the smaller of that and a[i] vs aligned."""
@@ -217,8 +246,12 @@ class Scorer:
         return familiarity(cached[1], self.embed(tiles), tiles)
 
 
-def explain(score: float, threshold: float) -> str:
+def explain(score: float, threshold: float, band: Band | None = None) -> str:
     """What a score means in words (lower = more alike)."""
+    if band is not None and band.verdict(score, threshold) == "uncertain":
+        return (f"score {score:.4f} lies within the uncertain band {threshold - band.below:.4f}–"
+                f"{threshold + band.above:.4f} around the threshold {threshold:.4f}: the evidence is too thin to "
+                f"tell whether these tiles show the same place")
     verdict = "the same place" if score <= threshold else "different places"
     margin = abs(score - threshold)
     strength = "clearly" if margin > 0.25 * max(threshold, 1e-6) else "narrowly"
@@ -292,8 +325,9 @@ def _safe(fn, *args):
         return e
 
 
-GEO_COLUMNS = ("distance", "inliers", "sift_inliers", "orb_inliers", "angle", "scale", "structure", "geometry")
-OUT_COLUMNS = ("score", "same_place", *GEO_COLUMNS, "error")  # what scoring adds to a pairs CSV, in order
+GEO_COLUMNS = ("distance", "inliers", "sift_inliers", "orb_inliers", "angle", "scale", "overlap", "polygon",
+               "structure", "geometry")
+OUT_COLUMNS = ("score", "same_place", "verdict", "reason", *GEO_COLUMNS, "error")  # what scoring adds, in order
 
 
 def scored_rows(rows: list[dict], cols: list[str], lines: list[int], results: list) -> tuple[list, list, list]:
@@ -313,9 +347,9 @@ def scored_rows(rows: list[dict], cols: list[str], lines: list[int], results: li
 
 def score_csv(scorer: Scorer, in_csv: Path, out_csv: Path, threshold: float | None = None,
               progress=None) -> dict:
-    """Score every valid row of ``in_csv`` into ``out_csv``: adds score, same_place, the evidence
-    (GEO_COLUMNS: learned distance, keypoint inliers, estimated angle and scale, edge agreement, one
-    sentence) and error. Paths are absolute, relative to the CSV, else to the working directory. Bad rows
+    """Score every valid row of ``in_csv`` into ``out_csv``: adds score, same_place, verdict (same, different
+    or uncertain) and its reason, the evidence (GEO_COLUMNS: learned distance, keypoint inliers, estimated
+    angle and scale, the part of A that B covers, edge agreement, one sentence) and error. Paths are absolute, relative to the CSV, else to the working directory. Bad rows
     keep an empty score and say why in ``error``. Returns {"scored": n, "failed": [(line_number, reason),
     ...], "threshold": t}; the output is written atomically, every cell that a spreadsheet would run as a formula
     neutralised (:func:`~siamese_core.data.pairs_csv.csv_text`)."""
@@ -331,4 +365,4 @@ def score_csv(scorer: Scorer, in_csv: Path, out_csv: Path, threshold: float | No
 
 
 __all__ = ["Scorer", "Judgement", "Prepared", "judge_rows", "scored_rows", "score_csv", "explain", "OUT_COLUMNS",
-           "GEO_COLUMNS", "ImageError"]
+           "GEO_COLUMNS", "ImageError", "uncertain_reason", "EVIDENCE"]

@@ -24,7 +24,8 @@ VALIDATION_LABEL = "validation pairs (the threshold was fitted on them: optimist
 # the arrays of a calibration scores file and of a stored evaluation; text and evidence columns a file lacks
 # (an older one) come back blank or NaN
 CALIBRATION_KEYS = ("score", "label", "kind", "path_a", "path_b", "distance", "inliers")
-EVALUATION_KEYS = ("score", "label", "kind", "path_a", "path_b", "a", "b", "distance", "inliers", "structure")
+EVALUATION_KEYS = ("score", "label", "kind", "path_a", "path_b", "a", "b", "distance", "inliers", "structure",
+                   "structure_identity")
 
 
 def _filled(v: dict, n: int) -> dict:
@@ -32,7 +33,7 @@ def _filled(v: dict, n: int) -> dict:
     blank and NaN where the file lacks them; score as float64 and label as int64."""
     for k in ("kind", "path_a", "path_b"):
         v[k] = np.asarray(v[k]).astype(str) if k in v and len(v[k]) == n else np.full(n, "", dtype=str)
-    for k in ("distance", "inliers", "structure"):
+    for k in ("distance", "inliers", "structure", "structure_identity"):
         v[k] = np.asarray(v[k], dtype=float) if k in v and len(v[k]) == n else np.full(n, np.nan)
     v["score"] = v["score"].astype(np.float64)
     v["label"] = v["label"].astype(np.int64)

@@ -32,11 +32,11 @@ def _worker_scorer(run, workspace, fusion=None, kind: str = "embed"):
     verdict holds by the time this worker starts."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     from ..core.keys import digest
-    from ..judge.fusion import Fusion
+    from ..judge.fusion import fusion_from_dict
     from ..judge.inference import Scorer
     scorer = Scorer.from_run(run, workspace)
     if kind == "score":
-        scorer.fusion = Fusion.from_dict(fusion) if fusion is not None else None
+        scorer.fusion = fusion_from_dict(fusion) if fusion is not None else None
         scorer.fusion_key = digest(fusion)
     return scorer
 
