@@ -190,11 +190,15 @@ def pr_figure(precision, recall, point=None):
     return fig
 
 
-def histogram_figure(hist: dict, threshold: float):
+def histogram_figure(hist: dict, threshold: float, band=None):
+    """Scores by true label, the threshold, and (``band``: a fusion's Band) the uncertain band around it shaded."""
     import plotly.graph_objects as go
     e = hist["edges"]
     centers, width = (e[:-1] + e[1:]) / 2, float(e[1] - e[0])
     fig = go.Figure()
+    if band is not None:
+        fig.add_vrect(x0=threshold - band.below, x1=threshold + band.above, fillcolor="#888", opacity=0.18,
+                      line_width=0, annotation_text="uncertain", annotation_position="top left")
     fig.add_bar(x=centers, y=hist["same"], width=width, name="truly same", marker_color=SAME_COLOR, opacity=0.7)
     fig.add_bar(x=centers, y=hist["different"], width=width, name="truly different", marker_color=DIFF_COLOR,
                 opacity=0.7)

@@ -216,7 +216,8 @@ smin, smax = sweep.score_range
 d1.plotly_chart(figures.live_confusion_figure(sweep, [*np.linspace(smin, smax, 101), sug.best_f1, sug.best_accuracy,
                                                    sug.target_precision], saved, active=t_now), key="thr_live")
 hist = dash.histogram_data(scores, labels, lo, hi)
-d2.plotly_chart(figures.histogram_figure(hist, t_now), key="thr_hist")
+band = ui.band(rid) if fused else None  # the uncertain band moves with the threshold
+d2.plotly_chart(figures.histogram_figure(hist, t_now, band), key="thr_hist")
 
 snaps = [("Saved", saved, "thr_snap_saved", "the threshold saved for this run"),
          ("Best F1", sug.best_f1, "thr_snap_f1", "highest F1 for 'same place'"),
@@ -267,6 +268,12 @@ k5.metric("ROC-AUC", "n/a" if ev["auc"] != ev["auc"] else f"{ev['auc']:.3f}", he
 st.markdown(f"<div id='thr-counts'>At {m.threshold:.4f}: <b>TP {m.tp}</b> · <b>FN {m.fn}</b> · <b>FP {m.fp}</b> · "
             f"<b>TN {m.tn}</b> of {m.n} {word} pairs"
             + (f" ({left_out} identical pairs left out)" if left_out else "") + "</div>", unsafe_allow_html=True)
+if band is not None:
+    und = band.outcome(scores, labels, t)
+    st.markdown(f"<div id='thr-band'>Uncertain band {t - band.below:.4f}–{t + band.above:.4f} (the verdict says "
+                f"<i>cannot tell</i> inside it): <b>{und['undecided']}</b> of {und['n']} {word} pairs undecided "
+                f"({und['share']:.1%}); the {und['n'] - und['undecided']} decided are right for "
+                f"<b>{und['accuracy']:.1%}</b>.</div>", unsafe_allow_html=True)
 
 if choice == "val" and has_test:
     try:

@@ -364,6 +364,15 @@ def calibration(run_id: str, kinds=None) -> dict:
     return _calibration(str(workspace()), run_id, dash.mtime(run(run_id).calibration_scores_path), key)
 
 
+def band(run_id: str):
+    """The run's uncertain band around its threshold (a :class:`~siamese_core.judge.fusion.Band`), or None when its
+    fused verdict has none (not calibrated, or calibrated before the band existed)."""
+    from siamese_core.judge.fusion import load_fusion
+    r = run(run_id)
+    b = getattr(load_fusion(r.fusion_path), "band", None) if r.has_fusion() else None
+    return b if b is not None and (b.below > 0 or b.above > 0) else None
+
+
 def score_note(preset: str | None, threshold: float | None = None, fused: bool = False) -> None:
     st.caption(dash.score_direction(preset, threshold, fused))
 

@@ -252,3 +252,37 @@ def test_workspace_run_with_neither_score_file_says_it_has_no_model_yet(fused_ba
     at = open_app("threshold", query={"run": rid})
     assert "has no trained model yet" in texts(at)
     assert not at.error and not [m for m in at.markdown if "thr-counts" in m.value]
+
+
+def test_the_uncertain_band_moves_with_the_threshold(fused_ws):
+    """A fused verdict with an uncertain band: the page shades it and counts the calibration pairs inside it, at
+    the slider's threshold (the band is relative to it), and the decided pairs' accuracy."""
+    from siamese_core.runs.registry import run_path
+    ws, rid = fused_ws
+    fusion = dict(FUSION, band={"below": 0.1, "above": 0.05})
+    (run_path(rid, ws) / "fusion.json").write_text(json.dumps(fusion))
+    v = np.load(run_path(rid, ws) / "calibration_scores.npz")
+    s, y = v["score"].astype(float), v["label"]
+
+    def expect(t):
+        inside = (s > t - 0.1 + 1e-9) & (s <= t + 0.05 + 1e-9)
+        right = ((s[~inside] <= t) == (y[~inside] == 0)).mean()
+        return int(inside.sum()), right
+
+    at = open_app("threshold", query={"run": rid})
+    widget(at, "selectbox", "thr_eval").set_value("calibration")
+    at.run()
+    ok(at)
+    for t in (None, 0.6):
+        if t is not None:
+            widget(at, "slider", "thr_slider").set_value(t)
+            at.run()
+            ok(at)
+        t_now = float(widget(at, "slider", "thr_slider").value)
+        line = [m.value for m in at.markdown if "thr-band" in m.value]
+        assert len(line) == 1, texts(at)
+        n_in, right = expect(t_now)
+        assert f"<b>{n_in}</b> of {N_PAIRS} calibration pairs undecided" in line[0], (t_now, line[0])
+        assert f"<b>{right:.1%}</b>" in line[0]
+        assert f"Uncertain band {t_now - 0.1:.4f}–{t_now + 0.05:.4f}" in line[0]
+    assert expect(0.5)[0] != expect(0.6)[0]  # the band really moved over other pairs

@@ -149,3 +149,27 @@ def test_train_says_how_to_weigh_the_keypoints_in(tmp_path, labelled, capsys):
     assert cli("--workspace", ws, "calibrate", "--run", "r1", "--pairs", labelled) == 0  # the hint's last step works
     from siamese_core.runs.run import Run
     assert Run(ws / "runs" / "r1").has_fusion()
+
+
+def test_inside_the_band_the_verdict_is_uncertain_with_its_reason(tiny_ws, imagery, tmp_path, capsys):
+    """A fused run whose band covers every score: score --pairs says "uncertain" (with a reason naming the
+    evidence on each side) for every pair, while same_place still gives the call at the threshold."""
+    import shutil
+    ws = tmp_path / "ws"
+    shutil.copytree(tiny_ws / "runs" / "def1", ws / "runs" / "wide", ignore=shutil.ignore_patterns("*.lock"))
+    from siamese_core.runs.run import Run
+    Run(ws / "runs" / "wide").save_verdict(
+        {"kind": "logistic", "names": ["distance", "sift"], "mean": [0.5, 1.0], "std": [0.3, 1.0],
+         "weights": [-1.0, 1.0], "bias": 0.0, "threshold": 0.5, "band": {"below": 1.0, "above": 1.0}},
+        0.5, "calibrated (fusion)")
+    tiles = sorted((imagery / "tiles").iterdir())
+    pairs = tmp_path / "p.csv"
+    pairs.write_text(f"image_a,image_b\n{tiles[0]},{tiles[0]}\n{tiles[0]},{tiles[1]}\n")
+    assert cli("--workspace", ws, "score", "--run", "wide", "--pairs", pairs, "--out", tmp_path / "o.csv") == 0
+    rows = list(csv.DictReader(open(tmp_path / "o.csv")))
+    assert [r["verdict"] for r in rows] == ["uncertain", "uncertain"]
+    assert all("points to the same place" in r["reason"] and "to different places" in r["reason"] for r in rows)
+    assert rows[0]["same_place"] == "true"
+    capsys.readouterr()
+    assert cli("--workspace", ws, "score", "--run", "wide", tiles[0], tiles[1]) == 0
+    assert "uncertain band" in capsys.readouterr().out

@@ -102,13 +102,10 @@ def calibrate(scorer: Scorer, pairs_csv: Path, into: str | None = None, workspac
         run = Run(target)
     else:
         save(run)
-    verdicts = np.array([fusion.band.verdict(float(v), fusion.threshold) for v in fused])
-    decided = verdicts != "uncertain"
-    return {"run": run.name, "fusion": fdict, "pairs": len(y),
-            "roc_auc": roc_auc(fused, y), "accuracy": metrics_at(fused, y, fusion.threshold).accuracy,
-            "undecided": float(1 - decided.mean()),
-            "accuracy_decided": float(np.mean((verdicts[decided] == "same") == (y[decided] == 0)))
-            if decided.any() else None}
+    split = fusion.band.outcome(fused, y, fusion.threshold)
+    return {"run": run.name, "fusion": fdict, "pairs": len(y), "roc_auc": roc_auc(fused, y),
+            "accuracy": metrics_at(fused, y, fusion.threshold).accuracy, "undecided": split["share"],
+            "accuracy_decided": split["accuracy"]}
 
 
 def save_calibration_scores(run, scores, labels, rows, base: Path, js, fusion: dict | None) -> None:
@@ -155,22 +152,21 @@ def _summary(kinds: list, y: np.ndarray, parts: dict, t: float, band: Band | Non
     pairs, accuracy and confusion counts; and for the fused score and each piece of evidence alone: ROC-AUC
     and the recall at 1 % false "same"."""
     band = band or Band()
-    verdicts = np.array([band.verdict(float(v), t) for v in parts["score"]])
     out = {}
     for k in sorted(set(kinds)) + (["all"] if len(set(kinds)) > 1 else []):
         m = np.array([kk == k for kk in kinds]) if k != "all" or len(set(kinds)) == 1 else np.ones(len(y), bool)
-        yk, sk, vk = y[m], parts["score"][m], verdicts[m]
+        yk, sk = y[m], parts["score"][m]
         entry = {"pairs": int(m.sum()), "same": int(np.sum(yk == 0)), "different": int(np.sum(yk == 1))}
         both = 0 < entry["same"] < entry["pairs"]
         for name, v in parts.items():
             entry[f"roc_auc_{name}"] = round(roc_auc(v[m], yk), 4) if both else None
             entry[f"recall_at_1pct_{name}"] = _recall_at_false_same(v[m], yk) if both else None
-        dec = vk != "uncertain"
+        split = band.outcome(sk, yk, t)
         entry.update(
             recall=round(float(np.mean(sk[yk == 0] <= t)), 4) if entry["same"] else None,
             false_same=round(float(np.mean(sk[yk == 1] <= t)), 4) if entry["different"] else None,
-            undecided=round(float(1 - dec.mean()), 4),
-            accuracy_decided=round(float(np.mean((vk[dec] == "same") == (yk[dec] == 0))), 4) if dec.any() else None)
+            undecided=round(split["share"], 4),
+            accuracy_decided=None if split["accuracy"] is None else round(split["accuracy"], 4))
         mt = metrics_at(sk, yk, t)
         entry.update(accuracy=round(mt.accuracy, 4), tp=mt.tp, fp=mt.fp, tn=mt.tn, fn=mt.fn)
         out[k] = entry

@@ -13,7 +13,7 @@ distance, or more keypoints left unmatched, never make it more likely (monotone 
 logistic model, the trees can learn that "no inliers" means little when nothing could match (a changed
 place, a coarse tile) and much when both tiles had plenty to match.
 
-Around the threshold lies a band where the verdict is ``uncertain``: chosen on out-of-fold predictions of
+Around the threshold lies a band where the verdict is ``uncertain`` (it moves with the threshold): chosen on out-of-fold predictions of
 the calibration pairs so that the pairs outside it are decided with 99.5 % accuracy while as few as
 possible (at most :data:`MAX_UNDECIDED`) fall inside. Runs calibrated before the trees (``"kind":
 "logistic"``) still load and score as they did, with no band.
@@ -64,6 +64,26 @@ class Band:
             return "different"
         return "uncertain"
 
+    def to_dict(self) -> dict:
+        return {"below": self.below, "above": self.above}
+
+    @classmethod
+    def from_dict(cls, d) -> "Band":
+        d = d or {}
+        below, above = float(d.get("below", 0.0)), float(d.get("above", 0.0))
+        if not (math.isfinite(below) and math.isfinite(above) and below >= 0 and above >= 0):
+            raise ValueError(f"band {d} is not two widths >= 0")
+        return cls(below, above)
+
+    def outcome(self, scores, labels, threshold: float) -> dict:
+        """How this band around ``threshold`` splits labelled scores (label 0 = same place): pairs, undecided
+        pairs, their share, and the accuracy of the decided ones (None when none is decided)."""
+        v = np.array([self.verdict(float(x), threshold) for x in np.asarray(scores, float)])
+        y = np.asarray(labels)
+        dec = v != "uncertain"
+        return {"n": int(len(v)), "undecided": int((~dec).sum()), "share": float((~dec).mean()) if len(v) else 0.0,
+                "accuracy": float(np.mean((v[dec] == "same") == (y[dec] == 0))) if dec.any() else None}
+
 
 @dataclass(frozen=True)
 class Fusion:
@@ -94,7 +114,7 @@ class Fusion:
     def to_dict(self) -> dict:
         return {"kind": "logistic", "names": list(self.names), "mean": list(self.mean), "std": list(self.std),
                 "weights": list(self.weights), "bias": self.bias, "threshold": self.threshold,
-                "fitted_on": self.fitted_on}
+                "band": self.band.to_dict(), "fitted_on": self.fitted_on}
 
     @classmethod
     def from_dict(cls, d: dict) -> "Fusion":
@@ -103,7 +123,7 @@ class Fusion:
         if any(len(v) != len(names) for v in vals) or not all(math.isfinite(x) for v in vals for x in v):
             raise ValueError("mean/std/weights do not match the names")
         return cls(names, *vals, bias=float(d["bias"]), threshold=float(d.get("threshold", 0.5)),
-                   fitted_on=str(d.get("fitted_on", "")))
+                   fitted_on=str(d.get("fitted_on", "")), band=Band.from_dict(d.get("band")))
 
 
 @dataclass(frozen=True)
@@ -188,7 +208,7 @@ class BoostedFusion:
     def to_dict(self) -> dict:
         return {"kind": "boosted", "names": list(self.names), "trees": self.trees.to_dict(),
                 "baseline": self.baseline, "expected": self.expected, "threshold": self.threshold,
-                "band": {"below": self.band.below, "above": self.band.above}, "fitted_on": self.fitted_on}
+                "band": self.band.to_dict(), "fitted_on": self.fitted_on}
 
     @classmethod
     def from_dict(cls, d: dict) -> "BoostedFusion":
@@ -196,9 +216,8 @@ class BoostedFusion:
         trees = Trees.from_dict(d["trees"])
         if np.any(trees.feature >= len(names)):
             raise ValueError("a tree splits on a feature it does not name")
-        band = d.get("band") or {}
         return cls(names, trees, float(d["baseline"]), float(d["expected"]), float(d.get("threshold", 0.5)),
-                   Band(float(band.get("below", 0.0)), float(band.get("above", 0.0))), str(d.get("fitted_on", "")))
+                   Band.from_dict(d.get("band")), str(d.get("fitted_on", "")))
 
 
 def _names(d: dict) -> tuple:
