@@ -367,9 +367,9 @@ def calibration(run_id: str, kinds=None) -> dict:
 def band(run_id: str):
     """The run's uncertain band around its threshold (a :class:`~siamese_core.judge.fusion.Band`), or None when its
     fused verdict has none (not calibrated, or calibrated before the band existed)."""
-    from siamese_core.judge.fusion import load_fusion
-    r = run(run_id)
-    b = getattr(load_fusion(r.fusion_path), "band", None) if r.has_fusion() else None
+    from siamese_core.judge.fusion import fusion_from_dict
+    d = run(run_id).fusion_dict()
+    b = getattr(fusion_from_dict(d), "band", None) if d is not None else None
     return b if b is not None and (b.below > 0 or b.above > 0) else None
 
 
