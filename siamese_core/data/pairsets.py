@@ -36,7 +36,7 @@ import numpy as np
 
 from ..core.config import PAIR_KINDS
 from ..core.errors import SiameseError
-from ..core.files import write_text_atomic
+from ..core.files import fsync_tree, write_text_atomic
 from .augment import acquisition, apply_distortion, draw_distortion, rotate
 from .change import changed_view
 from .images import IMAGE_EXTENSIONS, decode_image
@@ -229,6 +229,7 @@ def make_pairset(out: str | Path, ab: str | Path | None = None, tiles: str | Pat
         _tile_pairs(w, Path(tiles), rng, n_tiles, split, test_fraction, kinds)
     path = out / "pairs.csv"
     cols = ["image_a", "image_b", "label", "kind"]
+    fsync_tree(out / "tiles")  # the tiles it names are on the disk before the CSV is
     write_text_atomic(path, csv_text([dict(zip(cols, r)) for r in w.rows], cols))  # whole, flushed, no formulas
     return path
 
