@@ -27,6 +27,7 @@ import streamlit as st
 from app_pages import ui
 from app_pages import views as dash
 from siamese_core.core.errors import SiameseError
+from siamese_core.core.files import make_temp_dir, remove
 from siamese_core.data.images import decode_image, encode_png
 from siamese_core.data.pairs_csv import csv_text, read_pairs_csv
 from siamese_core.data.uploads import extract_zip, safe_relpath
@@ -89,13 +90,11 @@ def score_upload(scorer, threshold: float, csv_bytes: bytes, csv_name: str, zip_
 
     Raises SiameseError (one line) for a CSV without image_a/image_b or a zip that is not one; a row
     whose tile is missing, not an image or unreadable keeps an empty score and says why in ``error``."""
-    if tmp_root is not None:
-        try:
-            Path(tmp_root).mkdir(parents=True, exist_ok=True)
-        except OSError:
-            tmp_root = None
-    with tempfile.TemporaryDirectory(prefix=".batch-", dir=tmp_root) as tmp:
-        tmp = Path(tmp)
+    try:
+        tmp = make_temp_dir(tmp_root if tmp_root is not None else tempfile.gettempdir(), ".batch-")
+    except OSError:
+        tmp = make_temp_dir(tempfile.gettempdir(), ".batch-")
+    try:  # owner-tagged: removed below, or by the workspace sweep if this server is killed meanwhile
         csv_path = tmp / "pairs.csv"
         csv_path.write_bytes(csv_bytes)
         try:
@@ -123,6 +122,8 @@ def score_upload(scorer, threshold: float, csv_bytes: bytes, csv_name: str, zip_
         for i, j in zip(todo, judge_rows(scorer, todo_rows, folder, threshold, progress)):
             results[i] = j if isinstance(j, Judgement) else str(j).replace(str(folder) + "/", "")
         unfamiliar = _unfamiliar(scorer, folder, members, results)
+    finally:
+        remove(tmp)
     out, out_cols, failed = scored_rows(rows, cols, lines, results)
     return {"csv": csv_text(out, out_cols).encode("utf-8"), "rows": out, "cols": cols, "lines": lines, "failed": failed,
             "members": members, "zip": zip_bytes, "threshold": threshold, "unfamiliar": unfamiliar}
@@ -271,13 +272,13 @@ counts = {"all": len(df), "same": int((df.verdict == "same place").sum()),
           "different": int((df.verdict == "different places").sum()), "uncertain": int((df.verdict == "uncertain").sum()),
           "errors": int((df.verdict == "error").sum())}
 st.subheader("Results")
-st.caption(f"{res['source']} · run **{res['run']}** · threshold {res['threshold']:.4f} · "
+st.caption(f"{dash.md_escape(res['source'])} · run **{res['run']}** · threshold {res['threshold']:.4f} · "
            f"{len(df) - counts['errors']:,} of {len(df):,} pairs scored")
 if res["failed"]:
     with st.container(border=True):
         st.markdown(f"**{len(res['failed'])} row(s) could not be scored** (the others are below):")
         for n_line, why in res["failed"][:MAX_PROBLEM_LINES]:
-            st.markdown(f"- line {n_line}: {why}")
+            st.markdown(f"- line {n_line}: {dash.md_escape(why)}")
         if len(res["failed"]) > MAX_PROBLEM_LINES:
             st.caption(f"…and {len(res['failed']) - MAX_PROBLEM_LINES} more: see the `error` column of the download.")
 if "truth" in df.columns:
@@ -335,14 +336,15 @@ cols = st.columns(2)
 for col, member, label in ((cols[0], ma, row.image_a), (cols[1], mb, row.image_b)):
     with col:
         if member is None or member not in members:
-            st.caption(f"{label}: not in the zip")
+            st.caption(f"{dash.md_escape(label)}: not in the zip")
             continue
         try:
-            st.image(decode_image(zf.read(members[member]), name=member, max_side=1024), caption=label, width=IMG_W)
+            st.image(decode_image(zf.read(members[member]), name=member, max_side=1024), caption=dash.md_escape(label),
+                     width=IMG_W)
         except (SiameseError, zipfile.BadZipFile, OSError, ValueError) as e:
             st.caption(dash.user_message(e, ui.workspace()))
 if row.verdict == "error":
-    st.warning(f"Not scored: {row.error}", icon=":material/error:")
+    st.warning(f"Not scored: {dash.md_escape(row.error)}", icon=":material/error:")
 else:
     show, icon = {"same place": (st.success, ":material/check_circle:"),
                   "uncertain": (st.info, ":material/help:")}.get(row.verdict, (st.warning, ":material/cancel:"))
@@ -350,7 +352,8 @@ else:
          icon=icon)
     for side, member in (("A", ma), ("B", mb)):
         if member in (res.get("unfamiliar") or {}).get("why", {}):
-            st.warning(f"Tile {side} is unlike anything this model was trained on: {res['unfamiliar']['why'][member]}; "
+            st.warning(f"Tile {side} is unlike anything this model was trained on: "
+                       f"{dash.md_escape(res['unfamiliar']['why'][member])}; "
                        f"treat the verdict with caution.", icon=":material/help:")
     sentence = (f"score {row.score:.4f} is too close to the threshold {res['threshold']:.4f} to decide"
                 if row.verdict == "uncertain" else explain(float(row.score), float(res["threshold"])))

@@ -44,7 +44,7 @@ def _read(upload):
 
 def _stamp() -> tuple:
     """What a cached judgement depends on besides the tiles: workspace, run, model and fusion files."""
-    return str(ui.workspace()), rid, dash.mtime(run.model_path), dash.mtime(run.fusion_path)
+    return str(ui.workspace()), rid, dash.mtime(run.model_path), run.verdict_stamp()
 
 
 CACHE_ENTRIES = 8
@@ -90,7 +90,7 @@ for side, col in zip("ab", cols):
             continue
         tiles[side] = (prep, pkey)
         tile = prep.tile
-        st.image(tile, caption=f"{up.name} as the model sees it ({tile.shape[1]}×{tile.shape[0]} px)",
+        st.image(tile, caption=f"{dash.md_escape(up.name)} as the model sees it ({tile.shape[1]}×{tile.shape[0]} px)",
                  width=IMG_W)
 
 

@@ -29,7 +29,7 @@ active = ui.active_dataset()
 if active:
     row = next((r for r in datasets if r["dataset"] == active), None)
     with st.container(border=True):
-        st.subheader(f"Active dataset: {active}")
+        st.subheader(f"Active dataset: {dash.md_escape(active)}")
         if row:
             st.caption(f"{row['images']} images from {row['tiles']} tiles · {row['size']} px · "
                        f"{row['variants']} rotated variant(s) per tile · source {row['source']}"
@@ -106,10 +106,11 @@ def build(name: str, cfg_fields: dict, *, zip_upload=None, keep: tuple = ()):
         return
     bar.empty()
     info = ds.info
-    ui.flash("success", f"Dataset **{name}** created: {info['images']} images from {info['groups']} tiles"
-                         + (f"; {len(skipped)} file(s) skipped" if skipped else "") + ". It is now the active dataset.")
+    ui.flash("success", f"Dataset **{dash.md_escape(name)}** created: {info['images']} images from "
+                        f"{info['groups']} tiles" + (f"; {len(skipped)} file(s) skipped" if skipped else "")
+                        + ". It is now the active dataset.")
     if skipped:
-        lines = "\n".join(f"- {dash.scrub_paths(why, ws, keep)}" for _, why in skipped[:10])
+        lines = "\n".join(f"- {dash.md_escape(dash.scrub_paths(why, ws, keep))}" for _, why in skipped[:10])
         more = f"\n- … and {len(skipped) - 10} more" if len(skipped) > 10 else ""
         ui.flash("warning", f"Skipped files:\n{lines}{more}")
     ui.select_dataset(name)

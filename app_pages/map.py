@@ -6,6 +6,7 @@ The embeddings are those of the search index (``siamese_core.scale.search.build_
 rebuilt when the model or the dataset changes); the arithmetic is in :mod:`siamese_core.judge.collection`.
 """
 
+import html
 import importlib.util
 
 import numpy as np
@@ -14,6 +15,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from app_pages import ui
+from app_pages import views as dash
 from siamese_core.judge import collection as col
 from siamese_core.scale import search as srch
 
@@ -96,7 +98,9 @@ st.caption(how)
 
 # --- the scatter ---------------------------------------------------------------------------------------------
 
-custom = np.stack([rows, groups[rows], source[rows], place[rows]], axis=1).astype(object)
+# names come from file names: Plotly renders some HTML in hover text and legends, so they are escaped
+custom = np.stack([rows, groups[rows], [html.escape(str(x)) for x in source[rows]],
+                   [html.escape(str(x)) for x in place[rows]]], axis=1).astype(object)
 hover = ("row %{customdata[0]}<br>group %{customdata[1]}" + (" · %{customdata[3]}" if has_place else "")
          + "<br>%{customdata[2]}<extra></extra>")
 fig = go.Figure()
@@ -105,7 +109,8 @@ cats, codes = np.unique(labels.astype(str), return_inverse=True)
 if len(cats) <= MAX_LEGEND:
     for k, name in enumerate(cats):
         m = codes == k
-        fig.add_trace(go.Scattergl(x=xy[m, 0], y=xy[m, 1], mode="markers", name=str(name), customdata=custom[m],
+        fig.add_trace(go.Scattergl(x=xy[m, 0], y=xy[m, 1], mode="markers", name=html.escape(str(name)),
+                                   customdata=custom[m],
                                    hovertemplate=hover, marker={"size": 7, "opacity": 0.8}))
         trace_rows.append(rows[m])
 else:
@@ -216,5 +221,6 @@ for start in range(0, len(shown), PER_ROW):
     for c, r in zip(st.columns(PER_ROW), shown[start:start + PER_ROW]):
         with c:
             mark = " · near-duplicate" if r in dup_set else (" · outlier" if r in out_set else "")
-            st.image(np.asarray(thumbs[r]), caption=f"row {r} · group {int(groups[r])}" + (f" · {place[r]}" if has_place else "") + mark,
+            st.image(np.asarray(thumbs[r]), caption=f"row {r} · group {int(groups[r])}"
+                     + (f" · {dash.md_escape(place[r])}" if has_place else "") + mark,
                      width="stretch")

@@ -12,6 +12,7 @@ import numpy as np
 import streamlit as st
 
 from app_pages import ui
+from app_pages import views as dash
 from siamese_core.core.errors import SiameseError
 from siamese_core.data.images import IMAGE_EXTENSIONS
 from siamese_core.scale import search as srch
@@ -78,7 +79,7 @@ try:
             st.session_state["_search_prep"] = index.scorer.prepare(data, up.name)
             st.session_state["_search_prep_key"] = pkey
         prepared = st.session_state["_search_prep"]
-        query, query_rows, label = prepared.tile, None, f"{up.name} as the model sees it"
+        query, query_rows, label = prepared.tile, None, f"{dash.md_escape(up.name)} as the model sees it"
     else:
         query = srch.dataset_row(index, row)
         query_rows = [int(row)]

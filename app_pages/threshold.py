@@ -338,9 +338,9 @@ if gallery_dataset is None:  # pairs of image files (calibration or a labelled C
             if img is None:
                 c.caption(f"image {side.upper()} not shown: {why}")
             else:
-                c.image(img, caption=Path(path).name, width="stretch")
+                c.image(img, caption=dash.md_escape(Path(path).name), width="stretch")
         inl = ev["inliers"][k]
-        st.caption(f"{_kind_label(str(ev['kind'][k]))} · score {scores[k]:.4f} "
+        st.caption(f"{dash.md_escape(_kind_label(str(ev['kind'][k])))} · score {scores[k]:.4f} "
                    f"({'>' if scores[k] > t else '≤'} {t:.4f}) · "
                    + ("inliers n/a" if not np.isfinite(inl) else f"{int(inl)} inliers"))
 

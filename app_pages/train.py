@@ -159,7 +159,7 @@ def live(run_id: str) -> None:
     if res:
         st.markdown(f":material/task_alt: {dash.result_text(res)}")
     if status.get("error") and state not in ("running", "queued", "finished"):
-        st.error(dash.scrub_paths(status["error"], ws))
+        st.error(dash.md_escape(dash.scrub_paths(status["error"], ws)))
     records = run.metrics()
     if records:
         st.plotly_chart(figures.training_figure(records, status.get("steps")), key="train_curves")

@@ -81,8 +81,8 @@ for start in range(0, len(shown), PER_ROW):
         members = rows[rows["group"] == g]
         first = members.iloc[0]
         with col.container(border=True):
-            st.markdown(f"**Group {int(g)}** · `{first['tile_id']}`")
-            st.caption(dash.scrub_paths(first["source"]))
+            st.markdown(f"**Group {int(g)}** · {dash.md_code(first['tile_id'])}")
+            st.caption(dash.md_escape(dash.scrub_paths(first["source"])))
             per_line = min(len(members), 4)
             for k in range(0, len(members), per_line):
                 icols = st.columns(per_line)

@@ -16,6 +16,7 @@ import streamlit as st
 from app_pages import views as dash
 from siamese_core.core.config import workspace_dir
 from siamese_core.core.errors import SiameseError
+from siamese_core.core.keys import file_stamp
 
 POLL_S = 1.5  # live refresh period of the Train page while a job runs
 
@@ -106,6 +107,10 @@ def select_run(run_id: str) -> None:
 def bootstrap() -> None:
     """Run at the top of every page (from streamlit_app.py): demo data, the selectors, the URL."""
     ws = workspace()
+    if not st.session_state.get("_swept"):  # what killed processes left in the workspace (their writers are gone)
+        st.session_state["_swept"] = True
+        from siamese_core.core.sweep import sweep_workspace
+        sweep_workspace(ws)
     if not st.session_state.get("_demo_checked"):
         st.session_state["_demo_checked"] = True
         try:
@@ -290,10 +295,10 @@ def _scorer(ws: str, run_id: str, stamp: tuple):
 
 
 def scorer(run_id: str):
-    """The run's Scorer, loaded once per model and fusion file (key: workspace, run id, the mtimes of
-    model and of its fusion — a refitted fusion is picked up too)."""
+    """The run's Scorer, loaded once per model and verdict (key: workspace, run id, the mtimes of the model and of
+    the verdict's files — a refitted fusion is picked up too)."""
     r = run(run_id)
-    return _scorer(str(workspace()), run_id, (dash.mtime(r.model_path), dash.mtime(r.fusion_path)))
+    return _scorer(str(workspace()), run_id, (dash.mtime(r.model_path), *r.verdict_stamp()))
 
 
 def require_scorer(run_id: str):
@@ -362,9 +367,9 @@ def calibration(run_id: str, kinds=None) -> dict:
 def band(run_id: str):
     """The run's uncertain band around its threshold (a :class:`~siamese_core.judge.fusion.Band`), or None when its
     fused verdict has none (not calibrated, or calibrated before the band existed)."""
-    from siamese_core.judge.fusion import load_fusion
-    r = run(run_id)
-    b = getattr(load_fusion(r.fusion_path), "band", None) if r.has_fusion() else None
+    from siamese_core.judge.fusion import fusion_from_dict
+    d = run(run_id).fusion_dict()
+    b = getattr(fusion_from_dict(d), "band", None) if d is not None else None
     return b if b is not None and (b.below > 0 or b.above > 0) else None
 
 
@@ -382,6 +387,7 @@ def score_sources(run_id: str) -> dict:
     r = run(run_id)
     fused = r.has_calibration_scores()
     has_fusion = r.has_fusion()  # what the run's scorer outputs now: fused or not
+    now = {"model": file_stamp(r.model_path), "fusion": r.verdict_key()}
     out = {}
     if fused:
         out["calibration"] = "Calibration pairs (fused scores, what the run was calibrated on)"
@@ -391,6 +397,9 @@ def score_sources(run_id: str) -> dict:
     for stem, info in r.stored_evaluations(workspace()).items():
         if bool(info.get("fused", has_fusion)) != has_fusion:  # scored before (or without) the run's fusion
             continue
+        made = info.get("scored_with") or {}
+        if made and (made.get("model") != now["model"] or made.get("fusion") != now["fusion"]):
+            continue  # scored by an earlier model or fusion of this run: its numbers are not the run's now
         n = sum(e.get("pairs", 0) for k, e in info.get("kinds", {}).items() if k == "all" or len(info["kinds"]) == 1)
         when = str(info.get("created", ""))[:16].replace("T", " ")
         if info.get("dataset"):

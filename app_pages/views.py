@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from app_pages.safe_text import md_code, md_escape  # noqa: F401  (the pages reach them here too, as dash.md_*)
 from siamese_core.core.config import DataConfig, workspace_dir
 from siamese_core.core.errors import SiameseError
 
@@ -59,12 +60,13 @@ def scrub_paths(text: str, workspace=None, keep: tuple[str, ...] = ()) -> str:
 
 
 def user_message(err: BaseException, workspace=None, keep: tuple[str, ...] = ()) -> str:
-    """One line for the user: a SiameseError's message, or a generic line for anything else."""
+    """One line for the user, as Markdown (:func:`md_escape`: it may name a user's file): a SiameseError's message, or
+    a generic line for anything else."""
     if isinstance(err, SiameseError):
         msg = str(err)
     else:
         msg = f"unexpected problem ({type(err).__name__}); see the server log for details"
-    return scrub_paths(msg.splitlines()[0] if msg else type(err).__name__, workspace, keep)
+    return md_escape(scrub_paths(msg.splitlines()[0] if msg else type(err).__name__, workspace, keep))
 
 
 def score_direction(preset: str | None, threshold: float | None = None, fused: bool = False) -> str:

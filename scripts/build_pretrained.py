@@ -116,7 +116,7 @@ What answers `score` with no `--run`, and Compare on a fresh workspace. Rebuilt 
 
 (seed {build['seed']}, {build['epochs']} epochs; built {build['built']}; {build['train_minutes']} min to train on the build
 machine's CPU). The files here are that command's output, nothing edited by hand: `model.keras` (the twin
-network, loads with Keras `safe_mode`), `fusion.json` (the fused verdict), `threshold.json`, `config.json`,
+network, loads with Keras `safe_mode`), `verdict.json` (the fused verdict: fusion and threshold), `config.json`,
 `calibration_scores.npz` (the fused scores of the calibration pairs, for the Threshold page), `reference.npz`
 (2,000 training tiles' embeddings and colour statistics, for the "unlike anything it was trained on" warning)
 and `build.json`.
@@ -226,8 +226,9 @@ def main() -> int:
     minutes = None
     if args.recalibrate:  # the bundled model and its reference, as they are
         run.path.mkdir(parents=True)
-        for f in Run.BUNDLE:
-            shutil.copy2(Path(args.out) / f, run.path / f)
+        for f in Run.BUNDLE + Run.LEGACY_VERDICT:  # a bundle made before verdict.json has the two older files
+            if (Path(args.out) / f).exists():
+                shutil.copy2(Path(args.out) / f, run.path / f)
         old = json.loads((Path(args.out) / Run.BUILD).read_text())
         staged, minutes = old["staged"], old["train_minutes"]
     elif args.reuse and run.has_model():  # calibrate and measure an already trained model again
@@ -267,7 +268,7 @@ def main() -> int:
         "calibration": {k: rep[k] for k in ("pairs", "roc_auc", "accuracy", "undecided")}, "test": ev["kinds"],
         "built": time.strftime("%Y-%m-%d %H:%M")}, indent=2))
     (bundle.path / Run.MODEL_CARD).write_text(model_card(json.loads((bundle.path / Run.BUILD).read_text()),
-                                                         json.loads(bundle.fusion_path.read_text())))
+                                                         bundle.fusion_dict()))
     print(json.dumps(ev["kinds"], indent=2))
     if not args.work:
         shutil.rmtree(work, ignore_errors=True)

@@ -30,6 +30,19 @@ def cli(*args) -> int:
     return main([str(a) for a in args])
 
 
+def dead_owner_tag() -> str:
+    """The owner tag (siamese_core.core.procs.owner_tag) a process had that has exited since: what a killed writer
+    leaves in the names of its temporary files. A real process (``true``), started and reaped here."""
+    import subprocess
+    from siamese_core.core.procs import owner_tag, process_start
+    p = subprocess.Popen(["sleep", "5"])
+    start = process_start(p.pid)
+    p.kill()
+    p.wait()
+    machine = owner_tag().split("-")[0]  # "@<machine>"
+    return f"{machine}-{p.pid}-{start}"
+
+
 @pytest.fixture(scope="session")
 def tiny_ws(tmp_path_factory) -> Path:
     """A workspace with dataset 'tiny' (24 synthetic tiles, 48 px) and finished runs 'seed1', 'def1'."""

@@ -128,13 +128,14 @@ def test_blank_pair_says_why_nothing_matched(app_ws):
 
 
 def test_a_fused_run_shows_what_pushed_the_verdict(app_ws):
-    from siamese_core.judge.fusion import FEATURES, Fusion, save_fusion
+    from siamese_core.judge.fusion import FEATURES, Fusion
     from siamese_core.runs.registry import run_path
     rid = _run_of(app_ws)
     names = tuple(FEATURES)
-    save_fusion(Fusion(names, mean=(0.0,) * len(names), std=(1.0,) * len(names),
-                       weights=tuple(-2.0 if n == "distance" else 0.5 for n in names), bias=0.0),
-                run_path(rid, app_ws) / "fusion.json")
+    from siamese_core.runs.run import Run
+    fusion = Fusion(names, mean=(0.0,) * len(names), std=(1.0,) * len(names),
+                    weights=tuple(-2.0 if n == "distance" else 0.5 for n in names), bias=0.0)
+    Run(run_path(rid, app_ws)).save_verdict(fusion.to_dict(), fusion.threshold, "calibrated (fusion)")
     at = upload(open_compare(rid), *rotated_pair(30))
     body = texts(at)
     assert "What pushed the verdict" in body

@@ -235,7 +235,7 @@ def test_threshold_slider_moves_the_matrix_and_saves(app_ws):
     ok(at)
     d = run_path(rid, app_ws)
     assert Run(d).threshold() == pytest.approx(snapped)
-    assert json.loads((d / "threshold.json").read_text())["source"] == "user"
+    assert Run(d).threshold_info()["source"] == "user"
     at.switch_page("app_pages/compare.py").run()
     ok(at)
     assert f"{snapped:.4f}" in texts(at)

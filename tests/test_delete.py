@@ -21,7 +21,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from apptools import ok, open_app, texts, widget  # noqa: E402
-from conftest import cli  # noqa: E402
+from conftest import cli, dead_owner_tag  # noqa: E402
 from siamese_core.runs.delete import delete_run  # noqa: E402
 from siamese_core.runs.liveness import process_start  # noqa: E402
 from siamese_core.runs.lock import acquire_train_lock, no_launch  # noqa: E402
@@ -70,13 +70,20 @@ def test_delete_run_removes_it_and_leaves_no_trash(ws):
 
 def test_a_crash_after_the_rename_lists_nothing_and_is_swept_next_time(ws, monkeypatch):
     import siamese_core.runs.delete as delete_module
-    monkeypatch.setattr(delete_module.shutil, "rmtree", lambda *a, **k: None)  # the process dies before removing it
+    from siamese_core.core.procs import OWNER, owner_tag
+    monkeypatch.setattr(delete_module, "remove", lambda *a, **k: None)  # the process dies before removing it
     delete_run("seed1", ws)
     monkeypatch.undo()
-    trash = [p for p in (ws / "runs").iterdir() if p.name.startswith(".trash-seed1-")]
+    trash = [p for p in (ws / "runs").iterdir() if p.name.startswith(".trash-seed1@")]
     assert len(trash) == 1 and Run(trash[0]).exists()  # a complete run, under a hidden name
+    assert owner_tag() in trash[0].name  # its writer is named: this process, alive, so the trash stays for now
     assert _listed(ws) == ["def1"]
     delete_run("def1", ws)
+    assert [p.name for p in (ws / "runs").iterdir()] == [trash[0].name]
+    # the writer died (as a killed process does): the next deletion, or the next start, sweeps its trash
+    dead = trash[0].with_name(OWNER.sub(dead_owner_tag(), trash[0].name))
+    trash[0].rename(dead)
+    cli("--workspace", ws, "list")
     assert not any((ws / "runs").iterdir())
 
 

@@ -104,7 +104,7 @@ def test_map_page_draws_both_colour_modes(map_ws):
     assert not at.exception, [e.value for e in at.exception]
     assert not at.error, [e.value for e in at.error]
     assert any("Map" in t.value for t in at.title)
-    assert (map_ws / "indexes" / "def1__tiny" / "embeddings.npy").is_file()  # the search index's embeddings
+    assert (map_ws / "indexes" / "def1" / "tiny" / "embeddings.npy").is_file()  # the search index's embeddings
     text = "\n".join(c.value for c in at.caption)
     assert "PCA" in text and "umap-learn" in text
     [colour] = [w for w in at.selectbox if w.key == "map_color"]

@@ -43,7 +43,7 @@ def test_resume_keeps_the_threshold_the_user_saved(ws):
     Run(d).write_status("stopped", reset=True)
     Run(d).save_threshold(0.123, "user")
     assert cli("--workspace", ws, "train", "--resume", "k", "--verbose", 0) == 0
-    info = json.loads((d / "threshold.json").read_text())
+    info = Run(d).threshold_info()
     assert info["threshold"] == 0.123 and info["source"] == "user"
     assert json.loads((d / "status.json").read_text())["status"] == "finished"
 

@@ -66,10 +66,12 @@ def test_calibrate_then_evaluate_per_kind(tiny_ws, labelled, capsys):
     assert cli("--workspace", tiny_ws, "calibrate", "--run", "def1", "--pairs", labelled, "--as", "def1cal") == 0
     out = capsys.readouterr().out
     assert "fusion fitted on" in out
-    fusion = json.loads((tiny_ws / "runs" / "def1cal" / "fusion.json").read_text())
+    from siamese_core.runs.run import Run
+    fusion = Run(tiny_ws / "runs" / "def1cal").fusion_dict()
     assert fusion["kind"] == "boosted" and "structure" in fusion["names"] and fusion["trees"]["roots"]
     assert {"below", "above"} <= set(fusion["band"])
-    assert not (tiny_ws / "runs" / "def1" / "fusion.json").exists()  # --as leaves the original alone
+    assert Run(tiny_ws / "runs" / "def1cal").threshold() == fusion["threshold"]  # the pair, saved as one
+    assert not Run(tiny_ws / "runs" / "def1").has_fusion()  # --as leaves the original alone
     assert cli("--workspace", tiny_ws, "evaluate", "--run", "def1cal", "--pairs", labelled, "--json") == 0
     rep = json.loads(capsys.readouterr().out)
     assert set(rep["kinds"]) == set(PAIR_KINDS) | {"all"}
@@ -145,7 +147,8 @@ def test_train_says_how_to_weigh_the_keypoints_in(tmp_path, labelled, capsys):
     hint = [line for line in capsys.readouterr().err.splitlines() if "learned distance alone" in line]
     assert len(hint) == 1 and "calibrate --run r1 --pairs PAIRS/pairs.csv" in hint[0]
     assert cli("--workspace", ws, "calibrate", "--run", "r1", "--pairs", labelled) == 0  # the hint's last step works
-    assert (ws / "runs" / "r1" / "fusion.json").exists()
+    from siamese_core.runs.run import Run
+    assert Run(ws / "runs" / "r1").has_fusion()
 
 
 def test_inside_the_band_the_verdict_is_uncertain_with_its_reason(tiny_ws, imagery, tmp_path, capsys):
@@ -154,10 +157,11 @@ def test_inside_the_band_the_verdict_is_uncertain_with_its_reason(tiny_ws, image
     import shutil
     ws = tmp_path / "ws"
     shutil.copytree(tiny_ws / "runs" / "def1", ws / "runs" / "wide", ignore=shutil.ignore_patterns("*.lock"))
-    (ws / "runs" / "wide" / "fusion.json").write_text(json.dumps(
+    from siamese_core.runs.run import Run
+    Run(ws / "runs" / "wide").save_verdict(
         {"kind": "logistic", "names": ["distance", "sift"], "mean": [0.5, 1.0], "std": [0.3, 1.0],
-         "weights": [-1.0, 1.0], "bias": 0.0, "threshold": 0.5, "band": {"below": 1.0, "above": 1.0}}))
-    (ws / "runs" / "wide" / "threshold.json").write_text(json.dumps({"threshold": 0.5, "source": "calibrated (fusion)"}))
+         "weights": [-1.0, 1.0], "bias": 0.0, "threshold": 0.5, "band": {"below": 1.0, "above": 1.0}},
+        0.5, "calibrated (fusion)")
     tiles = sorted((imagery / "tiles").iterdir())
     pairs = tmp_path / "p.csv"
     pairs.write_text(f"image_a,image_b\n{tiles[0]},{tiles[0]}\n{tiles[0]},{tiles[1]}\n")

@@ -46,7 +46,7 @@ def test_a_dataset_row_finds_itself_first(sws, scorer):
     from siamese_core.scale import search as srch
     idx = srch.build_index(scorer, "tiny", sws)
     assert idx.status == "built" and idx.kind == "flat" and idx.meta["metric"] == "ip"
-    assert idx.path == sws / "indexes" / "def1__tiny"
+    assert idx.path == sws / "indexes" / "def1" / "tiny"
     for f in ("embeddings.npy", "index.faiss", "meta.json"):
         assert (idx.path / f).is_file()
     n = len(idx.dataset)
@@ -86,7 +86,7 @@ def test_index_is_reused_then_rebuilt_when_the_dataset_changes(sws, scorer):
     assert rebuilt.status == "rebuilt" and "dataset 'tiny' changed" in rebuilt.reason
     assert seen and seen[-1] == (len(imgs), len(imgs))
     assert json.loads((rebuilt.path / "meta.json").read_text())["images"]["mtime_ns"] == p.stat().st_mtime_ns
-    assert not [q for q in (sws / "indexes").iterdir() if q.name.startswith(".")]  # no temporary folders left
+    assert not [q for q in (sws / "indexes" / "def1").iterdir() if q.name.startswith(".")]  # no temporary folders left
 
 
 def test_ivf_index_beyond_the_exact_limit(sws, scorer):
@@ -121,7 +121,7 @@ def test_errors_are_one_line(sws, scorer):
 def test_cli_index_and_search_json(sws, capsys):
     assert cli("--workspace", sws, "index", "--dataset", "tiny", "--run", "def1") == 0
     out = capsys.readouterr().out
-    assert "built the index" in out and "def1__tiny" in out
+    assert "built the index" in out and "indexes/def1/tiny" in out
     assert cli("--workspace", sws, "index", "--dataset", "tiny", "--run", "def1") == 0
     assert "reused" in capsys.readouterr().out
     assert cli("--workspace", sws, "search", "--dataset", "tiny", "--run", "def1", "--row", 6, "--k", 4,
@@ -175,7 +175,7 @@ def test_search_page_shows_k_results(sws, monkeypatch):
     assert not at.error, [e.value for e in at.error]
     keys = {w.key for w in at.number_input} | {w.key for w in at.slider} | {w.key for w in at.checkbox}
     assert {"search_row", "search_k", "search_check"} <= keys
-    assert (sws / "indexes" / "def1__tiny" / "index.faiss").is_file()  # built on first use
+    assert (sws / "indexes" / "def1" / "tiny" / "index.faiss").is_file()  # built on first use
     [row] = [w for w in at.number_input if w.key == "search_row"]
     row.set_value(11).run()
     [k] = [w for w in at.slider if w.key == "search_k"]

@@ -1,7 +1,9 @@
 """The command line: ``python -m siamese_core {prepare,train,calibrate,evaluate,score,embed,list,stop,delete,...}``.
 
 Every user-fixable problem (a SiameseError) ends the command with exit code 2 and one line on
-stderr, never a traceback. Long steps show tqdm progress bars (on stderr).
+stderr, never a traceback. Long steps show tqdm progress bars (on stderr). Every command first sweeps the
+workspace of what killed processes left (:mod:`siamese_core.core.sweep`), and SIGTERM ends it as Ctrl-C does:
+cleanly, its temporary files removed.
 
 One module per command group, each adding its subcommands to the parser: :mod:`.data` (prepare, make-pairs),
 :mod:`.train` (train, stop, _job), :mod:`.judge` (evaluate, calibrate, score), :mod:`.scale` (embed, index,
@@ -11,11 +13,15 @@ search, score --engine ray) and :mod:`.runs` (list, delete); :mod:`.common` hold
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 
 from . import data, judge, runs, scale, train
+from ..core.config import workspace_dir
 from ..core.errors import SiameseError
-from .common import import_tensorflow_quietly
+from ..core.procs import Terminated, sigterm_raises
+from ..core.sweep import sweep_workspace
+from .common import end_progress_lines, import_tensorflow_quietly
 
 
 def parser() -> argparse.ArgumentParser:
@@ -39,20 +45,48 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def os_error_line(e: OSError) -> str:
+    """One line for a failed read or write that no layer turned into a SiameseError, naming the file."""
+    name = e.filename2 or e.filename  # a copy or a rename names its source first: the file written is the second
+    what = f"{name}: " if name else ""
+    why = e.strerror or (str(e).splitlines() or [type(e).__name__])[0]
+    if e.errno in FULL:
+        return (f"{what}{why}: the disk is full; nothing half-written was kept and earlier results are intact; free "
+                f"some space and run the command again")
+    return f"{what}{why}; nothing half-written was kept; fix the cause and run the command again"
+
+
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
     if args.command == "train" and not args.resume and not args.dataset:
         parser().error("train needs --dataset NAME (or --resume RUN_ID)")
     if args.command in ("train", "score", "evaluate", "calibrate", "_job", "index", "search"):
         import_tensorflow_quietly()
-    try:
-        return args.func(args)
-    except SiameseError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    with sigterm_raises():
+        try:
+            sweep_workspace(workspace_dir(args.workspace))
+            return args.func(args)
+        except SiameseError as e:
+            end_progress_lines()
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        except OSError as e:  # a full disk, a read-only folder: results are written whole or not at all
+            end_progress_lines()
+            print(f"error: {os_error_line(e)}", file=sys.stderr)
+            return 2
+        except Terminated:
+            end_progress_lines()
+            print("stopped (SIGTERM)", file=sys.stderr)
+            return 143
+        except KeyboardInterrupt:
+            end_progress_lines()
+            print("interrupted", file=sys.stderr)
+            return 130
+        finally:
+            end_progress_lines()  # a bar left unfinished by a command that returned
 
 
 __all__ = ["main", "parser"]

@@ -8,6 +8,9 @@ import os
 import sys
 
 
+_OPEN: list = []  # the progress bars drawn and not yet closed (see end_progress_lines)
+
+
 def progress(desc: str, unit: str):
     from tqdm import tqdm
     bar = None
@@ -16,6 +19,7 @@ def progress(desc: str, unit: str):
         nonlocal bar
         if bar is None:
             bar = tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True)
+            _OPEN.append(close)
         bar.update(done - bar.n)
         if total and done >= total:
             bar.close()
@@ -23,8 +27,16 @@ def progress(desc: str, unit: str):
     def close():  # end an unfinished bar's line, so that an error after it starts a line of its own
         if bar is not None and bar.n < (bar.total or 0):
             bar.close()
+        if close in _OPEN:
+            _OPEN.remove(close)
     update.close = close
     return update
+
+
+def end_progress_lines() -> None:
+    """Close every unfinished progress bar, so that the error line that follows starts a line of its own."""
+    for close in list(_OPEN):
+        close()
 
 
 def scorer_for(args):

@@ -11,14 +11,17 @@ from .common import progress
 
 
 def cmd_prepare(args) -> int:
-    from ..data.store import build_dataset
+    from ..runs.delete import prepare_dataset
     cfg = DataConfig(source=args.source, path=args.path or "", limit=args.limit, size=args.size,
                      variants=args.variants, distortions=tuple(args.distort or ()), seed=args.seed,
                      column=args.column or "", repo_id=args.repo_id, window=args.window, stride=args.stride)
     skipped = []
-    ds = build_dataset(cfg, args.name, args.workspace, overwrite=args.overwrite,
-                       progress=progress(f"prepare {args.name}", "tile"),
-                       on_skip=lambda f, why: skipped.append(why))
+    bar = progress(f"prepare {args.name}", "tile")
+    try:
+        ds = prepare_dataset(cfg, args.name, args.workspace, overwrite=args.overwrite, progress=bar,
+                             on_skip=lambda f, why: skipped.append(why))
+    finally:
+        bar.close()  # skipped files are counted in the total: the bar may stop short of it
     for why in skipped[:20]:
         print(f"skipped: {why}", file=sys.stderr)
     if len(skipped) > 20:
@@ -59,7 +62,9 @@ def add_prepare(sub) -> None:
     s.add_argument("--window", type=int, default=0,
                    help="ab: cut each place into aligned square windows of this many source px (0 = whole image)")
     s.add_argument("--stride", type=int, default=0, help="ab: step between windows in source px (0 = --window)")
-    s.add_argument("--overwrite", action="store_true", help="replace an existing dataset of that name")
+    s.add_argument("--overwrite", action="store_true", help="replace an existing dataset of that name (in one step, "
+                                                            "once the new one is complete; refused while a training "
+                                                            "job uses it)")
     s.set_defaults(func=cmd_prepare)
 
 

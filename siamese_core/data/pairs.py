@@ -79,9 +79,10 @@ class Pairs:
         return out
 
     def save(self, path: Path) -> None:
-        tmp = Path(path).with_suffix(".tmp.npz")
-        np.savez(tmp, a=self.a, b=self.b, label=self.label, val=self.val, test=self.test)
-        tmp.replace(path)
+        """Written aside, flushed and renamed into place (:func:`~siamese_core.core.files.atomic_file`)."""
+        from ..core.files import atomic_file
+        with atomic_file(path) as tmp:
+            np.savez(tmp, a=self.a, b=self.b, label=self.label, val=self.val, test=self.test)
 
     @classmethod
     def load(cls, path: Path) -> "Pairs":

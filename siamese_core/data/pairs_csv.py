@@ -1,11 +1,17 @@
 """The pairs CSV: ``image_a,image_b`` (and any other columns) as a spreadsheet writes it, read with the same rules
 everywhere (scoring, calibration, the ``pairs-csv`` source, Ray jobs), and written back.
+
+Every CSV the tool writes goes through :func:`csv_text` (or :func:`safe_cell`): a cell taken from a file name or a
+user's CSV that starts with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return would run as a formula when the
+file is opened in a spreadsheet, so it gets a leading apostrophe; numbers (``-12.5``) stay numbers. An image path
+neutralised that way still resolves when such a CSV is read back (:func:`resolve_image`).
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import math
 from pathlib import Path
 
 from ..core.errors import SiameseError
@@ -53,12 +59,46 @@ def read_pairs_csv(path: Path) -> tuple[list[dict], list[str], list[int]]:
     return rows, cols, lines
 
 
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _number(text: str) -> bool:
+    try:
+        return math.isfinite(float(text))
+    except ValueError:
+        return False
+
+
+def safe_cell(value):
+    """``value`` as a spreadsheet will not run it: text starting with a formula character (:data:`FORMULA_START`)
+    gets a leading apostrophe, unless it is a plain number (``-12.5``, ``+3``); anything else is returned as is."""
+    if isinstance(value, str) and value.startswith(FORMULA_START) and not _number(value):
+        return "'" + value
+    return value
+
+
 def csv_text(rows: list[dict], cols: list[str]) -> str:
+    """The rows as CSV text (header first), every cell passed through :func:`safe_cell`."""
     buf = io.StringIO(newline="")
-    w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore")
+    w = csv.DictWriter(buf, fieldnames=[safe_cell(c) for c in cols], extrasaction="ignore")
     w.writeheader()
-    w.writerows(rows)
+    w.writerows({safe_cell(c): safe_cell(r.get(c, "")) for c in cols} for r in rows)
     return buf.getvalue()
 
 
-__all__ = ["read_pairs_csv", "csv_text"]
+def resolve_image(name: str, base, cwd=None) -> Path:
+    """Where an ``image_a``/``image_b`` cell points: absolute as it is, else relative to ``base`` (the CSV's folder),
+    else relative to ``cwd`` (default: the working directory) when it exists only there. A cell :func:`safe_cell`
+    neutralised (``'-tile.png``) resolves to the file it named. Used by scoring and by the Ray plan alike, so
+    both read (and key) the same files."""
+    path = Path(base) / name
+    if not path.exists():
+        other = Path(cwd) / name if cwd is not None else Path(name)
+        if other.exists():
+            return other
+        if name.startswith("'") and name[1:].startswith(FORMULA_START):
+            return resolve_image(name[1:], base, cwd)
+    return path
+
+
+__all__ = ["read_pairs_csv", "csv_text", "safe_cell", "resolve_image", "FORMULA_START"]

@@ -27,7 +27,6 @@ the same seed gives the same pairs.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import math
 from pathlib import Path
@@ -37,9 +36,11 @@ import numpy as np
 
 from ..core.config import PAIR_KINDS
 from ..core.errors import SiameseError
+from ..core.files import fsync_tree, write_text_atomic
 from .augment import acquisition, apply_distortion, draw_distortion, rotate
 from .change import changed_view
 from .images import IMAGE_EXTENSIONS, decode_image
+from .pairs_csv import csv_text
 from .views import box, coarser, footprint, overlap_fraction, overlap_view, turn
 
 PARTIAL_KINDS = PAIR_KINDS[-3:]  # the tiles only partly agree: overlap, coarse, changed
@@ -227,10 +228,9 @@ def make_pairset(out: str | Path, ab: str | Path | None = None, tiles: str | Pat
     if tiles:
         _tile_pairs(w, Path(tiles), rng, n_tiles, split, test_fraction, kinds)
     path = out / "pairs.csv"
-    with open(path, "w", newline="") as f:
-        cw = csv.writer(f)
-        cw.writerow(["image_a", "image_b", "label", "kind"])
-        cw.writerows(w.rows)
+    cols = ["image_a", "image_b", "label", "kind"]
+    fsync_tree(out / "tiles")  # the tiles it names are on the disk before the CSV is
+    write_text_atomic(path, csv_text([dict(zip(cols, r)) for r in w.rows], cols))  # whole, flushed, no formulas
     return path
 
 

@@ -11,17 +11,19 @@ Layout of ``<workspace>/datasets/<name>/``::
                     training and compares before it resumes (a rebuilt dataset invalidates its pairs)
     skipped.csv     files that could not be read, with the reason
 
-A dataset is written into a temporary directory and renamed into place only when complete, so a
-crash, a full disk or bad input never leaves a half-written dataset and never harms an existing one.
+A dataset is written into a temporary directory (``.tmp-<name>`` with its writer's owner tag), flushed to the disk
+and renamed into place only when complete (:func:`~siamese_core.core.files.replace_dir`), so a crash, a kill, a full
+disk or bad input never leaves a half-written dataset and never harms an existing one: ``--overwrite`` swaps the new
+folder for the old one in one step, and what a killed build leaves is swept when the tool next starts
+(:mod:`siamese_core.core.sweep`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from functools import cached_property
@@ -31,7 +33,7 @@ import numpy as np
 
 from ..core.config import DataConfig, workspace_dir
 from ..core.errors import DatasetError
-from ..core.files import check_name, write_json_atomic
+from ..core.files import check_name, make_temp_dir, remove, replace_dir, write_json_atomic
 
 _HEADER_LEN = 128  # fixed .npy header size, so the shape can be written once the count is known
 
@@ -200,7 +202,8 @@ def list_datasets(workspace=None) -> list[str]:
 
 
 def build_dataset(cfg: DataConfig, name: str, workspace=None, overwrite: bool = False,
-                  progress=None, on_skip=None) -> Dataset:
+                  progress=None, on_skip=None, swap_guard=None, recorded_path: str | None = None,
+                  clean=None) -> Dataset:
     """Import tiles from ``cfg.source`` with ``cfg.variants`` rotated variants each, atomically.
 
     Each item of the source is one group (one place): a single tile, or several real views of the
@@ -209,6 +212,13 @@ def build_dataset(cfg: DataConfig, name: str, workspace=None, overwrite: bool = 
     x/y...) becomes extra manifest columns. ``progress(done_groups, total_or_None)`` is called as
     groups are processed; ``on_skip(name, reason)`` for each unreadable input (also recorded in
     ``skipped.csv``).
+
+    ``swap_guard()``, when given, is a context manager entered just before an existing dataset is replaced
+    (``overwrite``); it may refuse by raising (the runs layer refuses while a training job uses the dataset:
+    :func:`siamese_core.runs.delete.prepare_dataset`), and then nothing changes. ``recorded_path`` is the source
+    path written into ``dataset.json`` instead of ``cfg.path`` and ``clean(text)`` rewrites the text of every skip
+    reason (an upload names the archive, not its temporary folder); both are applied before the dataset is
+    published, so it is never visible with a temporary path in it.
     """
     import pandas as pd
 
@@ -222,14 +232,15 @@ def build_dataset(cfg: DataConfig, name: str, workspace=None, overwrite: bool = 
         raise DatasetError(f"dataset {name!r} already exists in {root}; choose another --name or pass --overwrite")
     try:
         root.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".tmp-{name}-"))
+        tmp = make_temp_dir(root, f".tmp-{name}")
     except OSError as e:
         raise DatasetError(f"cannot write to workspace {root}: {e.strerror or e}") from None
 
     skipped: list[dict] = []
+    clean = clean or (lambda text: text)
 
     def skip(item, reason):
-        item, reason = _text(item), _text(reason)
+        item, reason = clean(_text(item)), clean(_text(reason))
         skipped.append({"file": item, "reason": reason})
         if on_skip:
             on_skip(item, reason)
@@ -274,27 +285,26 @@ def build_dataset(cfg: DataConfig, name: str, workspace=None, overwrite: bool = 
             f.seek(0)
             f.write(_npy_header((n, cfg.size, cfg.size, 3)))
             f.flush()
-            os.fsync(f.fileno())
         pd.DataFrame(rows).to_parquet(tmp / "manifest.parquet", index=False)
         groups = np.array([r["group"] for r in rows], np.int32)
         np.save(tmp / "groups.npy", groups)
-        pd.DataFrame(skipped, columns=["file", "reason"]).to_csv(tmp / "skipped.csv", index=False)
+        from .pairs_csv import csv_text
+        with open(tmp / "skipped.csv", "w", newline="", encoding="utf-8") as f:
+            f.write(csv_text(skipped, ["file", "reason"]))  # file names: no cell a spreadsheet would run
+        recorded = cfg.to_dict() if recorded_path is None else {**cfg.to_dict(), "path": recorded_path}
         write_json_atomic(tmp / "dataset.json", {
-            "name": name, "config": cfg.to_dict(), "images": n, "groups": rows[-1]["group"] + 1,
+            "name": name, "config": recorded, "images": n, "groups": rows[-1]["group"] + 1,
             "skipped": len(skipped), "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
             "fingerprint": _fingerprint(h, (n, cfg.size, cfg.size, 3), groups),
         })
-        if final.exists():  # overwrite: swap in, then drop the old one
-            old = root / f".old-{name}-{os.getpid()}"
-            os.replace(final, old)
-            os.replace(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, final)
+        if final.exists() and not overwrite:  # made meanwhile by another process
+            raise DatasetError(f"dataset {name!r} already exists in {root}; choose another --name or pass --overwrite")
+        with (swap_guard() if swap_guard is not None and final.exists() else contextlib.nullcontext()):
+            replace_dir(tmp, final)  # whole and flushed; an old dataset is swapped out in one step
     except OSError as e:
-        shutil.rmtree(tmp, ignore_errors=True)
+        remove(tmp)
         raise DatasetError(f"cannot write dataset {name!r} to {root}: {e.strerror or e}; nothing was saved") from None
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        remove(tmp)
         raise
     return Dataset(final)

@@ -10,16 +10,16 @@ A zip from a browser is untrusted input. :func:`extract_zip` therefore
 * caps the number of members (:data:`MAX_MEMBERS`) and the total uncompressed size
   (:data:`MAX_TOTAL_BYTES`), counting the bytes actually written, not the sizes the archive claims.
 
-:func:`build_from_zip` extracts into a temporary directory (removed afterwards, whatever happens),
-builds the dataset with :func:`siamese_core.data.store.build_dataset`, and records the archive's name
-instead of the temporary path. Nothing here imports Streamlit.
+:func:`build_from_zip` extracts into a temporary directory (``<workspace>/.uploads/.upload-<owner>...``, removed
+afterwards whatever happens, and by the workspace sweep when the process was killed), builds the dataset with
+:func:`siamese_core.data.store.build_dataset`, and records the archive's name instead of the temporary path.
+Nothing here imports Streamlit.
 """
 
 from __future__ import annotations
 
 import io
 import os
-import shutil
 import stat
 import tempfile
 import zipfile
@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from ..core.errors import SiameseError
+from ..core.files import make_temp_dir, remove
 from .images import IMAGE_EXTENSIONS
 
 MAX_MEMBERS = 20_000
@@ -157,30 +158,28 @@ def extract_zip(source, target, *, max_members: int = MAX_MEMBERS,
 
 @contextmanager
 def extracted_zip(source, *, name: str = "upload.zip", tmp_root=None, **limits):
-    """``with extracted_zip(data) as (folder, result):`` — a temporary folder removed on exit."""
-    if tmp_root is not None:
-        Path(tmp_root).mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".upload-", dir=tmp_root))
+    """``with extracted_zip(data) as (folder, result):`` — a temporary folder (in ``tmp_root``, default the system's
+    temporary folder) removed on exit; its name carries the owner tag, so the sweep removes it after a kill."""
+    tmp = make_temp_dir(tmp_root if tmp_root is not None else tempfile.gettempdir(), ".upload-")
     try:
         res = extract_zip(source, tmp / "tiles", name=name, **limits)
         yield tmp / "tiles", res
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        remove(tmp)
 
 
 def build_from_zip(source, dataset_name: str, workspace=None, *, zip_name: str = "upload.zip",
                    size: int = 128, limit: int = 0, variants: int = 2, distortions=(), seed: int = 0,
-                   overwrite: bool = False, progress=None, on_skip=None, **limits):
+                   overwrite: bool = False, progress=None, on_skip=None, swap_guard=None, **limits):
     """Extract an uploaded zip into a temporary folder, build a ``folder`` dataset, remove the folder.
 
     Returns ``(dataset, ExtractResult)``. Skip reasons passed to ``on_skip`` and written to
     ``skipped.csv`` name files relative to the archive (``tiles.zip:sub/a.png``), never the
-    temporary path; the dataset's recorded ``path`` is ``upload:<zip name>``.
+    temporary path; the dataset's recorded ``path`` is ``upload:<zip name>``. Both are written before the dataset
+    is published. ``swap_guard``: see :func:`~siamese_core.data.store.build_dataset`.
     """
-    import pandas as pd
-
     from ..core.config import DataConfig, workspace_dir
-    from ..core.files import check_name, write_json_atomic
+    from ..core.files import check_name
     from .store import build_dataset, datasets_dir
 
     check_name(dataset_name)
@@ -194,21 +193,8 @@ def build_from_zip(source, dataset_name: str, workspace=None, *, zip_name: str =
         def clean(text: str) -> str:
             return str(text).replace(prefix, f"{zip_name}:").replace(str(folder.resolve()), zip_name)
 
-        def skip(item, reason):
-            if on_skip:
-                on_skip(clean(item), clean(reason))
-
         cfg = DataConfig(source="folder", path=str(folder), limit=limit, size=size, variants=variants,
                          distortions=tuple(distortions), seed=seed)
-        ds = build_dataset(cfg, dataset_name, ws, overwrite=overwrite, progress=progress, on_skip=skip)
-    info = dict(ds.info)
-    info["config"] = {**info["config"], "path": f"upload:{zip_name}"}
-    write_json_atomic(ds.path / "dataset.json", info)
-    sk = ds.path / "skipped.csv"
-    if sk.exists():
-        df = pd.read_csv(sk)
-        if len(df):
-            df = df.astype(str).map(clean)
-            df.to_csv(sk, index=False)
-    ds.__dict__.pop("info", None)  # drop the cached copy
+        ds = build_dataset(cfg, dataset_name, ws, overwrite=overwrite, progress=progress, on_skip=on_skip,
+                           swap_guard=swap_guard, recorded_path=f"upload:{zip_name}", clean=clean)
     return ds, res

@@ -23,13 +23,12 @@ learnt; the dashboard says so under the verdict. No reference, no warning.
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from ..core.files import atomic_file
 from ..data.images import tiles_at
 
 MAX_TILES = 2000
@@ -117,15 +116,8 @@ def save_reference(path, ref: dict) -> Path:
     """Write ``ref`` to ``path``, a run's reference file (:attr:`Run.reference_path
     <siamese_core.runs.run.Run.reference_path>`), compressed, written aside and renamed into place."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".reference.", suffix=".npz")
-    os.close(fd)
-    try:
+    with atomic_file(path) as tmp:
         np.savez_compressed(tmp, **{k: np.asarray(v) for k, v in ref.items()})
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 

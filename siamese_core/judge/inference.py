@@ -17,11 +17,13 @@ from pathlib import Path
 import numpy as np
 
 from ..core.errors import ImageError, RunError, SiameseError
+from ..core.files import write_text_atomic
+from ..core.keys import digest
 from ..data.images import decode_image, load_tile, to_tile
-from ..data.pairs_csv import csv_text, read_pairs_csv
+from ..data.pairs_csv import csv_text, read_pairs_csv, resolve_image
 from ..runs.registry import open_run
 from ..runs.run import PRETRAINED, Run
-from .fusion import Band, load_fusion
+from .fusion import Band, fusion_from_dict
 
 
 @dataclass(frozen=True)
@@ -78,18 +80,30 @@ class Scorer:
     """A run's model, tile size, fusion and decision threshold: ``score > threshold`` → different places.
 
     With a fitted fusion the score is the fused ``1 − P(same place)`` over the learned distance and the
-    geometric evidence; without one (a run not calibrated yet) it is the model's own output."""
+    geometric evidence; without one (a run not calibrated yet) it is the model's own output. The fusion and the
+    threshold come from the run's verdict, read together (:meth:`Run.verdict <siamese_core.runs.run.Run.verdict>`):
+    when the run is calibrated again while this scorer lives, reading the threshold brings the new fusion with it."""
 
     run: Run
     model: object
     size: int
     preset: str
     fusion: object = None
+    fusion_key: str = ""  # digest of the fusion's dict this scorer holds ("" until read from the run)
 
     @property
     def threshold(self) -> float:
-        """The run's saved decision threshold, read fresh (the Threshold page may have changed it)."""
-        return self.run.threshold()
+        """The run's saved decision threshold, read fresh (the Threshold page may have changed it), with the fusion it
+        belongs to (taken up here when the run was calibrated again since)."""
+        if not isinstance(self.run, Run):  # a bare model (benchmarks): no verdict on disk
+            raise RunError("this scorer has no run, hence no saved threshold; pass a threshold")
+        v = self.run.verdict()
+        key = digest(v["fusion"])
+        if key != self.fusion_key:
+            self.fusion, self.fusion_key = (fusion_from_dict(v["fusion"]) if v["fusion"] is not None else None), key
+        if v["threshold"] is None:
+            return self.run.threshold()  # the one-line error naming the fix
+        return v["threshold"]["threshold"]
 
     @property
     def name(self) -> str:
@@ -102,9 +116,10 @@ class Scorer:
         if not run.has_model():
             raise RunError(f"run {run_id!r} has no trained model yet (status: see `list`); wait for it to finish")
         cfg = run.config
-        fusion = load_fusion(run.fusion_path) if run.has_fusion() else None
+        d = run.fusion_dict()
+        fusion = fusion_from_dict(d) if d is not None else None
         from ..learn.model import load_model_safe
-        return cls(run, load_model_safe(run.model_path), cfg.model.size, cfg.model.preset, fusion)
+        return cls(run, load_model_safe(run.model_path), cfg.model.size, cfg.model.preset, fusion, digest(d))
 
     def __post_init__(self):
         from ..core.backend import tf
@@ -247,8 +262,8 @@ def explain(score: float, threshold: float, band: Band | None = None) -> str:
 class _Cache:
     """Prepared tiles by file name, least recently used dropped first (a CSV names one tile many times)."""
 
-    def __init__(self, scorer: Scorer, base: Path, size: int = 512):
-        self.scorer, self.base, self.size, self.items = scorer, base, size, OrderedDict()
+    def __init__(self, scorer: Scorer, base: Path, size: int = 512, cwd=None):
+        self.scorer, self.base, self.size, self.items, self.cwd = scorer, base, size, OrderedDict(), cwd
         self.lock = threading.Lock()
 
     def get(self, name: str) -> Prepared:
@@ -257,9 +272,7 @@ class _Cache:
             if got is not None:
                 self.items.move_to_end(name)
         if got is None:
-            path = self.base / name
-            if not path.exists() and Path(name).exists():
-                path = Path(name)  # a path relative to the working directory rather than to the CSV
+            path = resolve_image(name, self.base, self.cwd)
             try:
                 got = self.scorer.prepare(path, name)
             except ImageError as e:
@@ -274,11 +287,12 @@ class _Cache:
 
 
 def judge_rows(scorer: Scorer, rows: list[dict], base: Path, threshold: float | None = None,
-               progress=None, chunk: int = 0) -> list:
+               progress=None, chunk: int = 0, cwd=None) -> list:
     """A Judgement (or the SiameseError that stopped it) for every row with ``image_a``/``image_b`` paths
-    (absolute, relative to ``base``, else relative to the working directory). Tiles are decoded once and
-    in parallel; memory stays bounded."""
-    cache = _Cache(scorer, Path(base))
+    (absolute, relative to ``base``, else relative to ``cwd``, by default the working directory:
+    :func:`~siamese_core.data.pairs_csv.resolve_image`). Tiles are decoded once and in parallel; memory stays
+    bounded."""
+    cache = _Cache(scorer, Path(base), cwd=cwd)
     chunk = chunk or min(128, max(8, len(rows) // 20))  # progress at least every 5 %, memory bounded
     out: list = [None] * len(rows)
     workers = os.cpu_count() or 1
@@ -337,19 +351,16 @@ def score_csv(scorer: Scorer, in_csv: Path, out_csv: Path, threshold: float | No
     or uncertain) and its reason, the evidence (GEO_COLUMNS: learned distance, keypoint inliers, estimated
     angle and scale, the part of A that B covers, edge agreement, one sentence) and error. Paths are absolute, relative to the CSV, else to the working directory. Bad rows
     keep an empty score and say why in ``error``. Returns {"scored": n, "failed": [(line_number, reason),
-    ...], "threshold": t}; the output is written atomically."""
+    ...], "threshold": t}; the output is written atomically, every cell that a spreadsheet would run as a formula
+    neutralised (:func:`~siamese_core.data.pairs_csv.csv_text`)."""
     in_csv, out_csv = Path(in_csv), Path(out_csv)
     rows, cols, lines = read_pairs_csv(in_csv)
     t = scorer.threshold if threshold is None else threshold
     out, out_cols, failed = scored_rows(rows, cols, lines, judge_rows(scorer, rows, in_csv.parent, t, progress))
-    tmp = out_csv.with_name(f".{out_csv.name}.tmp")
     try:
-        with open(tmp, "w", newline="", encoding="utf-8") as f:
-            f.write(csv_text(out, out_cols))
-        os.replace(tmp, out_csv)
+        write_text_atomic(out_csv, csv_text(out, out_cols))
     except OSError as e:
-        Path(tmp).unlink(missing_ok=True)
-        raise SiameseError(f"{out_csv}: cannot write output CSV ({e.strerror or e})") from None
+        raise SiameseError(f"{out_csv}: cannot write output CSV ({e.strerror or e}); nothing was written") from None
     return {"scored": len(out) - len(failed), "failed": failed, "threshold": t}
 
 

@@ -28,7 +28,7 @@ from ..core.config import RunConfig
 from ..core.errors import RunError
 from ..data.pairs import Pairs, make_pairs
 from ..data.store import open_dataset
-from ..runs.liveness import process_start
+from ..core.procs import Terminated, process_start, sigterm_raises
 from ..runs.lock import acquire_train_lock
 from ..runs.run import Run
 from ..runs.scores import VALIDATION_LABEL
@@ -240,15 +240,17 @@ def _finish(run: Run, model: keras.Model, images, pairs: Pairs, cfg: RunConfig, 
     cal = pairs.calibration
     scores = predict_scores(model, images, cal, batch_size=bs, distort_seed=cal_seed)
     run.save_val_scores(scores, cal.label, cal.a, cal.b, distort_seed=cal_seed)
-    user = run.user_threshold() if keep_user_threshold else None
-    if user is not None:  # a resumed run keeps the threshold its user saved
+    # a resumed run keeps the threshold its user saved for its learned distance; a fusion, fitted on the earlier
+    # model's distances, does not carry over to the new model (the verdict saved below has none)
+    user = run.user_threshold() if keep_user_threshold and not run.has_fusion() else None
+    if user is not None:
         threshold, source = user, "user"
     elif cfg.train.threshold > 0:
         threshold, source = cfg.train.threshold, "preset"
     else:
         keep = ~cal.identical
         threshold, source = suggest_thresholds(scores[keep], cal.label[keep]).best_accuracy, "calibrated"
-    run.save_threshold(threshold, source)
+    run.save_verdict(None, threshold, source)
     test = pairs.testing
     if len(test):
         t_scores = predict_scores(model, images, test, batch_size=bs, distort_seed=test_seed)
@@ -270,7 +272,8 @@ def run_training(run_dir, resume: bool = False, lock_fd: int | None = None, verb
     """Train the run at ``run_dir`` (a path or a :class:`Run`; its config must exist); returns the final status.
 
     Holds the workspace's training lock throughout (``lock_fd`` when the launcher took it already).
-    Any error is recorded in the run's status (status 'failed', with the message) and re-raised.
+    Any error is recorded in the run's status (status 'failed', with the message) and re-raised. SIGTERM (and
+    Ctrl-C) end it as 'stopped': the run keeps its last checkpoint and can be resumed.
     """
     run = Run(run_dir)
     workspace = run.workspace
@@ -278,86 +281,89 @@ def run_training(run_dir, resume: bool = False, lock_fd: int | None = None, verb
     if lock_fd is None:
         lock_fd = acquire_train_lock(run.name, workspace)
     policy = keras.mixed_precision.global_policy()
-    try:
-        one_op_at_a_time_on_cpu()
-        placement = resolve_devices(cfg.train.devices)  # 1 (the default): no strategy, as without the option
-        keras.mixed_precision.set_global_policy(cfg.train.precision)  # layers built below take it
-        run.write_status("running", reset=True, pid=os.getpid(), pid_start=process_start(os.getpid()),
-                         device=placement.describe(), error=None, started=time.strftime("%Y-%m-%dT%H:%M:%S"))
-        keras.utils.set_random_seed(cfg.train.seed)
-        ds = open_dataset(cfg.dataset, workspace)
-        if ds.size != cfg.model.size:
-            cfg = RunConfig.from_dict({**cfg.to_dict(), "model": {**cfg.model.to_dict(), "size": ds.size}})
-            run.write_config(cfg)
-        if resume and run.pairs_path.exists():
-            why = run.dataset_change(workspace)  # the launcher checked; the dataset may have changed since
-            if why:
-                raise RunError(f"{why}; its pairs no longer match the images, so it cannot resume: train a new run")
-            pairs = Pairs.load(run.pairs_path)
-        else:
-            pairs = make_pairs(ds.groups, cfg.pairs)
-            pairs.save(run.pairs_path)
-            run.record_dataset(ds)  # the data these pairs index
-        images = ds.rows()
-        t, bs = cfg.train, cfg.train.batch_size
-        in_batch = cfg.model.preset != "seed"  # default: same-place pairs, every other pair in the batch is a negative
-        if in_batch:
-            fit_train = positive_pairs(pairs.train, ds.groups)
-            fit_val = positive_pairs(pairs.calibration, ds.groups)
-        else:
-            fit_train, fit_val = pairs.train, pairs.calibration
-        if len(fit_train) == 0:
-            raise RunError(f"dataset {cfg.dataset!r} gives no same-place training pairs (each place has a single "
-                           f"image, e.g. prepared with --variants 0); prepare it with --variants 2, or from a source "
-                           f"with several views of each place (--source ab)")
-        steps = t.steps_per_epoch or max(1, math.ceil(len(fit_train) / bs))
-        ckpt = run.checkpoint_path() if resume else None
-        initial_epoch = run.checkpoint_epoch() if ckpt is not None else 0
-        # a resumed run draws a new shuffle order instead of replaying the first epoch's
-        train_ds = pair_dataset(images, fit_train, bs, shuffle=True, augment=t.augment and in_batch,
-                                seed=t.seed + initial_epoch)
-        if t.steps_per_epoch:
-            train_ds = train_ds.repeat()
-        val_ds = pair_dataset(images, fit_val, bs)  # activations, not data, set the peak memory
-
-        strategy = placement.strategy()  # None for one device
-        with placement.scope(strategy):  # variables (and a resumed checkpoint's) mirrored on every device
-            if initial_epoch:
-                from .model import load_model_safe
-                fit_model = load_model_safe(ckpt, compile=True)
+    with sigterm_raises():  # `stop` sends SIGTERM when a stop request is not honoured in time
+        try:
+            one_op_at_a_time_on_cpu()
+            placement = resolve_devices(cfg.train.devices)  # 1 (the default): no strategy, as without the option
+            keras.mixed_precision.set_global_policy(cfg.train.precision)  # layers built below take it
+            run.write_status("running", reset=True, pid=os.getpid(), pid_start=process_start(os.getpid()),
+                             device=placement.describe(), error=None, started=time.strftime("%Y-%m-%dT%H:%M:%S"))
+            keras.utils.set_random_seed(cfg.train.seed)
+            ds = open_dataset(cfg.dataset, workspace)
+            if ds.size != cfg.model.size:
+                cfg = RunConfig.from_dict({**cfg.to_dict(), "model": {**cfg.model.to_dict(), "size": ds.size}})
+                run.write_config(cfg)
+            if resume and run.pairs_path.exists():
+                why = run.dataset_change(workspace)  # the launcher checked; the dataset may have changed since
+                if why:
+                    raise RunError(f"{why}; its pairs no longer match the images, so it cannot resume: train a new run")
+                pairs = Pairs.load(run.pairs_path)
             else:
-                model = build_model(cfg.model)
-                fit_model = embedding_trainer(tower_of(model)) if in_batch else model
-                compile_model(fit_model, cfg.model.preset, t.optimizer, t.learning_rate,
-                              decay_steps=steps * t.epochs if in_batch else 0)
-        if strategy is not None:
-            prepare_for_replicas(fit_model, train_ds)  # global-batch BatchNorm; no batch drawn before training
-        model = assemble(tower_of(fit_model), cfg.model.preset) if in_batch else fit_model
+                pairs = make_pairs(ds.groups, cfg.pairs)
+                pairs.save(run.pairs_path)
+                run.record_dataset(ds)  # the data these pairs index
+            images = ds.rows()
+            t, bs = cfg.train, cfg.train.batch_size
+            in_batch = cfg.model.preset != "seed"  # default: same-place pairs, every other pair in the batch is a negative
+            if in_batch:
+                fit_train = positive_pairs(pairs.train, ds.groups)
+                fit_val = positive_pairs(pairs.calibration, ds.groups)
+            else:
+                fit_train, fit_val = pairs.train, pairs.calibration
+            if len(fit_train) == 0:
+                raise RunError(f"dataset {cfg.dataset!r} gives no same-place training pairs (each place has a single "
+                               f"image, e.g. prepared with --variants 0); prepare it with --variants 2, or from a source "
+                               f"with several views of each place (--source ab)")
+            steps = t.steps_per_epoch or max(1, math.ceil(len(fit_train) / bs))
+            ckpt = run.checkpoint_path() if resume else None
+            initial_epoch = run.checkpoint_epoch() if ckpt is not None else 0
+            # a resumed run draws a new shuffle order instead of replaying the first epoch's
+            train_ds = pair_dataset(images, fit_train, bs, shuffle=True, augment=t.augment and in_batch,
+                                    seed=t.seed + initial_epoch)
+            if t.steps_per_epoch:
+                train_ds = train_ds.repeat()
+            val_ds = pair_dataset(images, fit_val, bs)  # activations, not data, set the peak memory
 
-        stop = StopOnRequest(run)
-        sample = epoch_metric_pairs(pairs.calibration, seed=t.seed)
-        cal_seed = distort_seeds(cfg)[0]
-        cal_metric = CalibrationMetrics(lambda: predict_scores(model, images, sample, bs, distort_seed=cal_seed),
-                                        sample.label, sample.identical, threshold=t.threshold)
-        # the epoch metric first: it adds its numbers to the logs the others record
-        callbacks = [cal_metric, LiveMetrics(run, steps, t.epochs), EpochCheckpoint(run), stop]
-        run.write_status("running", epoch=initial_epoch, epochs=t.epochs, step=0, steps=steps,
-                         pair_counts=pairs.counts(), fit_pairs=len(fit_train))
-        if initial_epoch < t.epochs:
-            fit_model.fit(train_ds, validation_data=val_ds, epochs=t.epochs, initial_epoch=initial_epoch,
-                          steps_per_epoch=steps, callbacks=callbacks, verbose=verbose, shuffle=False)
-        status = "stopped" if stop.stopped else "finished"
-        run.write_status("finishing", final=status)
-        _finish(run, model, images, pairs, cfg, ds.groups, keep_user_threshold=resume)
-        return run.write_status(status, ended=time.strftime("%Y-%m-%dT%H:%M:%S"))
-    except BaseException as e:
-        run.append_log(traceback.format_exc())
-        if isinstance(e, KeyboardInterrupt):
-            status, error = "stopped", "interrupted by the user"
-        else:
-            status, error = "failed", f"{type(e).__name__}: {(str(e).splitlines() or [''])[0]}"
-        run.write_status(status, error=error, ended=time.strftime("%Y-%m-%dT%H:%M:%S"))
-        raise
-    finally:
-        keras.mixed_precision.set_global_policy(policy)
-        os.close(lock_fd)
+            strategy = placement.strategy()  # None for one device
+            with placement.scope(strategy):  # variables (and a resumed checkpoint's) mirrored on every device
+                if initial_epoch:
+                    from .model import load_model_safe
+                    fit_model = load_model_safe(ckpt, compile=True)
+                else:
+                    model = build_model(cfg.model)
+                    fit_model = embedding_trainer(tower_of(model)) if in_batch else model
+                    compile_model(fit_model, cfg.model.preset, t.optimizer, t.learning_rate,
+                                  decay_steps=steps * t.epochs if in_batch else 0)
+            if strategy is not None:
+                prepare_for_replicas(fit_model, train_ds)  # global-batch BatchNorm; no batch drawn before training
+            model = assemble(tower_of(fit_model), cfg.model.preset) if in_batch else fit_model
+
+            stop = StopOnRequest(run)
+            sample = epoch_metric_pairs(pairs.calibration, seed=t.seed)
+            cal_seed = distort_seeds(cfg)[0]
+            cal_metric = CalibrationMetrics(lambda: predict_scores(model, images, sample, bs, distort_seed=cal_seed),
+                                            sample.label, sample.identical, threshold=t.threshold)
+            # the epoch metric first: it adds its numbers to the logs the others record
+            callbacks = [cal_metric, LiveMetrics(run, steps, t.epochs), EpochCheckpoint(run), stop]
+            run.write_status("running", epoch=initial_epoch, epochs=t.epochs, step=0, steps=steps,
+                             pair_counts=pairs.counts(), fit_pairs=len(fit_train))
+            if initial_epoch < t.epochs:
+                fit_model.fit(train_ds, validation_data=val_ds, epochs=t.epochs, initial_epoch=initial_epoch,
+                              steps_per_epoch=steps, callbacks=callbacks, verbose=verbose, shuffle=False)
+            status = "stopped" if stop.stopped else "finished"
+            run.write_status("finishing", final=status)
+            _finish(run, model, images, pairs, cfg, ds.groups, keep_user_threshold=resume)
+            return run.write_status(status, ended=time.strftime("%Y-%m-%dT%H:%M:%S"))
+        except BaseException as e:
+            run.append_log(traceback.format_exc())
+            if isinstance(e, Terminated):
+                status, error = "stopped", "stopped by SIGTERM (a stop request was not honoured in time)"
+            elif isinstance(e, KeyboardInterrupt):
+                status, error = "stopped", "interrupted by the user"
+            else:
+                status, error = "failed", f"{type(e).__name__}: {(str(e).splitlines() or [''])[0]}"
+            run.write_status(status, error=error, ended=time.strftime("%Y-%m-%dT%H:%M:%S"))
+            raise
+        finally:
+            keras.mixed_precision.set_global_policy(policy)
+            os.close(lock_fd)

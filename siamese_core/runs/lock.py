@@ -16,6 +16,8 @@ from pathlib import Path
 
 from ..core.config import workspace_dir
 from ..core.errors import RunError
+from ..core.locks import open_lock_file
+from ..core.procs import pid_exists, process_start, same_process
 
 
 def _lock_path(workspace=None) -> Path:
@@ -54,15 +56,7 @@ def _holder(path: Path) -> str:
         except (OSError, ValueError):
             info = {}
         pid = info.get("pid")
-        alive = False
-        if pid:
-            try:
-                os.kill(int(pid), 0)
-                alive = True
-            except (ProcessLookupError, ValueError, TypeError):
-                pass
-            except PermissionError:
-                alive = True
+        alive = bool(pid) and (same_process(pid, info["start"]) if info.get("start") is not None else pid_exists(pid))
         if alive or time.monotonic() > deadline:
             return info.get("run_id", "another job") if alive else "another job"
         time.sleep(0.01)
@@ -74,7 +68,7 @@ def acquire_train_lock(run_id: str, workspace=None) -> int:
     Raises RunError naming the job that holds it. The lock dies with the process holding it.
     """
     path = _lock_path(workspace)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = open_lock_file(path)
     try:
         _flock_patiently(fd)
     except BlockingIOError:
@@ -82,7 +76,8 @@ def acquire_train_lock(run_id: str, workspace=None) -> int:
         os.close(fd)
         raise RunError(f"a training job is already running ({holder}); wait for it to finish or stop it first") from None
     os.ftruncate(fd, 0)
-    os.write(fd, json.dumps({"run_id": run_id, "pid": os.getpid(), "since": time.time()}).encode())
+    os.write(fd, json.dumps({"run_id": run_id, "pid": os.getpid(), "start": process_start(os.getpid()),
+                             "since": time.time()}).encode())
     os.set_inheritable(fd, True)
     return fd
 
@@ -90,7 +85,7 @@ def acquire_train_lock(run_id: str, workspace=None) -> int:
 def active_job(workspace=None) -> str | None:
     """The run id of the training job holding the lock, or None when no job runs."""
     path = _lock_path(workspace)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = open_lock_file(path)
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         fcntl.flock(fd, fcntl.LOCK_UN)
@@ -110,7 +105,7 @@ def no_launch(workspace=None):
     (it is held here until the block ends), else the id of the job holding it (which, while it holds it, keeps
     any other job from starting)."""
     path = _lock_path(workspace)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = open_lock_file(path)
     try:
         try:
             _flock_patiently(fd)

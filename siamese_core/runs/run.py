@@ -3,21 +3,23 @@
 ``<workspace>/runs/<run_id>/`` holds ``config.json``, ``status.json``, ``metrics.jsonl`` (appended
 live by the training callback), two alternating checkpoints named by ``checkpoint.json``,
 ``model.keras``, ``pairs.npz``, ``val_scores.npz`` (the calibration pairs' scores: the threshold is fitted on
-them), ``test_scores.npz`` (the test pairs': places never used for training or the threshold), ``threshold.json``,
-``evaluation.json`` (the report on the test pairs),
+them), ``test_scores.npz`` (the test pairs': places never used for training or the threshold), ``verdict.json``
+(what a score is judged with: the fusion, once calibrated, and the threshold — one file, so that a crash can never
+pair a fused score with a threshold meant for the learned distance; runs from before it have ``fusion.json`` and
+``threshold.json``, still read), ``evaluation.json`` (the report on the test pairs),
 ``data.json`` (the dataset's fingerprint when training began), ``train.log`` and, once calibrated,
-``fusion.json`` and ``calibration_scores.npz``. Only :class:`Run` names these files. Status moves
+``calibration_scores.npz``. Only :class:`Run` names these files. Status moves
 queued → running → finishing (saving the model, scoring calibration and test pairs) → finished | failed | stopped; a
 run whose process died without saying so is reported as ``interrupted`` (:mod:`.liveness`).
 
 The score files (calibration and test scores, the report, stored evaluations) are read and written by the
-methods of :class:`~siamese_core.runs.scores.RunScores`, which :class:`Run` inherits. Finding a run by id is
+methods of :class:`~siamese_core.runs.scores.RunScores`, and the verdict (fusion and threshold) by those of
+:class:`~siamese_core.runs.verdict.RunVerdict`, both of which :class:`Run` inherits. Finding a run by id is
 :mod:`.registry`; the one-job lock, :mod:`.lock`.
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import shutil
@@ -26,9 +28,11 @@ from pathlib import Path
 
 from ..core.config import RunConfig
 from ..core.errors import DatasetError, RunError
-from ..core.files import read_json, write_json_atomic
-from .liveness import job_alive
+from ..core.files import atomic_file, read_json, write_json_atomic
+from ..core.locks import file_lock
+from .liveness import job_alive, job_is_ours
 from .scores import RunScores
+from .verdict import RunVerdict
 
 # The model bundled with the package: a finished, read-only run that every workspace sees under this id
 # (a workspace run of the same name takes precedence). See siamese_core/pretrained/MODEL_CARD.md.
@@ -40,7 +44,7 @@ LIVE = ("queued", "running", "finishing")  # statuses of a run whose job has not
 _LIVE_RANK = {s: k for k, s in enumerate(LIVE)}
 
 
-class Run(RunScores):
+class Run(RunScores, RunVerdict):
     """One run directory and every file in it: the only place that names a run's files.
 
     ``Run(path)`` (a path, or another Run) opens nothing; :func:`open_run` finds a run by id and checks
@@ -57,10 +61,11 @@ class Run(RunScores):
     PAIRS = "pairs.npz"
     VAL_SCORES = "val_scores.npz"  # the calibration (validation) pairs' scores
     TEST_SCORES = "test_scores.npz"
-    THRESHOLD = "threshold.json"
+    VERDICT = "verdict.json"  # the fusion and the threshold, one file
+    THRESHOLD = "threshold.json"  # before verdict.json: the threshold alone (still read)
     EVALUATION = "evaluation.json"
     DATA = "data.json"
-    FUSION = "fusion.json"
+    FUSION = "fusion.json"  # before verdict.json: the fusion alone (still read)
     CALIBRATION_SCORES = "calibration_scores.npz"
     REFERENCE = "reference.npz"
     LOG = "train.log"
@@ -69,7 +74,9 @@ class Run(RunScores):
     MODEL_CARD = "MODEL_CARD.md"
     BUILD = "build.json"
     # what a bundled run ships (scripts/build_pretrained.py), besides its model card and build record
-    BUNDLE = (CONFIG, MODEL, THRESHOLD, FUSION, STATUS, CALIBRATION_SCORES, REFERENCE)
+    BUNDLE = (CONFIG, MODEL, VERDICT, STATUS, CALIBRATION_SCORES, REFERENCE)
+    LEGACY_VERDICT = (FUSION, THRESHOLD)  # what a bundle or run made before verdict.json has instead
+    STATUS_LOCK_WAIT_S = 30.0  # status and verdict writes hold the lock for microseconds
 
     def __init__(self, path):
         self.path = Path(path.path if isinstance(path, Run) else path)
@@ -151,9 +158,7 @@ class Run(RunScores):
         launch or process (a run being created or resumed), which may start again from 'queued'/'running'."""
         self._writable()
         p = self.path / self.STATUS
-        fd = os.open(self.path / self.STATUS_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)  # held for a read and an atomic rename: microseconds
+        with self._locked():  # held for a read and an atomic rename: microseconds
             old = read_json(p)
             old = old if isinstance(old, dict) else {}
             prev = old.get("status")
@@ -162,8 +167,11 @@ class Run(RunScores):
             st = {**old, **fields, "status": status, "updated": time.time()}
             write_json_atomic(p, st)
             return st
-        finally:
-            os.close(fd)
+
+    def _locked(self):
+        """The run's lock for a read-modify-write of its status or verdict (gives up, naming the holder)."""
+        return file_lock(self.path / self.STATUS_LOCK, f"run {self.name!r}", self.STATUS_LOCK_WAIT_S,
+                         fix="try again; if it stays, a process of this run is stuck: stop it", note=False)
 
     # --- stopping -------------------------------------------------------------------------------
     def request_stop(self) -> None:
@@ -177,9 +185,12 @@ class Run(RunScores):
         (self.path / self.STOP).unlink(missing_ok=True)
 
     def stop(self, wait_s: float = 0.0) -> dict:
-        """Request a stop; if the process is still training after ``wait_s`` seconds, terminate it.
+        """Request a stop; if the process is still training after ``wait_s`` seconds, terminate it (SIGTERM: the job
+        then ends as 'stopped', keeping its last checkpoint).
 
-        A job that is already saving its model ('finishing') is left to finish."""
+        A job that is already saving its model ('finishing') is left to finish. Only the process the status names by
+        pid *and* start time is ever signalled (:func:`~siamese_core.runs.liveness.job_is_ours`): a pid the job no
+        longer holds, or a record without a start time, gets nothing."""
         import signal
         self.request_stop()
         deadline = time.time() + wait_s
@@ -187,7 +198,7 @@ class Run(RunScores):
         while wait_s and time.time() < deadline and st.get("status") in LIVE:
             time.sleep(0.2)
             st = self.status()
-        if wait_s and st.get("status") in ("running", "queued") and job_alive(st):
+        if wait_s and st.get("status") in ("running", "queued") and job_is_ours(st):
             os.kill(int(st["pid"]), signal.SIGTERM)
         return st
 
@@ -227,33 +238,6 @@ class Run(RunScores):
         with open(self.log_path, "a") as log:
             log.write(text)
 
-    # --- the decision threshold -----------------------------------------------------------------
-    def threshold_info(self) -> dict | None:
-        """``{"threshold", "source", "saved"}``, or None when the run has no (readable) threshold."""
-        info = read_json(self.path / self.THRESHOLD)
-        try:
-            return {**info, "threshold": float(info["threshold"])}
-        except (KeyError, TypeError, ValueError):
-            return None
-
-    def threshold(self) -> float:
-        """The saved decision threshold; a RunError naming the fix when there is none."""
-        info = self.threshold_info()
-        if info is None:
-            raise RunError(f"run {self.name!r} has no decision threshold yet; wait for its training to finish "
-                           f"(or calibrate it)")
-        return info["threshold"]
-
-    def user_threshold(self) -> float | None:
-        """The threshold the user saved (source 'user'), else None."""
-        info = self.threshold_info()
-        return info["threshold"] if info and info.get("source") == "user" else None
-
-    def save_threshold(self, threshold: float, source: str = "user") -> None:
-        self._writable()
-        write_json_atomic(self.path / self.THRESHOLD, {"threshold": float(threshold), "source": source,
-                                                       "saved": time.strftime("%Y-%m-%dT%H:%M:%S")})
-
     # --- the model and its checkpoints ----------------------------------------------------------
     @property
     def model_path(self) -> Path:
@@ -263,11 +247,10 @@ class Run(RunScores):
         return self.model_path.exists()
 
     def save_model(self, model) -> None:
-        """The trained model, written aside and renamed into place."""
+        """The trained model, written aside, flushed and renamed into place."""
         self._writable()
-        tmp = self.path / f".{self.MODEL}.tmp.keras"
-        model.save(tmp)
-        os.replace(tmp, self.model_path)
+        with atomic_file(self.model_path) as tmp:
+            model.save(tmp)
 
     def checkpoint_path(self) -> Path | None:
         """The run's latest complete checkpoint (named by the checkpoint record), or None."""
@@ -293,9 +276,8 @@ class Run(RunScores):
         current = self.checkpoint_path()
         a, b = self.CHECKPOINT_FILES
         name = b if current is not None and current.name == a else a
-        tmp = self.path / f".{name}.tmp.keras"
-        model.save(tmp)
-        os.replace(tmp, self.path / name)
+        with atomic_file(self.path / name) as tmp:
+            model.save(tmp)
         write_json_atomic(self.path / self.CHECKPOINT, {"epoch": int(epoch), "file": name, **(logs or {})})
 
     # --- the pairs (the numbers they earned: scores.RunScores) -----------------------------------
@@ -304,22 +286,24 @@ class Run(RunScores):
         """The train, calibration and test pairs (index arrays into the dataset), drawn when training began."""
         return self.path / self.PAIRS
 
-    # --- calibration (fusion) and familiarity ----------------------------------------------------
-    @property
-    def fusion_path(self) -> Path:
-        return self.path / self.FUSION
-
-    def has_fusion(self) -> bool:
-        return self.fusion_path.exists()
-
+    # --- familiarity ----------------------------------------------------------------------------
     @property
     def reference_path(self) -> Path:
         """What the run was trained on, for the "unlike its training tiles" warning (:mod:`siamese_core.judge.familiarity`)."""
         return self.path / self.REFERENCE
 
     def copy_to(self, target: Path) -> "Run":
-        """A full copy of the run at ``target`` (a new run; its model card and temporary files stay behind)."""
-        shutil.copytree(self.path, target, ignore=shutil.ignore_patterns(self.MODEL_CARD, "*.tmp*", self.STATUS_LOCK))
+        """A full copy of the run at ``target`` (a new run; its model card, lock and temporary files stay behind).
+        ``target`` should be a temporary folder that the caller publishes (``calibrate --as`` does, once the copy is
+        calibrated): a crash midway then leaves no half run listed."""
+        target = Path(target)
+        skip = shutil.ignore_patterns(self.MODEL_CARD, "*.tmp*", self.STATUS_LOCK, ".*")
+        for root, dirs, files in os.walk(self.path):  # file by file: a failure names its file (copytree's would not)
+            dirs[:] = [d for d in dirs if d not in skip(root, dirs)]
+            dest = target / Path(root).relative_to(self.path)
+            dest.mkdir(parents=True, exist_ok=True)
+            for f in sorted(set(files) - skip(root, files)):
+                shutil.copy2(Path(root) / f, dest / f)
         return Run(target)
 
     def export_bundle(self, out: Path) -> "Run":
@@ -329,16 +313,21 @@ class Run(RunScores):
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         for f in self.BUNDLE:
-            shutil.copy2(self.path / f, out / f)
+            if f != self.VERDICT:
+                shutil.copy2(self.path / f, out / f)
         bundle = Run(out)
+        v = self.verdict()
+        write_json_atomic(bundle.verdict_path, {"format": 1, "fusion": v["fusion"], "threshold": v["threshold"]})
+        for name in self.LEGACY_VERDICT:  # an older bundle's two files: verdict.json replaces them
+            (out / name).unlink(missing_ok=True)
         with np.load(bundle.calibration_scores_path) as z:
             kept = {k: z[k] for k in z.files}
         kept["path_a"] = kept["path_b"] = np.array([""] * len(kept["score"]))
-        np.savez(bundle.calibration_scores_path, **kept)
+        with atomic_file(bundle.calibration_scores_path) as tmp:
+            np.savez(tmp, **kept)
         st = read_json(bundle.path / self.STATUS) or {}
         write_json_atomic(bundle.path / self.STATUS,
                           {k: st[k] for k in ("status", "device", "started", "updated") if k in st})
-        os.chmod(bundle.path / self.STATUS, 0o644)  # shipped in the package: readable by every user
         return bundle
 
     # --- the data it was trained on --------------------------------------------------------------

@@ -9,14 +9,14 @@ missing or unreadable; the pages, the CLI and training never open these ``.npz``
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 
 from ..core.config import workspace_dir
 from ..core.errors import RunError
-from ..core.files import read_json, write_json_atomic
+from ..core.files import atomic_file, read_json, write_json_atomic
+from ..core.keys import digest
 
 # what a run's numbers are labelled with when they come from the pairs its threshold was fitted on
 VALIDATION_LABEL = "validation pairs (the threshold was fitted on them: optimistic)"
@@ -24,7 +24,8 @@ VALIDATION_LABEL = "validation pairs (the threshold was fitted on them: optimist
 # the arrays of a calibration scores file and of a stored evaluation; text and evidence columns a file lacks
 # (an older one) come back blank or NaN
 CALIBRATION_KEYS = ("score", "label", "kind", "path_a", "path_b", "distance", "inliers")
-EVALUATION_KEYS = ("score", "label", "kind", "path_a", "path_b", "a", "b", "distance", "inliers")
+EVALUATION_KEYS = ("score", "label", "kind", "path_a", "path_b", "a", "b", "distance", "inliers", "structure",
+                   "structure_identity")
 
 
 def _filled(v: dict, n: int) -> dict:
@@ -32,7 +33,7 @@ def _filled(v: dict, n: int) -> dict:
     blank and NaN where the file lacks them; score as float64 and label as int64."""
     for k in ("kind", "path_a", "path_b"):
         v[k] = np.asarray(v[k]).astype(str) if k in v and len(v[k]) == n else np.full(n, "", dtype=str)
-    for k in ("distance", "inliers"):
+    for k in ("distance", "inliers", "structure", "structure_identity"):
         v[k] = np.asarray(v[k], dtype=float) if k in v and len(v[k]) == n else np.full(n, np.nan)
     v["score"] = v["score"].astype(np.float64)
     v["label"] = v["label"].astype(np.int64)
@@ -59,9 +60,9 @@ class RunScores:
 
     def _save_scores(self, path: Path, score, label, a, b, distort_seed: int | None) -> None:
         self._writable()
-        tmp = self.path / f".{path.name}.tmp.npz"
-        np.savez(tmp, score=score, label=label, a=a, b=b, distort_seed=-1 if distort_seed is None else int(distort_seed))
-        os.replace(tmp, path)
+        with atomic_file(path) as tmp:
+            np.savez(tmp, score=score, label=label, a=a, b=b,
+                     distort_seed=-1 if distort_seed is None else int(distort_seed))
 
     def _scores(self, path: Path, what: str) -> dict:
         if not path.exists():
@@ -134,12 +135,13 @@ class RunScores:
         return self.calibration_scores_path.exists()
 
 
-    def save_calibration_scores(self, arrays: dict) -> None:
+    def save_calibration_scores(self, arrays: dict, fusion: dict | None) -> None:
         """Write the fused scores of the calibration pairs (``score``, ``label``, ``kind``, ``path_a``, ``path_b``,
-        ``distance``, ``inliers``), aside and then renamed into place."""
-        tmp = self.path / f".{self.CALIBRATION_SCORES}.tmp.npz"
-        np.savez(tmp, **arrays)
-        tmp.replace(self.calibration_scores_path)
+        ``distance``, ``inliers``), aside and then renamed into place, keyed on the ``fusion`` (its dict) that scored
+        them: until the run's verdict holds that fusion (calibrate saves it just after), they are not served."""
+        self._writable()
+        with atomic_file(self.calibration_scores_path) as tmp:
+            np.savez(tmp, **arrays, fusion_key=np.array(digest(fusion)))
 
     def calibration_scores(self) -> dict:
         """The fused scores of the pairs the run was calibrated on: :data:`CALIBRATION_KEYS` as arrays of one length
@@ -148,6 +150,7 @@ class RunScores:
         try:
             with np.load(self.calibration_scores_path, allow_pickle=False) as z:
                 v = {k: np.asarray(z[k]) for k in CALIBRATION_KEYS if k in z.files}
+                key = str(z["fusion_key"]) if "fusion_key" in z.files else None
         except FileNotFoundError:
             raise RunError(f"run {self.name!r} has no calibration scores; run "
                            f"`python -m siamese_core calibrate --run {self.name} --pairs LABELLED.csv`") from None
@@ -156,6 +159,9 @@ class RunScores:
                            f"calibrate the run again") from None
         if "score" not in v or "label" not in v or len(v["score"]) != len(v["label"]) or not len(v["score"]):
             raise RunError(f"run {self.name!r}: calibration scores lack scores or labels; calibrate the run again")
+        if key is not None and key != self.verdict_key():
+            raise RunError(f"run {self.name!r}: its calibration scores are not those of its present fusion (a "
+                           f"calibration was interrupted); calibrate the run again")
         return _filled(v, len(v["score"]))
 
     # --- stored evaluations (evaluate --pairs / --dataset) ----------------------------------------
@@ -165,11 +171,23 @@ class RunScores:
         workspace."""
         d = self.evaluations_dir(workspace)
         d.mkdir(parents=True, exist_ok=True)
-        tmp = d / f".{stem}.tmp.npz"
-        np.savez(tmp, **arrays)
-        tmp.replace(d / f"{stem}.npz")
+        key = str(summary.get("key", ""))
+        with atomic_file(d / f"{stem}.npz") as tmp:
+            np.savez(tmp, **arrays, key=np.array(key))
         write_json_atomic(d / f"{stem}.json", summary)
         return d / f"{stem}.json"
+
+    def save_stored_summary(self, stem: str, summary: dict, workspace=None) -> None:
+        """Replace the summary of stored evaluation ``stem`` (its scores stay): a new threshold's numbers."""
+        write_json_atomic(self.evaluations_dir(workspace) / f"{stem}.json", summary)
+
+    def stored_evaluation_key(self, stem: str, workspace=None) -> str | None:
+        """The key the scores file of stored evaluation ``stem`` was written with (None: none, or unreadable)."""
+        try:
+            with np.load(self.stored_evaluation_path(stem, workspace), allow_pickle=False) as z:
+                return str(z["key"]) if "key" in z.files else None
+        except (OSError, ValueError, KeyError):
+            return None
 
     def stored_evaluation_path(self, stem: str, workspace=None) -> Path:
         """The scores file of stored evaluation ``stem`` (its modification time keys the pages' caches)."""
@@ -177,14 +195,21 @@ class RunScores:
 
     def stored_evaluations(self, workspace=None) -> dict:
         """``{stem: summary}`` of every stored evaluation that has its scores file, in name order (the summary is
-        {} when its json is missing or unreadable)."""
+        {} when its json is missing, unreadable, or not that of the scores beside it: a crash between the two)."""
         d = self.evaluations_dir(workspace)
         out = {}
         for npz in sorted(d.glob("*.npz")) if d.is_dir() else []:
             if not npz.name.startswith("."):
-                info = read_json(npz.with_suffix(".json"))
-                out[npz.stem] = info if isinstance(info, dict) else {}
+                out[npz.stem] = self._summary_of(npz.stem, workspace)
         return out
+
+    def _summary_of(self, stem: str, workspace=None) -> dict:
+        info = read_json(self.evaluations_dir(workspace) / f"{stem}.json")
+        if not isinstance(info, dict):
+            return {}
+        if "key" in info and info["key"] != self.stored_evaluation_key(stem, workspace):
+            return {}
+        return info
 
     def stored_evaluation(self, stem: str, workspace=None) -> dict:
         """Stored evaluation ``stem``: :data:`EVALUATION_KEYS` present in its file as arrays (score float64, label
@@ -199,8 +224,7 @@ class RunScores:
                            f"`evaluate` again") from None
         if "score" not in v or "label" not in v or len(v["score"]) != len(v["label"]) or not len(v["score"]):
             raise RunError(f"the stored evaluation {p.stem!r} lacks scores or labels; run `evaluate` again")
-        info = read_json(p.with_suffix(".json"))
-        return {**_filled(v, len(v["score"])), "info": info if isinstance(info, dict) else {}}
+        return {**_filled(v, len(v["score"])), "info": self._summary_of(stem, workspace)}
 
 
 __all__ = ["RunScores", "VALIDATION_LABEL", "CALIBRATION_KEYS", "EVALUATION_KEYS"]

@@ -142,8 +142,8 @@ def run_plan(p: Plan, out, workspace=None, workers: int | None = None, gpus_per_
             progress(done, total)
         if pending:
             done = _execute(p, pending, out, workspace, workers, gpus_per_worker, address, progress, done, total)
-        missing = [s.index for s in p.shards if not (out / part_name(s.index)).exists()]
-        if missing:
+        missing = [s.index for s in p.shards if not shard_done(out / part_name(s.index), s)]
+        if missing:  # not written, or overwritten meanwhile by a worker of an earlier, killed job
             raise SiameseError(f"{out}: shard {part_name(missing[0])} was not written; run the same command again")
         summary = _summary(p, out, len(p.shards) - len(pending), len(pending))
         write_json_atomic(out / "job.json", {"format": FORMAT, "kind": p.kind, "run": p.run_dir.name,
@@ -184,7 +184,7 @@ def _execute(p: Plan, pending: list, out: Path, workspace, workers, gpus_per_wor
             warnings.simplefilter("ignore", DeprecationWarning)
             ds = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
                 Worker, batch_size=1, batch_format="numpy",
-                fn_constructor_args=(p.kind, p.run, str(workspace_dir(workspace)), str(out)),
+                fn_constructor_args=(p.kind, p.run, str(workspace_dir(workspace)), str(out), p.fusion),
                 compute=ray.data.ActorPoolStrategy(size=min(n, len(pending))),
                 num_cpus=1, num_gpus=gpus_per_worker or None, runtime_env={"env_vars": env}, max_restarts=0)
         try:
@@ -255,10 +255,13 @@ def score_pairs(pairs, out, run: str | None = None, workspace=None, threshold: f
     from ..runs.run import Run
     shard_size = check_shard_size(shard_size)
     run_dir, _ = run_stamp(run, workspace)
-    t = float(Run(run_dir).threshold() if threshold is None else threshold)
+    verdict = Run(run_dir).verdict()  # the fusion and the threshold, read at once
+    if threshold is None and verdict["threshold"] is None:
+        Run(run_dir).threshold()  # its one-line error
+    t = float(verdict["threshold"]["threshold"] if threshold is None else threshold)
     source, tasks = pairs_tasks(pairs, shard_size, t)
-    summary = run_plan(plan("score", {**source, "threshold": t}, tasks, run, workspace), out, workspace, workers,
-                  gpus_per_worker, address, progress)
+    summary = run_plan(plan("score", {**source, "threshold": t}, tasks, run, workspace, verdict["fusion"]), out,
+                       workspace, workers, gpus_per_worker, address, progress)
     return {**summary, "threshold": t}
 
 

@@ -1,21 +1,23 @@
 """What a Ray job is to compute: its input cut into shards (:class:`Shard`), each keyed by what its rows depend on.
 
 Why this module exists: planning reads only the input's listing (file names with size and mtime, parquet row
-counts, a dataset's image count, a pairs CSV's rows) and the run's model file, never an image, so a job that has
-nothing left to do is known before Ray starts. A shard's key is a hash of everything its rows depend on (the
-run's model file, the tile size, the shard's inputs, and for pairs the threshold): a second run keeps every
-shard whose key matches (:mod:`.shards`) and recomputes only the others.
+counts, a dataset's image count, a pairs CSV's rows and the size and mtime of every image they name) and the run's
+model file and verdict, never an image, so a job that has nothing left to do is known before Ray starts. A shard's
+key is a hash of everything its rows depend on: the code's format (:data:`~siamese_core.scale.shards.FORMAT`), the
+run's model file, the tile size, the shard's inputs (names with size and mtime), and for pairs also the fusion and
+the threshold. A second run keeps every shard whose key matches (:mod:`.shards`) and recomputes only the others:
+an image replaced under the same name, a new model, a recalibrated fusion or another threshold all give new keys.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..core.errors import RunError, SiameseError, count_of
+from ..core.keys import digest
+from ..data.pairs_csv import resolve_image
 from .shards import FORMAT
 
 SHARD_SIZE = 4096          # inputs per shard: the unit of work, of progress and of resuming
@@ -35,10 +37,6 @@ def _stat_or_none(p: Path) -> list:
         return [None, None]
 
 
-def _key(*parts) -> str:
-    return hashlib.sha1(json.dumps(parts, default=str, sort_keys=True).encode()).hexdigest()
-
-
 @dataclass(frozen=True)
 class Shard:
     """One unit of work: its number, its key, how many rows it makes, and what a worker needs (JSON)."""
@@ -56,6 +54,7 @@ class Plan:
     run_dir: Path
     source: dict               # what the input is, for job.json and messages
     shards: list
+    fusion: dict | None = None  # score: the fusion (its dict) every worker judges with, read once with the threshold
 
 
 def run_stamp(run: str | None, workspace) -> tuple[Path, dict]:
@@ -170,7 +169,9 @@ def dataset_tasks(name: str, workspace, shard_size: int) -> tuple[dict, list]:
 
 
 def pairs_tasks(csv_path, shard_size: int, threshold: float) -> tuple[dict, list]:
-    """Shards of the rows of a pairs CSV (read with :func:`read_pairs_csv`: the same rules as ``score --pairs``)."""
+    """Shards of the rows of a pairs CSV (read with :func:`read_pairs_csv`: the same rules as ``score --pairs``), each
+    keyed on its rows, the size and mtime of every image they name (found as the scorer finds it:
+    :func:`~siamese_core.data.pairs_csv.resolve_image`) and the threshold."""
     from ..data.pairs_csv import read_pairs_csv
     csv_path = Path(csv_path).expanduser()
     if not csv_path.is_file():
@@ -180,18 +181,30 @@ def pairs_tasks(csv_path, shard_size: int, threshold: float) -> tuple[dict, list
     rows, cols, lines = read_pairs_csv(csv_path)
     if not rows:
         raise SiameseError(f"{csv_path}: no pairs below the header; nothing to score")
-    out = []
+    out, base, cwd, seen = [], csv_path.parent, os.getcwd(), {}
+
+    def stamp(name: str):
+        name = name.strip()
+        if name not in seen:
+            seen[name] = _stat_or_none(resolve_image(name, base, cwd)) if name else None
+        return seen[name]
     for lo, hi in _cut(len(rows), shard_size):
-        task = {"kind": "pairs", "base": str(csv_path.parent), "cwd": os.getcwd(), "rows": rows[lo:hi],
+        task = {"kind": "pairs", "base": str(base), "cwd": cwd, "rows": rows[lo:hi],
                 "cols": cols, "lines": lines[lo:hi], "threshold": threshold}
-        out.append((task, [rows[lo:hi], str(csv_path.parent), os.getcwd(), threshold], hi - lo))
+        images = [[stamp(r.get("image_a", "")), stamp(r.get("image_b", ""))] for r in rows[lo:hi]]
+        out.append((task, [rows[lo:hi], str(base), cwd, threshold, images], hi - lo))
     return {"kind": "pairs", "path": str(csv_path), "count": len(rows), "columns": cols}, out
 
 
-def plan(kind: str, source: dict, tasks: list, run: str | None, workspace) -> Plan:
+def plan(kind: str, source: dict, tasks: list, run: str | None, workspace, fusion: dict | None = None) -> Plan:
+    """The shards of a job, keyed. For scores, ``fusion`` is the run's fusion (its dict, None: the learned distance
+    alone), read together with the threshold: the workers are handed it, so what a shard holds is what its key says
+    even if the run is calibrated again while the job runs."""
     run_dir, stamp = run_stamp(run, workspace)
-    shards = [Shard(i, _key(FORMAT, kind, stamp, items), n, task) for i, (task, items, n) in enumerate(tasks)]
-    return Plan(kind, run, run_dir, source, shards)
+    if kind == "score":
+        stamp = {**stamp, "fusion": digest(fusion)}
+    shards = [Shard(i, digest(FORMAT, kind, stamp, items), n, task) for i, (task, items, n) in enumerate(tasks)]
+    return Plan(kind, run, run_dir, source, shards, fusion)
 
 
 __all__ = ["Shard", "Plan", "plan", "run_stamp", "check_shard_size", "folder_tasks", "parquet_tasks",

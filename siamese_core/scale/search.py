@@ -6,7 +6,8 @@ embeddings already place tiles of one place close together, so every tile of a d
 stored with a FAISS index, and a query is one embedding plus one nearest-neighbour search; the slower
 geometric check (:meth:`Scorer.judge`: keypoints, RANSAC, the fused verdict) then runs on the top hits only.
 
-On disk, per run and dataset: ``<workspace>/indexes/<run>__<dataset>/`` with
+On disk, per run and dataset: ``<workspace>/indexes/<run>/<dataset>/`` (two folders: a run or dataset name is one path
+component, so no two pairs of names share a folder, as ``<run>__<dataset>`` could for names holding ``_``) with
 
     embeddings.npy   (N, D) float32, row i = dataset image i (written batch by batch, memory stays bounded)
     index.faiss      the FAISS index over those rows
@@ -14,8 +15,10 @@ On disk, per run and dataset: ``<workspace>/indexes/<run>__<dataset>/`` with
                      mtime/size and image count, the tile size, the metric and the index kind
 
 The index is reused while the model and the dataset are unchanged, and rebuilt (saying why) when either
-changed. Building takes an ``flock`` on ``<name>.lock`` and writes into a temporary folder that is renamed
-into place when complete, so two builders never mix files and a crash leaves the previous index intact.
+changed (or the code's :data:`FORMAT`). Building takes a lock on ``<dataset>.lock`` beside the folder (a second
+builder waits at most ``wait_s`` seconds, then says who holds it) and writes into a temporary folder that is flushed
+and swapped into place when complete (:func:`~siamese_core.core.files.replace_dir`), so two builders never mix files
+and a crash leaves the previous index intact.
 
 Index kind: up to :data:`EXACT_MAX` (1,000,000) vectors the search is exact (``IndexFlatIP`` on the
 L2-normalised embeddings, i.e. every vector is compared; about 2 ms per query at 100,000 vectors of 128
@@ -31,12 +34,8 @@ Distances are Euclidean distances between embeddings (for normalised embeddings 
 
 from __future__ import annotations
 
-import fcntl
 import json
 import math
-import os
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,14 +44,16 @@ import numpy as np
 
 from ..core.config import workspace_dir
 from ..core.errors import SiameseError, count_of
-from ..core.files import check_name, write_json_atomic
+from ..core.files import check_name, make_temp_dir, remove, replace_dir, write_json_atomic
+from ..core.locks import file_lock
 from ..data.images import tiles_at
 from ..data.store import Dataset, open_dataset
 
 EXACT_MAX = 1_000_000  # more vectors than this: IndexIVFFlat instead of the exact flat index
 NPROBE = 16
 BATCH = 512            # images read and embedded at a time while building (bounded memory)
-FORMAT = 1             # bump when the on-disk layout changes: older indexes are rebuilt
+FORMAT = 2             # bump when the on-disk layout changes: older indexes are rebuilt
+LOCK_WAIT_S = 600.0    # a second builder of one index waits this long for the first, then gives up
 
 
 def load_faiss():
@@ -69,9 +70,10 @@ def indexes_dir(workspace=None) -> Path:
 
 
 def index_path(run_name: str, dataset_name: str, workspace=None) -> Path:
+    """``<workspace>/indexes/<run>/<dataset>``: one folder per pair of names, never shared by two pairs."""
     check_name(dataset_name)
     check_name(run_name, "run")
-    return indexes_dir(workspace) / f"{run_name}__{dataset_name}"
+    return indexes_dir(workspace) / run_name / dataset_name
 
 
 def _stat(p: Path) -> dict:
@@ -93,6 +95,8 @@ def _changed(old: dict, new: dict) -> str | None:
     """Why an index built from ``old`` is stale for ``new`` (None when it is not)."""
     if old.get("format") != new["format"]:
         return "it was made by an older version"
+    if old.get("run") != new["run"] or old.get("dataset") != new["dataset"]:
+        return "it was made for another run or dataset"
     if old.get("model") != new["model"] or old.get("tile_size") != new["tile_size"]:
         return f"the model of run {new['run']!r} changed"
     if old.get("images") != new["images"]:
@@ -173,23 +177,27 @@ def _new_faiss(dim: int, n: int, metric: str, exact_max: int):
 
 
 def _build_into(tmp: Path, scorer, ds: Dataset, stamp: dict, progress, exact_max: int) -> dict:
-    """Embed every image of ``ds`` batch by batch into ``tmp/embeddings.npy``, then index them."""
+    """Embed every image of ``ds`` batch by batch into ``tmp/embeddings.npy``, then index them.
+
+    The embeddings are appended with ordinary writes, not through a writable memory map: on a full disk a write
+    fails with ENOSPC (one error line), where a page of a memory map would kill the process with SIGBUS."""
     n = len(ds)
     rows = ds.rows()
     t0 = time.time()
-    emb = None
     if progress:
         progress(0, n)
-    for i in range(0, n, BATCH):
-        e = _embed(scorer, rows[np.arange(i, min(n, i + BATCH))])
-        if emb is None:
-            emb = np.lib.format.open_memmap(tmp / "embeddings.npy", mode="w+", dtype=np.float32,
-                                            shape=(n, e.shape[1]))
-        emb[i:i + len(e)] = e
-        if progress:
-            progress(min(n, i + BATCH), n)
-    emb.flush()
-    dim = int(emb.shape[1])
+    dim = 0
+    with open(tmp / "embeddings.npy", "wb") as f:
+        for i in range(0, n, BATCH):
+            e = _embed(scorer, rows[np.arange(i, min(n, i + BATCH))])
+            if not dim:
+                dim = int(e.shape[1])
+                np.lib.format.write_array_header_1_0(f, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)),
+                                                         "fortran_order": False, "shape": (n, dim)})
+            f.write(np.ascontiguousarray(e, dtype=np.float32).tobytes())
+            if progress:
+                progress(min(n, i + BATCH), n)
+    emb = np.load(tmp / "embeddings.npy", mmap_mode="r")
     # a normalised tower (default preset): inner product = cosine, ranked like the Euclidean distance
     probe = np.linalg.norm(emb[: min(n, 4096)], axis=1)
     metric = "ip" if np.allclose(probe, 1.0, atol=1e-3) else "l2"
@@ -199,7 +207,11 @@ def _build_into(tmp: Path, scorer, ds: Dataset, stamp: dict, progress, exact_max
         idx.train(np.ascontiguousarray(emb[sample]))
     for i in range(0, n, 65536):
         idx.add(np.ascontiguousarray(emb[i:i + 65536]))
-    load_faiss().write_index(idx, str(tmp / "index.faiss"))
+    try:
+        load_faiss().write_index(idx, str(tmp / "index.faiss"))
+    except RuntimeError as e:  # FAISS reports a failed write (a full disk) this way
+        raise OSError(f"FAISS could not write index.faiss ({(str(e).strip().splitlines() or ['?'])[-1][:160]})") \
+            from None
     meta = {**stamp, "count": n, "dim": dim, "metric": metric, "kind": kind, "nlist": nlist, "nprobe": nprobe,
             "built": time.strftime("%Y-%m-%dT%H:%M:%S"), "build_s": round(time.time() - t0, 2)}
     write_json_atomic(tmp / "meta.json", meta)
@@ -229,13 +241,13 @@ def _load(path: Path, meta: dict):
 
 
 def build_index(scorer, dataset_name: str, workspace=None, progress=None, exact_max: int = EXACT_MAX,
-                force: bool = False) -> Index:
+                force: bool = False, wait_s: float = LOCK_WAIT_S) -> Index:
     """The search index of ``scorer``'s run over dataset ``dataset_name``: loaded from the workspace when it
     was built from the same model and dataset files, else (re)built, embedding the dataset in batches.
 
     ``progress(done_images, total)`` is called while embedding. The returned Index says in ``status``
     (built / rebuilt / reused) and ``reason`` what happened. Raises SiameseError for an unknown or empty
-    dataset."""
+    dataset, and when another process builds the same index for longer than ``wait_s`` seconds (naming it)."""
     ds = open_dataset(dataset_name, workspace)
     if len(ds) == 0:
         raise SiameseError(f"dataset {dataset_name!r} has no images; nothing to index")
@@ -243,11 +255,10 @@ def build_index(scorer, dataset_name: str, workspace=None, progress=None, exact_
     stamp = source_stamp(scorer, ds)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        lock = os.open(path.parent / f"{path.name}.lock", os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as e:
         raise SiameseError(f"cannot write the search index to {path.parent}: {e.strerror or e}") from None
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # a second builder waits, then finds the index fresh
+    with file_lock(path.parent / f"{path.name}.lock", f"the search index of run {scorer.name!r} on dataset "
+                   f"{ds.name!r}", wait_s, fix="another process is building it: wait for it, then run this again"):
         old = _read_meta(path)
         why = "a rebuild was asked for" if force else ("no index yet" if old is None else _changed(old, stamp))
         if why is None and old.get("kind") != ("flat" if len(ds) <= exact_max else "ivf"):
@@ -258,21 +269,18 @@ def build_index(scorer, dataset_name: str, workspace=None, progress=None, exact_
                          f"({old['count']} images; model and dataset unchanged since {old.get('built')})")
         if why is None:
             why = "its files were incomplete"
-        tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".tmp-{path.name}-"))
-        tmp.chmod(0o755)
+        try:
+            tmp = make_temp_dir(path.parent, f".tmp-{path.name}")
+        except OSError as e:
+            raise SiameseError(f"cannot write the search index to {path.parent}: {e.strerror or e}") from None
         try:
             meta = _build_into(tmp, scorer, ds, stamp, progress, exact_max)
-            if path.exists():
-                trash = path.parent / f".old-{path.name}-{os.getpid()}"
-                os.replace(path, trash)
-                os.replace(tmp, path)
-                shutil.rmtree(trash, ignore_errors=True)
-            else:
-                os.replace(tmp, path)
+            replace_dir(tmp, path)  # whole and flushed; a previous index is swapped out in one step
         except OSError as e:
-            raise SiameseError(f"cannot write the search index to {path}: {e.strerror or e}") from None
+            raise SiameseError(f"cannot write the search index to {path}: {e.strerror or e}; the previous one (if "
+                               f"any) is kept") from None
         finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+            remove(tmp)
         got = _load(path, meta)
         if got is None:
             raise SiameseError(f"the search index just written to {path} cannot be read back; is the disk full?")
@@ -282,8 +290,6 @@ def build_index(scorer, dataset_name: str, workspace=None, progress=None, exact_
         reason = (f"{status} the index of run {scorer.name!r} on dataset {ds.name!r} ({meta['count']} images, "
                   f"{what}, {meta['build_s']} s)" + ("" if old is None else f" because {why}"))
         return Index(path, scorer, ds, got[0], got[1], meta, status, reason)
-    finally:
-        os.close(lock)
 
 
 def check_k(k) -> int:

@@ -19,16 +19,15 @@ larger. This module builds an index from those shards, streaming them one at a t
 
 Distances are Euclidean between embeddings (lower = more alike), as everywhere in this package; rows whose
 ``error`` is set (unreadable inputs) are not indexed. On disk, in ``<out>/index/``: ``index.faiss``,
-``keys.parquet`` (index position → the input's ``row`` and ``name``) and ``meta.json`` (kind, parameters, and
-the shard keys it was built from: an index is rebuilt only when the shards or the asked kind change). It is
-written to a temporary folder and renamed into place.
+``keys.parquet`` (index position → the input's ``row`` and ``name``) and ``meta.json`` (kind, parameters, the
+code's :data:`FORMAT` and the shard keys it was built from: an index is rebuilt only when one of them changes).
+Building holds a lock on ``<out>/index.lock`` (a second builder waits at most ``wait_s`` seconds, then says who
+holds it); the index is written to a temporary folder, flushed and swapped into place whole.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,11 +35,14 @@ from pathlib import Path
 import numpy as np
 
 from ..core.errors import SiameseError
-from ..core.files import write_json_atomic
+from ..core.files import make_temp_dir, remove, replace_dir, write_json_atomic
+from ..core.locks import file_lock
 from .search import EXACT_MAX, NPROBE, ivf_params, load_faiss, search_index
 from .shards import shard_paths
 
 KINDS = ("auto", "flat", "ivfpq")
+FORMAT = 2          # 2: built under a lock and keyed on this number; raise it when the index's layout changes
+LOCK_WAIT_S = 600.0
 
 
 def pq_m(dim: int) -> int:
@@ -102,13 +104,20 @@ def _new_index(kind: str, dim: int, n: int, nlist: int, m: int):
 
 
 def build_shard_index(out, kind: str = "auto", nlist: int = 0, m: int = 0, progress=None,
-                      exact_max: int = EXACT_MAX) -> dict:
+                      exact_max: int = EXACT_MAX, wait_s: float = LOCK_WAIT_S) -> dict:
     """Build (or reuse) ``<out>/index`` from the shards of a finished ``embed`` job in ``out``; returns its meta
     plus ``status`` (built | reused). ``kind`` auto: flat up to ``exact_max`` vectors, else ivfpq. ``nlist`` and
     ``m`` (0: chosen from N and the embedding size) apply to ivfpq. ``progress(done_shards, total)``."""
     if kind not in KINDS:
         raise SiameseError(f"index kind must be one of {', '.join(KINDS)}, got {kind!r}")
     out = Path(out).expanduser()
+    shard_paths(out)  # a finished job, or its one-line error, before any lock file is made
+    with file_lock(out / "index.lock", f"the index of {out}", wait_s,
+                   fix="another process is building it: wait for it, then run this again"):
+        return _build(out, kind, nlist, m, progress, exact_max)
+
+
+def _build(out: Path, kind: str, nlist: int, m: int, progress, exact_max: int) -> dict:
     paths = shard_paths(out)
     job = json.loads((out / "job.json").read_text())
     if job.get("kind") != "embed":
@@ -118,7 +127,8 @@ def build_shard_index(out, kind: str = "auto", nlist: int = 0, m: int = 0, progr
     if n == 0:
         raise SiameseError(f"{out}: no embeddings to index (every input failed; see the shards' error column)")
     want = kind if kind != "auto" else ("flat" if n <= exact_max else "ivfpq")
-    source = {"keys": job["keys"], "run": job.get("run"), "kind": want, "nlist": int(nlist), "m": int(m)}
+    source = {"format": FORMAT, "keys": job["keys"], "run": job.get("run"), "kind": want, "nlist": int(nlist),
+              "m": int(m)}
     dest = out / "index"
     try:
         old = json.loads((dest / "meta.json").read_text())
@@ -142,24 +152,25 @@ def build_shard_index(out, kind: str = "auto", nlist: int = 0, m: int = 0, progr
         names.extend(nm)
         if progress:
             progress(i + 1, len(paths))
-    tmp = Path(tempfile.mkdtemp(dir=out, prefix=".tmp-index-"))
-    tmp.chmod(0o755)
     try:
-        load_faiss().write_index(idx, str(tmp / "index.faiss"))
-        pq.write_table(pa.table({"row": np.concatenate(rows), "name": pa.array(names, pa.string())}),
-                       tmp / "keys.parquet")
-        meta = {"kind": want, "count": n, "dim": dim, **params, "source": source,
-                "built": time.strftime("%Y-%m-%dT%H:%M:%S"), "build_s": round(time.time() - t0, 2)}
-        write_json_atomic(tmp / "meta.json", meta)
-        trash = out / f".old-index-{time.time_ns()}"
-        if dest.exists():
-            dest.rename(trash)
-        tmp.rename(dest)
-        shutil.rmtree(trash, ignore_errors=True)
+        tmp = make_temp_dir(out, ".tmp-index")
+        try:
+            try:
+                load_faiss().write_index(idx, str(tmp / "index.faiss"))
+            except RuntimeError as e:  # FAISS reports a failed write (a full disk) this way
+                raise OSError(f"FAISS could not write index.faiss ({(str(e).strip().splitlines() or ['?'])[-1][:160]})") \
+                    from None
+            pq.write_table(pa.table({"row": np.concatenate(rows), "name": pa.array(names, pa.string())}),
+                           tmp / "keys.parquet")
+            meta = {"kind": want, "count": n, "dim": dim, **params, "source": source,
+                    "built": time.strftime("%Y-%m-%dT%H:%M:%S"), "build_s": round(time.time() - t0, 2)}
+            write_json_atomic(tmp / "meta.json", meta)
+            replace_dir(tmp, dest)
+        finally:
+            remove(tmp)
     except OSError as e:
-        raise SiameseError(f"cannot write the index to {dest}: {e.strerror or e}") from None
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        raise SiameseError(f"cannot write the index to {dest}: {e.strerror or e}; the previous one (if any) is "
+                           f"kept") from None
     return {**meta, "status": "built"}
 
 

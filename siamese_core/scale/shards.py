@@ -6,23 +6,29 @@ Layout of an output folder::
     job.json                 what the shards were made from; written when every shard is done
     index/                   (embed only, optional) the FAISS index over the shards, see shard_index.py
 
-A worker writes a shard to ``.part-NNNNN.<pid>.tmp`` and renames it into place, so a killed job leaves whole
-shards only. Each shard carries its key (:mod:`.plan`) in its parquet metadata; a shard whose key and row count
-match is done (:func:`shard_done`). Shards past the end of a shrunken input, and temporary files of a killed job,
-are removed (:func:`tidy`). One job at a time writes a folder (:func:`open_out` holds a lock on it).
+A worker writes a shard to ``.part-NNNNN.parquet<owner>.tmp.parquet``, flushes it and renames it into place
+(:func:`~siamese_core.core.files.atomic_file`), so a killed job leaves whole shards only. Each shard carries its key
+(:mod:`.plan`) in its parquet metadata; a shard whose key and row count match is done (:func:`shard_done`), and
+``job.json`` lists the keys of the shards of the finished job: a reader checks them (:func:`shard_paths`), so a shard
+computed from other inputs is never served as this job's. Shards past the end of a shrunken input, and temporary
+files whose writer is gone, are removed (:func:`tidy`). One job at a time writes a folder (:func:`open_out` holds a
+lock on it, and says who holds it).
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import re
 from pathlib import Path
 
 from ..core.errors import SiameseError
+from ..core.files import atomic_file
+from ..core.locks import holder, note_holder, open_lock_file, try_lock
+from ..core.procs import owner_state
+from ..core.sweep import sweep_folder
 
-FORMAT = 1
+FORMAT = 2  # 2: score shards keyed on every image's size and mtime and on the fusion
 PART = re.compile(r"^part-(\d{5,})\.parquet$")
 
 
@@ -37,14 +43,14 @@ def open_out(out) -> tuple[Path, int]:
         raise SiameseError(f"{out}: exists and is not a folder; --out names a folder of parquet shards")
     try:
         out.mkdir(parents=True, exist_ok=True)
-        fd = os.open(out / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        fd = open_lock_file(out / ".lock")
     except OSError as e:
         raise SiameseError(f"{out}: cannot write the output folder ({e.strerror or e})") from None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
+    if not try_lock(fd):
         os.close(fd)
-        raise SiameseError(f"{out}: another job is writing to this folder; wait for it or choose another --out") from None
+        raise SiameseError(f"{out}: another job is writing to this folder ({holder(out / '.lock')}); wait for it or "
+                           f"choose another --out")
+    note_holder(fd)
     return out.resolve(), fd
 
 
@@ -61,11 +67,14 @@ def shard_done(path: Path, shard) -> bool:
 
 
 def tidy(out: Path, count: int) -> None:
-    """Remove shards past ``count`` (the input shrank) and temporary files of a killed job."""
+    """Remove shards past ``count`` (the input shrank) and what killed writers left (temporary shards and index
+    folders whose owner process is gone: :func:`~siamese_core.core.sweep.sweep_folder`)."""
     for p in out.iterdir():
         m = PART.match(p.name)
-        if (m and int(m.group(1)) >= count) or (p.name.startswith(".part-") and p.name.endswith(".tmp")):
+        legacy = p.name.startswith(".part-") and p.name.endswith(".tmp") and owner_state(p.name) is None
+        if (m and int(m.group(1)) >= count) or legacy:  # (a version without owner tags: this job holds the folder)
             p.unlink(missing_ok=True)
+    sweep_folder(out)
 
 
 def write_shard(out: Path, shard_index: int, key: str, table) -> None:
@@ -73,18 +82,24 @@ def write_shard(out: Path, shard_index: int, key: str, table) -> None:
     import pyarrow.parquet as pq
     table = table.replace_schema_metadata({**(table.schema.metadata or {}), b"siamese.key": key.encode(),
                                            b"siamese.format": str(FORMAT).encode()})
-    final = Path(out) / part_name(shard_index)
-    tmp = final.with_name(f".{final.stem}.{os.getpid()}.tmp")
-    try:
+    with atomic_file(Path(out) / part_name(shard_index)) as tmp:
         pq.write_table(table, tmp)
-        os.replace(tmp, final)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+
+
+def shard_key(path: Path) -> str | None:
+    """The key a shard file was written with (its parquet metadata), or None when it is unreadable."""
+    import pyarrow.parquet as pq
+    try:
+        meta = pq.read_schema(path).metadata or {}
+    except Exception:  # missing, truncated or not parquet
+        return None
+    key = meta.get(b"siamese.key")
+    return key.decode() if key else None
 
 
 def shard_paths(out) -> list[Path]:
-    """The shard files of a finished job, in order (a SiameseError when the job is not finished)."""
+    """The shard files of a finished job, in order, each checked against the key ``job.json`` lists for it (a
+    SiameseError when the job is not finished, or a shard is missing or was written by another job since)."""
     out = Path(out).expanduser()
     try:
         job = json.loads((out / "job.json").read_text())
@@ -96,6 +111,11 @@ def shard_paths(out) -> list[Path]:
     if missing:
         raise SiameseError(f"{out}: shard {missing[0]} is missing ({len(missing)} in all); run the same job again "
                            f"to recompute them")
+    keys = job.get("keys") or [None] * len(paths)
+    stale = [p.name for p, k in zip(paths, keys) if k is not None and shard_key(p) != k]
+    if stale:
+        raise SiameseError(f"{out}: shard {stale[0]} is not the one this job finished with ({len(stale)} in all; "
+                           f"another job wrote to the folder since); run the job again to recompute them")
     return paths
 
 
@@ -106,5 +126,5 @@ def read_shards(out, columns=None):
     return pa.concat_tables([pq.read_table(p, columns=columns) for p in shard_paths(out)])
 
 
-__all__ = ["FORMAT", "PART", "part_name", "open_out", "shard_done", "tidy", "write_shard", "shard_paths",
+__all__ = ["FORMAT", "PART", "part_name", "open_out", "shard_done", "shard_key", "tidy", "write_shard", "shard_paths",
            "read_shards"]

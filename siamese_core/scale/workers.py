@@ -27,10 +27,18 @@ from .shards import write_shard
 CHUNK = 256                # tiles decoded and embedded at a time inside a shard (bounded memory)
 
 
-def _worker_scorer(run, workspace):
+def _worker_scorer(run, workspace, fusion=None, kind: str = "embed"):
+    """The run's scorer; for scores, judging with ``fusion`` (the dict the job was keyed on), not whatever the run's
+    verdict holds by the time this worker starts."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    from ..core.keys import digest
+    from ..judge.fusion import fusion_from_dict
     from ..judge.inference import Scorer
-    return Scorer.from_run(run, workspace)
+    scorer = Scorer.from_run(run, workspace)
+    if kind == "score":
+        scorer.fusion = fusion_from_dict(fusion) if fusion is not None else None
+        scorer.fusion_key = digest(fusion)
+    return scorer
 
 
 def _read(task: dict, i: int, names: list, values: list, size: int):
@@ -136,13 +144,12 @@ def _typed(values: list, kind: str):
 
 
 def score_task(scorer, task: dict):
-    """The scored table of one shard of pairs: exactly the rows ``score --pairs`` writes, typed."""
+    """The scored table of one shard of pairs: exactly the rows ``score --pairs`` writes, typed. Paths relative to
+    the driver's working directory resolve against it (``task["cwd"]``); the worker's own stays where it is."""
     import pyarrow as pa
     from ..judge.inference import judge_rows, scored_rows
-    if task.get("cwd") and os.path.isdir(task["cwd"]):
-        os.chdir(task["cwd"])  # paths relative to the working directory resolve as on the driver
     rows, cols = task["rows"], task["cols"]
-    results = judge_rows(scorer, rows, Path(task["base"]), task["threshold"])
+    results = judge_rows(scorer, rows, Path(task["base"]), task["threshold"], cwd=task.get("cwd"))
     out, out_cols, _ = scored_rows(rows, cols, task["lines"], results)
     table = {c: (_typed([r[c] for r in out], SCORE_TYPES[c]) if c in SCORE_TYPES and c not in cols
                  else pa.array([str(r.get(c, "")) for r in out], pa.string())) for c in out_cols}
@@ -153,10 +160,10 @@ def score_task(scorer, task: dict):
 class Worker:
     """One model per Ray actor: loaded once, then a shard per call (``map_batches(batch_size=1)``)."""
 
-    def __init__(self, kind: str, run, workspace, out):
+    def __init__(self, kind: str, run, workspace, out, fusion=None):
         self.kind, self.out, self.fatal = kind, Path(out), ""
         try:
-            self.scorer = _worker_scorer(run, workspace)
+            self.scorer = _worker_scorer(run, workspace, fusion, kind)
             if kind == "embed":
                 blank = np.zeros((1, self.scorer.size, self.scorer.size, 3), np.uint8)
                 self.dim = int(self.scorer.embed(blank).shape[1])
