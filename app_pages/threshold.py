@@ -21,6 +21,7 @@ import streamlit as st
 from app_pages import figures, ui
 from app_pages import views as dash
 from siamese_core.core.errors import SiameseError
+from siamese_core.judge.fusion import band_of
 
 THUMB = 256  # longest side of a calibration image in the mistakes gallery
 
@@ -216,7 +217,7 @@ smin, smax = sweep.score_range
 d1.plotly_chart(figures.live_confusion_figure(sweep, [*np.linspace(smin, smax, 101), sug.best_f1, sug.best_accuracy,
                                                    sug.target_precision], saved, active=t_now), key="thr_live")
 hist = dash.histogram_data(scores, labels, lo, hi)
-band = ui.band(rid) if fused else None  # the uncertain band moves with the threshold
+band = band_of(run.fusion_dict()) if fused else None  # the uncertain band moves with the threshold
 d2.plotly_chart(figures.histogram_figure(hist, t_now, band), key="thr_hist")
 
 snaps = [("Saved", saved, "thr_snap_saved", "the threshold saved for this run"),

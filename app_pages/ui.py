@@ -364,15 +364,6 @@ def calibration(run_id: str, kinds=None) -> dict:
     return _calibration(str(workspace()), run_id, dash.mtime(run(run_id).calibration_scores_path), key)
 
 
-def band(run_id: str):
-    """The run's uncertain band around its threshold (a :class:`~siamese_core.judge.fusion.Band`), or None when its
-    fused verdict has none (not calibrated, or calibrated before the band existed)."""
-    from siamese_core.judge.fusion import fusion_from_dict
-    d = run(run_id).fusion_dict()
-    b = getattr(fusion_from_dict(d), "band", None) if d is not None else None
-    return b if b is not None and (b.below > 0 or b.above > 0) else None
-
-
 def score_note(preset: str | None, threshold: float | None = None, fused: bool = False) -> None:
     st.caption(dash.score_direction(preset, threshold, fused))
 

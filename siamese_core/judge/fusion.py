@@ -242,6 +242,15 @@ def fusion_from_dict(d: dict):
         raise RunError(f"fusion model is malformed ({e}); refit it with `calibrate`") from None
 
 
+def band_of(fusion: dict | None) -> Band | None:
+    """The uncertain band of a saved fusion (a run's ``fusion_dict()``), or None when there is none (no fusion,
+    or one calibrated before the band existed)."""
+    if fusion is None:
+        return None
+    b = fusion_from_dict(fusion).band
+    return b if b.below > 0 or b.above > 0 else None
+
+
 def load_fusion(path: Path):
     try:
         return fusion_from_dict(json.loads(Path(path).read_text()))
@@ -380,4 +389,4 @@ def fit_fusion(rows, labels, groups=None, names=None, fitted_on: str = "", seed:
 
 
 __all__ = ["FEATURES", "Band", "Fusion", "BoostedFusion", "Trees", "feature_row", "fit_fusion", "fusion_from_dict",
-           "load_fusion", "save_fusion", "choose_threshold", "choose_band", "out_of_fold"]
+           "load_fusion", "save_fusion", "band_of", "choose_threshold", "choose_band", "out_of_fold"]
