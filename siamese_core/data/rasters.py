@@ -322,10 +322,9 @@ def reproject_raster(raster: Raster, crs: str) -> Raster:
         return raster
     h, w = raster.image.shape[:2]
     st = Affine(*raster.transform)
-    left, top = st * (0, 0)
-    right, bottom = st * (w, h)
-    t, ow, oh = calculate_default_transform(src, dst, w, h, left=min(left, right), bottom=min(top, bottom),
-                                            right=max(left, right), top=max(top, bottom))
+    a, b, c, d, e, f = raster.transform
+    xs, ys = [c, a * w + c, b * h + c, a * w + b * h + c], [f, d * w + f, e * h + f, d * w + e * h + f]
+    t, ow, oh = calculate_default_transform(src, dst, w, h, left=min(xs), bottom=min(ys), right=max(xs), top=max(ys))
     out = np.zeros((3, oh, ow), np.uint8)
     reproject(np.ascontiguousarray(raster.image.transpose(2, 0, 1)), out, src_transform=st, src_crs=src,
               dst_transform=t, dst_crs=dst, resampling=Resampling.bilinear, src_nodata=None, dst_nodata=0)
