@@ -166,3 +166,44 @@ def test_missing_rasterio_names_the_extra(geotiff, monkeypatch):
         decode_image(geotiff)
     assert str(e.value) == (f"{geotiff}: reading this raster needs rasterio, which is not installed; "
                             f'pip install "siamese-tiles[geo]"')
+
+
+def test_prepare_scene_window_by_window_keeps_bounds_and_crs(tmp_path, capsys):
+    from siamese_core.cli import main
+    from siamese_core.data.store import open_dataset
+    scene = np.concatenate([four_band(256, 3), four_band(256, 5)], axis=2)[:, :, :448]  # 256 x 448 px
+    scene[:, :, 384:] = 0  # a nodata strip: the windows over it keep their valid part
+    path = write_tif(tmp_path / "scene.tif", scene, nodata=0)
+    ws = tmp_path / "ws"
+    assert main(["--workspace", str(ws), "prepare", "--source", "scene", "--path", str(path), "--window", "128",
+                 "--stride", "64", "--name", "sc", "--size", "32", "--variants", "0", "--bands", "3,2,1"]) == 0
+    cap = capsys.readouterr()
+    # windows start at x = 0, 64, ..., 320 (6) and y = 0, 64, 128 (3); each keeps its bounds in the scene's CRS
+    ds = open_dataset("sc", ws)
+    m = ds.manifest
+    assert len(m) == 18 and set(m.crs) == {"EPSG:32633"}, cap.err
+    row = m[(m.x == 64) & (m.y == 128)].iloc[0]
+    assert (row.left, row.top) == (ORIGIN[0] + 64 * PX, ORIGIN[1] - 128 * PX)
+    assert (row.right, row.bottom) == (ORIGIN[0] + 192 * PX, ORIGIN[1] - 256 * PX)
+    assert ds.images.shape == (18, 32, 32, 3)
+    # one stretch for the whole scene: the same ground reads the same in two overlapping windows
+    a, b = (ds.images[int(m[(m.x == x) & (m.y == 0)].index[0])] for x in (0, 64))
+    assert np.abs(a[:, 16:].astype(int) - b[:, :16].astype(int)).mean() < 3
+
+
+def test_prepare_scene_skips_nodata_windows_and_refuses_bad_bands(tmp_path, capsys):
+    from siamese_core.cli import main
+    scene = four_band(256, 3)
+    scene[:, :, 128:] = 0
+    path = write_tif(tmp_path / "half.tif", scene, nodata=0)
+    ws = tmp_path / "ws"
+    assert main(["--workspace", str(ws), "prepare", "--source", "scene", "--path", str(path), "--window", "128",
+                 "--name", "h", "--size", "32", "--variants", "0"]) == 0
+    cap = capsys.readouterr()
+    assert "2 images from 2 windows" in cap.out and "2 skipped" in cap.out
+    assert "skipped: half.tif@128,0: window (128, 0, 128, 128) has no finite pixel values outside nodata" in cap.err
+    assert main(["--workspace", str(ws), "prepare", "--source", "scene", "--path", str(path), "--window", "128",
+                 "--name", "h2", "--bands", "5"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err == (f"error: {path}: band 5 requested, but the file has 4 band(s); choose 1 or 3 bands within 1..4 "
+                   f"(e.g. --bands 3,2,1)"), err
