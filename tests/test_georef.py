@@ -127,3 +127,24 @@ def test_sentences_and_geojson_without_a_match():
     assert "north-east" in offset_sentence(20.0, 20.0, 4.0)
     g = {"crs": "EPSG:32633", "footprint": None, "metadata_footprint": [[0, 0], [1, 0], [1, 1], [0, 0]]}
     assert [f["properties"]["footprint"] for f in footprints_geojson(g)["features"]] == ["metadata"]
+
+
+def test_compare_page_shows_the_georeferencing(app_ws, tmp_path):
+    """Two GeoTIFF uploads on the Compare page: the verdict, then a short georeferencing section (sentence, offset,
+    CRS) from the library; plain PNG uploads show none (tests/test_app_compare_geometry.py)."""
+    import sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    from test_app_compare_geometry import _run_of, ok, open_compare, widget
+    a, b = make_pair(tmp_path, shift_east_m=30.0)
+    at = open_compare(_run_of(app_ws))
+    widget(at, "file_uploader", "cmp_upload_a").set_value(("a.tif", a.read_bytes(), "image/tiff"))
+    widget(at, "file_uploader", "cmp_upload_b").set_value(("b.tif", b.read_bytes(), "image/tiff"))
+    at.run()
+    ok(at)
+    assert "Georeferencing" in [h.value for h in at.subheader]
+    assert any("30 m east of the imagery" in m.value for m in at.markdown), [m.value for m in at.markdown]
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["CRS"] == "EPSG:32633" and abs(float(metrics["Offset"].split()[0]) - 30) <= 3, metrics
