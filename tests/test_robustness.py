@@ -383,9 +383,10 @@ def test_cli_score_in_real_processes(score_ws, bad_dir, good_png, tmp_path):
                                                     ["--pairs", str(inp), "--out", str(out)])]
     (one_out, one_err), (out_text, err_text) = (p.communicate(timeout=300) for p in procs)
     assert procs[0].returncode == 2 and one_out == ""
-    assert one_err.splitlines() == [f"error: {bad_dir / 'eight_band.tif'}: a TIFF file that cannot be read "
-                                    f"(corrupt, or an unsupported variant such as more than 4 bands or "
-                                    f"floating-point colour); convert it to 8-bit RGB"], one_err
+    assert one_err.splitlines() == [f"error: {bad_dir / 'garbage.tif'}: cannot open as a raster (garbage.tif: "
+                                    f"TIFFReadDirectory:Failed to read directory at offset 8); the file is corrupt "
+                                    f"or not a format GDAL reads: check it with gdalinfo, or export it again as "
+                                    f"GeoTIFF"], one_err
     r = subprocess.CompletedProcess(procs[1].args, procs[1].returncode, out_text, err_text)
     assert r.returncode == 0, r.stderr
     assert "Traceback" not in r.stderr and "Traceback" not in r.stdout

@@ -18,6 +18,7 @@ import contextlib
 import logging
 import math
 import os
+import stat
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,6 +93,8 @@ def _head(source, n: int = 16) -> bytes:
     if isinstance(source, (bytes, bytearray, memoryview)):
         return bytes(source[:n])
     try:
+        if not stat.S_ISREG(os.stat(source).st_mode):  # a FIFO would block, a folder cannot be read
+            return b""
         with open(source, "rb") as f:
             return f.read(n)
     except (OSError, TypeError, ValueError):
