@@ -167,6 +167,9 @@ def _rasterio(name: str):
     except ImportError:
         raise ImageError(f'{name}: reading this raster needs rasterio, which is not installed; '
                          f'pip install "siamese-tiles[geo]"') from None
+    # a raster without a CRS is read as a plain image, so its warning is noise; set once for the process, since
+    # catch_warnings is not thread-safe and the folder source reads files on several threads
+    warnings.filterwarnings("ignore", category=rasterio.errors.NotGeoreferencedWarning)
     return rasterio
 
 
@@ -177,13 +180,11 @@ def _open(source, name: str):
     from rasterio.errors import RasterioError
     stack = contextlib.ExitStack()
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
-            if isinstance(source, (bytes, bytearray, memoryview)):
-                mem = stack.enter_context(rasterio.io.MemoryFile(bytes(source)))
-                ds = stack.enter_context(mem.open(driver=UPLOAD_DRIVERS))
-            else:
-                ds = stack.enter_context(rasterio.open(os.fspath(source)))
+        if isinstance(source, (bytes, bytearray, memoryview)):
+            mem = stack.enter_context(rasterio.io.MemoryFile(bytes(source)))
+            ds = stack.enter_context(mem.open(driver=UPLOAD_DRIVERS))
+        else:
+            ds = stack.enter_context(rasterio.open(os.fspath(source)))
     except (RasterioError, OSError, ValueError, TypeError) as e:
         stack.close()
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
