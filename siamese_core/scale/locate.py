@@ -1,0 +1,384 @@
+"""Locate a tile in a large scene: "where in this 20,000 × 20,000 px image does my tile lie?", coarse to fine.
+
+Why this module exists: judging a tile against every place of a scene one pair at a time would take hours. The
+tower's embeddings already place views of one place close together, so the scene is cut once into overlapping
+windows at several scales (sides :data:`SIDES` scene px, stride a quarter of the side), each window resized to the
+model's input and embedded into a FAISS index, cached on disk per scene and model. A query is then the tile's
+embedding (and those of its three right-angle turns) searched among the windows; the best few hits, spread over the
+scene, get the geometric check: the tile is matched by keypoints (any angle, any scale) against the scene region
+around the hit, twice as wide, read at the tile's resolution; the transform found lays the scene onto the tile's
+frame, and :meth:`Scorer.judge` gives the fused verdict of that aligned pair. The first confident hit ends the
+search; "not found" when no hit passes the verdict.
+
+The scene is read window by window (:func:`siamese_core.data.rasters.read_raster`), never whole. Big scenes get a
+coarser stride (:func:`stride_for`), so that no scale holds more than :data:`MAX_WINDOWS` windows.
+
+On disk: ``<workspace>/scene-indexes/<run>/<key>/`` (``key`` = a digest of the scene's resolved path) holding
+``embeddings.npy`` (N, D), ``windows.npy`` (N, 3: x, y, side in scene px), ``index.faiss`` and ``meta.json`` (the
+scene's size and mtime, the model's file stamp, the window parameters); reused while they are all unchanged, else
+rebuilt into a temporary folder swapped into place whole (:func:`~siamese_core.core.files.replace_dir`).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ..core.config import workspace_dir
+from ..core.errors import SiameseError
+from ..core.files import check_name, make_temp_dir, read_json, remove, replace_dir, write_json_atomic
+from ..core.keys import digest
+from ..core.locks import file_lock
+from ..data.rasters import raster_info, read_raster, stretch_limits
+from ..judge.geometry import match
+from .search import load_faiss, search_index
+
+FORMAT = 1
+SIDES = (128, 256, 512)   # window sides in scene pixels (the scales a tile's footprint may have)
+STRIDE_DIV = 4            # stride = side / 4 ...
+MAX_WINDOWS = 150_000     # ... doubled until a scale has at most this many windows (big scenes)
+CHUNK = 24                # windows per axis read from the scene at once (bounded memory)
+TOP = 48                  # nearest windows per rotation of the query
+CHECK = 8                 # hits given the geometric check at most (spread over the scene)
+ENLARGE = 2.0             # the region checked around a hit, in hit sides
+REGION_MAX = 768          # the region is read at most this many pixels a side
+MIN_INLIERS = 8           # fewer keypoints agreeing on a transform: the hit is not checked further
+DECISIVE = 30             # this many inliers and a "same" verdict: stop early
+LOCK_WAIT_S = 600.0
+
+
+def stride_for(side: int, width: int, height: int, max_windows: int = MAX_WINDOWS) -> int:
+    """The stride of windows of ``side`` px: side / STRIDE_DIV, doubled while the scene holds more than
+    ``max_windows`` of them (a 20,000² scene: 128 px windows every 64 px instead of 32)."""
+    stride = max(1, side // STRIDE_DIV)
+    while ((max(0, width - side) // stride + 1) * (max(0, height - side) // stride + 1) > max_windows
+           and stride < side):
+        stride *= 2
+    return stride
+
+
+def grid(side: int, width: int, height: int, stride: int) -> tuple[np.ndarray, np.ndarray]:
+    """Window origins along x and y; the last window of a row or column touches the scene's edge."""
+    def axis(n):
+        if n <= side:
+            return np.array([0])
+        xs = np.arange(0, n - side + 1, stride)
+        return xs if xs[-1] == n - side else np.append(xs, n - side)
+    return axis(width), axis(height)
+
+
+def windows_of(width: int, height: int, sides=SIDES, max_windows: int = MAX_WINDOWS) -> list[tuple[int, int, list]]:
+    """(side, stride, [x origins, y origins]) of every scale that fits the scene (a scene smaller than the smallest
+    side is one window)."""
+    out = []
+    for s in sides:
+        if s > max(width, height) and out:
+            break
+        s = min(s, width, height) if s > min(width, height) else s
+        st = stride_for(s, width, height, max_windows)
+        out.append((s, st, list(grid(s, width, height, st))))
+        if s >= min(width, height):
+            break
+    return out
+
+
+def scene_stamp(scorer, scene: Path, info, max_windows: int) -> dict:
+    st = scene.stat()
+    model = Path(scorer.run.model_path).stat()
+    return {"format": FORMAT, "scene": str(scene), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
+            "width": info.width, "height": info.height, "run": scorer.name,
+            "model": [model.st_size, model.st_mtime_ns], "tile_size": int(scorer.size), "sides": list(SIDES),
+            "stride_div": STRIDE_DIV, "max_windows": int(max_windows)}
+
+
+def index_dir(scorer, scene: Path, workspace=None) -> Path:
+    return workspace_dir(workspace) / "scene-indexes" / check_name(scorer.name, "run") / digest(str(scene))[:20]
+
+
+@dataclass
+class SceneIndex:
+    """A scene's windows, their embeddings' FAISS index, and what reading the scene needs again."""
+
+    path: Path
+    scene: Path
+    info: object            # RasterInfo
+    limits: tuple            # per-band stretch (low, high), the same for every read of this scene
+    windows: np.ndarray      # (N, 3) int: x, y, side
+    faiss_index: object
+    meta: dict
+    status: str = "reused"   # built | rebuilt | reused
+    reason: str = ""
+
+
+def _embed_scale(scorer, scene, limits, side, xs, ys, write, progress, done, total) -> int:
+    """Embed every window of one scale, CHUNK × CHUNK windows read from the scene at once."""
+    size = scorer.size
+    for yi in range(0, len(ys), CHUNK):
+        for xi in range(0, len(xs), CHUNK):
+            cx, cy = xs[xi:xi + CHUNK], ys[yi:yi + CHUNK]
+            x0, y0 = int(cx[0]), int(cy[0])
+            w, h = int(cx[-1]) + side - x0, int(cy[-1]) + side - y0
+            f = size / side
+            img = read_raster(scene, window=(x0, y0, w, h), out_side=max(1, round(max(w, h) * f)),
+                              limits=limits).image
+            fy, fx = img.shape[0] / h, img.shape[1] / w
+            tiles, wins = [], []
+            for y in cy:
+                for x in cx:
+                    px, py = round((x - x0) * fx), round((y - y0) * fy)
+                    t = img[py:py + round(side * fy), px:px + round(side * fx)]
+                    if t.shape[:2] != (size, size):
+                        t = cv2.resize(t, (size, size), interpolation=cv2.INTER_AREA)
+                    tiles.append(t)
+                    wins.append((int(x), int(y), side))
+            e = scorer.embed(np.stack(tiles))
+            e /= np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)
+            write(np.asarray(wins, np.int32), e.astype(np.float32))
+            done += len(wins)
+            if progress:
+                progress(done, total)
+    return done
+
+
+def _build_into(tmp: Path, scorer, scene: Path, info, stamp: dict, limits, progress, max_windows) -> dict:
+    t0 = time.time()
+    scales = windows_of(info.width, info.height, SIDES, max_windows)
+    total = sum(len(xs) * len(ys) for _, _, (xs, ys) in scales)
+    wins, dim = [], 0
+    if progress:
+        progress(0, total)
+    with open(tmp / "embeddings.npy", "wb") as f:
+        def write(w, e):
+            nonlocal dim
+            if not dim:
+                dim = int(e.shape[1])
+                np.lib.format.write_array_header_1_0(f, {"descr": "<f4", "fortran_order": False, "shape": (total, dim)})
+            wins.append(w)
+            f.write(np.ascontiguousarray(e).tobytes())
+        done = 0
+        for side, _, (xs, ys) in scales:
+            done = _embed_scale(scorer, scene, limits, side, xs, ys, write, progress, done, total)
+    np.save(tmp / "windows.npy", np.concatenate(wins))
+    emb = np.load(tmp / "embeddings.npy", mmap_mode="r")
+    faiss = load_faiss()
+    idx = faiss.IndexFlatIP(dim)
+    for i in range(0, total, 65536):
+        idx.add(np.ascontiguousarray(emb[i:i + 65536]))
+    faiss.write_index(idx, str(tmp / "index.faiss"))
+    del emb
+    meta = {**stamp, "count": total, "dim": dim, "limits": [list(map(float, limits[0])), list(map(float, limits[1]))],
+            "scales": [{"side": s, "stride": st, "windows": len(xs) * len(ys)} for s, st, (xs, ys) in scales],
+            "built": time.strftime("%Y-%m-%dT%H:%M:%S"), "build_s": round(time.time() - t0, 2)}
+    write_json_atomic(tmp / "meta.json", meta)
+    return meta
+
+
+def _changed(old: dict | None, new: dict) -> str | None:
+    if old is None:
+        return "no index yet"
+    if any(old.get(k) != new[k] for k in ("format", "sides", "stride_div", "max_windows", "tile_size")):
+        return "it was made with other window parameters"
+    if old.get("model") != new["model"] or old.get("run") != new["run"]:
+        return f"the model of run {new['run']!r} changed"
+    if any(old.get(k) != new[k] for k in ("scene", "size", "mtime_ns", "width", "height")):
+        return "the scene file changed"
+    return None
+
+
+def _load(path: Path, meta: dict):
+    try:
+        wins = np.load(path / "windows.npy")
+        idx = load_faiss().read_index(str(path / "index.faiss"))
+    except (OSError, ValueError, RuntimeError):
+        return None
+    return (wins, idx) if len(wins) == idx.ntotal == meta.get("count") else None
+
+
+def scene_index(scorer, scene, workspace=None, progress=None, max_windows: int = MAX_WINDOWS,
+                wait_s: float = LOCK_WAIT_S) -> SceneIndex:
+    """The window index of ``scene`` for ``scorer``'s model: loaded from the workspace when the scene file, the
+    model and the window parameters are unchanged, else (re)built; ``progress(done, total)`` while embedding."""
+    scene = Path(scene).resolve()
+    if not scene.is_file():
+        raise SiameseError(f"scene {scene}: no such file; give the path of a GeoTIFF, PNG or JPEG scene")
+    info = raster_info(scene)
+    stamp = scene_stamp(scorer, scene, info, max_windows)
+    path = index_dir(scorer, scene, workspace)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with file_lock(path.parent / f"{path.name}.lock", f"the window index of scene {scene.name}", wait_s,
+                   fix="another process is building it: wait for it, then run this again"):
+        old = read_json(path / "meta.json")
+        why = _changed(old, stamp)
+        if why is None and (got := _load(path, old)) is not None:
+            lim = tuple(np.asarray(v, np.float64) for v in old["limits"])
+            return SceneIndex(path, scene, info, lim, got[0], got[1], old, "reused",
+                              f"reused the window index of {scene.name} ({old['count']} windows, built {old['built']})")
+        why = why or "its files were incomplete"
+        limits = stretch_limits(scene)
+        tmp = make_temp_dir(path.parent, f".tmp-{path.name}")
+        try:
+            meta = _build_into(tmp, scorer, scene, info, stamp, limits, progress, max_windows)
+            replace_dir(tmp, path)
+        finally:
+            remove(tmp)
+        got = _load(path, meta)
+        if got is None:
+            raise SiameseError(f"the window index just written to {path} cannot be read back; is the disk full?")
+        status = "built" if old is None else "rebuilt"
+        return SceneIndex(path, scene, info, limits, got[0], got[1], meta, status,
+                          f"{status} the window index of {scene.name} ({meta['count']} windows, {meta['build_s']} s)"
+                          + ("" if old is None else f" because {why}"))
+
+
+@dataclass
+class Location:
+    """Where one tile lies in the scene (``found``), or the best candidate's score when it lies nowhere."""
+
+    tile: str
+    found: bool
+    polygon: list            # [[x, y], ...] scene pixels (empty when not found)
+    score: float | None      # the fused score of the best candidate (lower = more alike)
+    polygon_crs: list | None = None   # the same corners in the scene's CRS (georeferenced scenes only)
+    evidence: str = ""
+    checked: int = 0         # candidates given the geometric check
+    seconds: float = 0.0
+
+    @property
+    def centre(self) -> tuple[float, float] | None:
+        return tuple(np.mean(np.asarray(self.polygon, float), axis=0)) if self.polygon else None
+
+    def as_dict(self, crs: bool) -> dict:
+        d = {"tile": self.tile, "found": self.found, "polygon": [[round(x, 2), round(y, 2)] for x, y in self.polygon],
+             "score": None if self.score is None else round(self.score, 6)}
+        if crs:
+            d["polygon_crs"] = [[x, y] for x, y in self.polygon_crs] if self.found and self.polygon_crs else []
+        return d
+
+
+def to_crs(points, transform) -> list:
+    """Scene pixel corners (x = column, y = row) through the scene's affine transform (a, b, c, d, e, f)."""
+    a, b, c, d, e, f = transform
+    return [[a * x + b * y + c, d * x + e * y + f] for x, y in points]
+
+
+def candidates(index: SceneIndex, scorer, tile: np.ndarray, top: int = TOP, check: int = CHECK) -> list[int]:
+    """Rows of the best windows for the tile and its three right-angle turns, one per neighbourhood (a window
+    whose centre lies within half a side of a better one's is left out), at most ``check``."""
+    q = scorer.embed(np.stack([np.ascontiguousarray(np.rot90(tile, k)) for k in range(4)]))
+    q = np.ascontiguousarray(q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12), np.float32)
+    sims, ids = search_index(index.faiss_index, q, min(top, len(index.windows)))
+    order = np.argsort(-sims.ravel(), kind="stable")
+    rows, seen = [], set()
+    w = index.windows
+    for i in ids.ravel()[order]:
+        if i < 0 or i in seen:
+            continue
+        seen.add(i)
+        c = w[i, :2] + w[i, 2] / 2
+        if any(np.hypot(*(c - (w[j, :2] + w[j, 2] / 2))) < max(w[i, 2], w[j, 2]) / 2 for j in rows):
+            continue
+        rows.append(int(i))
+        if len(rows) >= check:
+            break
+    return rows
+
+
+def _region(index: SceneIndex, win, tile_side: int):
+    """(region image, x0, y0, scene px per region px along x and y) around window ``win``, ENLARGE sides wide."""
+    x, y, s = (int(v) for v in win)
+    W, H = index.info.width, index.info.height
+    r = int(min(ENLARGE * s, W, H))
+    cx, cy = x + s / 2, y + s / 2
+    x0 = int(min(max(0, round(cx - r / 2)), W - r))
+    y0 = int(min(max(0, round(cy - r / 2)), H - r))
+    out = int(min(REGION_MAX, max(64, round(ENLARGE * tile_side))))
+    img = read_raster(index.scene, window=(x0, y0, r, r), out_side=out, limits=index.limits).image
+    return img, x0, y0, r / img.shape[1], r / img.shape[0]
+
+
+def _affine(t) -> np.ndarray:
+    return np.vstack([np.asarray(t, np.float64), [0, 0, 1]])
+
+
+def locate_tile(index: SceneIndex, scorer, tile_img: np.ndarray, name: str = "tile", threshold: float | None = None,
+                check: int = CHECK) -> Location:
+    """Where ``tile_img`` (uint8 RGB, any size, any angle) lies in the indexed scene (see the module's docstring)."""
+    t0 = time.perf_counter()
+    t = scorer.threshold if threshold is None else threshold
+    prep_tile = scorer.prepare(tile_img)
+    th, tw = tile_img.shape[:2]
+    best = None  # (score, judgement, polygon)
+    rows = candidates(index, scorer, prep_tile.tile, check=check)
+    n = 0
+    for row in rows:
+        n += 1
+        region, x0, y0, sx, sy = _region(index, index.windows[row], max(th, tw))
+        g = match(scorer.prepare(region).features, prep_tile.features)
+        if not g.found or g.inliers < MIN_INLIERS:
+            continue
+        t1 = _affine(g.transform)  # tile px → region px
+        warped = cv2.warpAffine(region, t1[:2], (tw, th), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
+        j = scorer.judge([(scorer.prepare(warped), prep_tile)], t)[0]
+        full = t1 @ _affine(j.geo.transform) if j.geo.found and j.geo.inliers >= g.inliers else t1
+        corners = np.float64([[0, 0], [tw, 0], [tw, th], [0, th]]) @ full[:2, :2].T + full[:2, 2]
+        poly = [[x0 + u * sx, y0 + v * sy] for u, v in corners]
+        if best is None or j.score < best[0]:
+            best = (j.score, j, poly)
+        if j.same_place and (j.verdict == "same" or j.geo.inliers >= DECISIVE):
+            break
+    if best is None and rows:  # no transform anywhere: the score of the best window as laid, for the record
+        x, y, s = (int(v) for v in index.windows[rows[0]])
+        win = read_raster(index.scene, window=(x, y, s, s), out_side=max(th, tw), limits=index.limits).image
+        j = scorer.judge([(scorer.prepare(win), prep_tile)], t)[0]
+        best = (j.score, j, [])
+    secs = time.perf_counter() - t0
+    if best is None:
+        return Location(name, False, [], None, checked=n, seconds=secs)
+    score, j, poly = best
+    found = bool(poly) and bool(j.same_place)
+    crs = to_crs(poly, index.info.transform) if found and index.info.transform is not None else None
+    return Location(name, found, poly if found else [], float(score), crs, j.geo.sentence(), n, secs)
+
+
+def read_tile(source, name: str | None = None, max_side: int = 1024) -> np.ndarray:
+    """A tile file (GeoTIFF, PNG, JPEG...) as uint8 RGB, at most ``max_side`` a side."""
+    return read_raster(source, name=name, out_side=max_side).image
+
+
+def locate(scene, tiles: list, scorer, workspace=None, progress=None, threshold: float | None = None) -> tuple:
+    """(SceneIndex, [Location per tile, in order]) for tile paths (or (name, uint8 array) pairs)."""
+    index = scene_index(scorer, scene, workspace, progress)
+    out = []
+    for tile in tiles:
+        name, img = (tile if isinstance(tile, tuple) else (str(tile), read_tile(tile)))
+        out.append(locate_tile(index, scorer, img, name, threshold))
+    return index, out
+
+
+def geojson(locations: list, index: SceneIndex) -> dict:
+    """The found polygons as a GeoJSON FeatureCollection: in the scene's CRS when it has one, else in scene pixels
+    (each feature's ``coordinates`` property says which)."""
+    crs = index.info.crs if index.info.transform is not None else None
+    feats = []
+    for loc in locations:
+        if not loc.found:
+            continue
+        ring = loc.polygon_crs if crs or index.info.transform is not None else loc.polygon
+        ring = [list(map(float, p)) for p in ring]
+        feats.append({"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [ring + [ring[0]]]},
+                      "properties": {"tile": loc.tile, "score": loc.score,
+                                     "coordinates": f"scene CRS {crs}" if crs else (
+                                         "scene georeferenced coordinates" if index.info.transform is not None
+                                         else "scene pixels (x = column, y = row)")}})
+    out = {"type": "FeatureCollection", "features": feats}
+    if crs:
+        out["crs"] = {"type": "name", "properties": {"name": crs}}
+    return out
+
+
+__all__ = ["SceneIndex", "Location", "scene_index", "locate", "locate_tile", "candidates", "geojson", "to_crs",
+           "read_tile", "windows_of", "stride_for", "SIDES", "MAX_WINDOWS"]
