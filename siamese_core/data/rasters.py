@@ -116,9 +116,9 @@ def _read_array(source, name, bands, window, out_side) -> tuple[np.ndarray, tupl
             win = Window(col, row, w, h)
             arr = src.read(_bands(src.count, bands), window=win, out_shape=(3, oh, ow),
                            resampling=Resampling.average if f < 1 else Resampling.nearest)
-            t = src.window_transform(win)
+            from affine import Affine  # (rasterio's window_transform uses the deprecated `*` of affine)
             geo = src.crs is not None or not src.transform.is_identity
-            t = t * t.scale(w / ow, h / oh)
+            t = src.transform @ Affine.translation(col, row) @ Affine.scale(w / ow, h / oh)
             return arr, ((t.a, t.b, t.c, t.d, t.e, t.f) if geo else None), \
                 (src.crs.to_string() if src.crs else None), src.nodata
     im = _open_pil(source, name).convert("RGB")
