@@ -30,9 +30,9 @@ def mosaic(seed: int, n: int = 4) -> np.ndarray:
 
 def write_geotiff(path: Path, img: np.ndarray) -> None:
     import rasterio
-    from rasterio.transform import from_origin
+    from affine import Affine
     with rasterio.open(path, "w", driver="GTiff", width=img.shape[1], height=img.shape[0], count=3, dtype="uint8",
-                       crs="EPSG:32633", transform=from_origin(*ORIGIN, RES, RES), tiled=True, blockxsize=256,
+                       crs="EPSG:32633", transform=Affine(RES, 0, ORIGIN[0], 0, -RES, ORIGIN[1]), tiled=True, blockxsize=256,
                        blockysize=256) as d:
         d.write(img.transpose(2, 0, 1))
 

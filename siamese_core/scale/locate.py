@@ -42,9 +42,10 @@ SIDES = (128, 256, 512)   # window sides in scene pixels (the scales a tile's fo
 STRIDE_DIV = 4            # stride = side / 4 ...
 MAX_WINDOWS = 150_000     # ... doubled until a scale has at most this many windows (big scenes)
 CHUNK = 24                # windows per axis read from the scene at once (bounded memory)
-TOP = 48                  # nearest windows per rotation of the query
-CHECK = 8                 # hits given the geometric check at most (spread over the scene)
-ENLARGE = 2.0             # the region checked around a hit, in hit sides
+TOP = 48                  # nearest windows per turn of the query
+TURNS = 8                 # the query is the tile turned by every 360/TURNS degrees (right angles exactly)
+CHECK = 20                # hits given the geometric check at most (spread over the scene)
+ENLARGE = 1.5             # the region checked around a hit, in hit sides (more inliers than 2: bench/RESULTS.md)
 REGION_MAX = 768          # the region is read at most this many pixels a side
 MIN_INLIERS = 8           # fewer keypoints agreeing on a transform: the hit is not checked further
 DECISIVE = 30             # this many inliers and a "same" verdict: stop early
@@ -265,10 +266,28 @@ def to_crs(points, transform) -> list:
     return [[a * x + b * y + c, d * x + e * y + f] for x, y in points]
 
 
+def turns(tile: np.ndarray, n: int = TURNS) -> np.ndarray:
+    """The tile turned by every 360/n degrees: right angles exactly (np.rot90), others about the centre and cut to
+    the square inside the turned one (no black corners), resized back to the tile's side."""
+    s = tile.shape[0]
+    out = []
+    for k in range(n):
+        ang = 360.0 * k / n
+        if ang % 90 == 0:
+            out.append(np.ascontiguousarray(np.rot90(tile, int(ang // 90))))
+            continue
+        r = cv2.warpAffine(tile, cv2.getRotationMatrix2D((s / 2, s / 2), ang, 1.0), (s, s), flags=cv2.INTER_LINEAR)
+        rad = np.radians(ang)
+        c = int(s / (abs(np.cos(rad)) + abs(np.sin(rad))))
+        o = (s - c) // 2
+        out.append(cv2.resize(r[o:o + c, o:o + c], (s, s), interpolation=cv2.INTER_LINEAR))
+    return np.stack(out)
+
+
 def candidates(index: SceneIndex, scorer, tile: np.ndarray, top: int = TOP, check: int = CHECK) -> list[int]:
-    """Rows of the best windows for the tile and its three right-angle turns, one per neighbourhood (a window
+    """Rows of the best windows for the tile and its turns (:func:`turns`), one per neighbourhood (a window
     whose centre lies within half a side of a better one's is left out), at most ``check``."""
-    q = scorer.embed(np.stack([np.ascontiguousarray(np.rot90(tile, k)) for k in range(4)]))
+    q = scorer.embed(turns(tile))
     q = np.ascontiguousarray(q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12), np.float32)
     sims, ids = search_index(index.faiss_index, q, min(top, len(index.windows)))
     order = np.argsort(-sims.ravel(), kind="stable")
