@@ -159,3 +159,26 @@ def test_big_scenes_get_a_coarser_stride():
     assert len(small) == 1 and small[0][0] == 80
     for side, _, (xs, ys) in windows_of(1000, 700):
         assert xs[0] == 0 and xs[-1] == 1000 - side and ys[-1] == 700 - side
+
+
+def test_search_page_locate_tab(scene, tmp_path, monkeypatch):
+    """The Locate tab: a scene path and a tile path give the polygon on the thumbnail, found, with the score; a
+    tile of another scene says not found."""
+    from apptools import open_app, ok, texts, widget
+    monkeypatch.setenv("SIAMESE_WORKSPACE", str(tmp_path / "ws"))
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])
+    at = open_app("search", {"run": "pretrained"})
+    assert "Give a scene and a tile." in texts(at)
+    widget(at, "text_input", "loc_scene_path").set_value(str(scene["path"])).run()
+    widget(at, "text_input", "loc_tile_path").set_value(str(scene["tiles"][1])).run()
+    ok(at)
+    assert not at.error, [e.value for e in at.error]
+    [s] = [e.value for e in at.success if "Found" in e.value]
+    assert "score" in s and "EPSG:32633" in texts(at)
+    fig = [c for c in at.get("plotly_chart")]
+    assert fig and '"the tile"' in fig[0].proto.spec  # the polygon is drawn on the thumbnail
+    widget(at, "text_input", "loc_tile_path").set_value(str(scene["other"])).run()
+    ok(at)
+    assert any("Not found" in e.value for e in at.warning)
+    widget(at, "text_input", "loc_scene_path").set_value(str(tmp_path / "nope.tif")).run()
+    assert any("nope.tif" in e.value and "no such file" in e.value for e in at.error)

@@ -12,6 +12,7 @@ and signatures, to be reconciled when the branches merge. TIFFs are read with ra
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,7 +75,7 @@ def _open_pil(source, name):
     if isinstance(source, (str, Path)) and not Path(source).is_file():
         raise ImageError(f"{what}: no such file; give the path of an existing GeoTIFF, PNG or JPEG")
     try:
-        im = Image.open(source)
+        im = Image.open(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source)
         im.load()
     except (OSError, UnidentifiedImageError, ValueError) as e:
         raise ImageError(f"{what}: cannot be read as an image ({str(e)[:120]}); give a valid GeoTIFF, PNG or JPEG") \

@@ -44,7 +44,8 @@ MAX_WINDOWS = 150_000     # ... doubled until a scale has at most this many wind
 CHUNK = 24                # windows per axis read from the scene at once (bounded memory)
 TOP = 48                  # nearest windows per turn of the query
 TURNS = 8                 # the query is the tile turned by every 360/TURNS degrees (right angles exactly)
-CHECK = 20                # hits given the geometric check at most (spread over the scene)
+CHECK = 40                # hits given the geometric check at most (spread over the scene) ...
+BUDGET_S = 1.5            # ... and no new one started after this many seconds on a tile
 ENLARGE = 1.5             # the region checked around a hit, in hit sides (more inliers than 2: bench/RESULTS.md)
 REGION_MAX = 768          # the region is read at most this many pixels a side
 MIN_INLIERS = 8           # fewer keypoints agreeing on a transform: the hit is not checked further
@@ -334,6 +335,8 @@ def locate_tile(index: SceneIndex, scorer, tile_img: np.ndarray, name: str = "ti
     rows = candidates(index, scorer, prep_tile.tile, check=check)
     n = 0
     for row in rows:
+        if time.perf_counter() - t0 > BUDGET_S and n:
+            break
         n += 1
         region, x0, y0, sx, sy = _region(index, index.windows[row], max(th, tw))
         g = match(scorer.prepare(region).features, prep_tile.features)
