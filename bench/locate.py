@@ -87,13 +87,20 @@ def main(argv=None):
     p.add_argument("--negatives", type=int, default=100, help="crops of other places")
     p.add_argument("--big", type=int, default=6000, help="side of the scene whose build is measured (0 = skip)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--check", type=int, default=None, help="embedding hits checked at most (default: the library's)")
+    p.add_argument("--votes", type=int, default=None, help="keypoint-vote regions checked (default: the library's)")
     args = p.parse_args(argv)
     if not (SAMPLE / "A").is_dir():
         print(json.dumps({"skipped": f"{SAMPLE} is absent"}))
         return 0
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     from siamese_core.judge.inference import Scorer
-    from siamese_core.scale.locate import locate_tile, scene_index, windows_of
+    from siamese_core.scale import locate as L
+    from siamese_core.scale.locate import scene_index, windows_of
+
+    def locate_tile(idx, scorer, img):
+        kw = {k: v for k, v in (("check", args.check), ("votes", args.votes)) if v is not None}
+        return L.locate_tile(idx, scorer, img, **kw)
 
     rng = np.random.default_rng(args.seed)
     sizes = {r["place"]: int(min(map(int, r["size"].split("x")))) for r in csv.DictReader(open(SAMPLE / "dates.csv"))}
@@ -111,9 +118,10 @@ def main(argv=None):
     build_s = time.perf_counter() - t0
     out = {"cpu": cpu_model(), "cores": len(os.sched_getaffinity(0)), "run": scorer.name, "scene_px": side,
            "places": inside, "windows": len(idx.windows), "scales": idx.meta["scales"],
-           "build_s": round(build_s, 2), "threshold": scorer.threshold}
+           "build_s": round(build_s, 2), "keypoints": idx.meta["keypoint_count"], "blocks": idx.meta["blocks"],
+           "keypoints_s": idx.meta["keypoints_s"], "threshold": scorer.threshold}
     locate_tile(idx, scorer, _crop(b, 1000, 1000, 10.0))  # warm-up (graph tracing)
-    placed, errs, secs, checked, misses = 0, [], [], [], []
+    placed, errs, secs, checked, misses, sources = 0, [], [], [], [], {}
     for i in range(args.n):
         cx, cy = (int(v) for v in rng.integers(192, side - 192, 2))
         ang = float(rng.uniform(0, 360))
@@ -125,6 +133,7 @@ def main(argv=None):
             errs.append(e)
         if e is not None and e <= 8:
             placed += 1
+            sources[loc.source] = sources.get(loc.source, 0) + 1
         else:
             misses.append({"cx": cx, "cy": cy, "angle": round(ang, 1), "found": loc.found, "error_px": e,
                            "score": loc.score, "evidence": loc.evidence})
@@ -142,6 +151,7 @@ def main(argv=None):
     allsecs = np.array(secs + neg_secs)
     out.update(positives=args.n, placed=placed, placed_pct=round(100 * placed / max(1, args.n), 1),
                median_error_px=round(float(np.median(errs)), 2) if errs else None,
+               max_error_placed_px=round(max(e for e in errs if e <= 8), 2) if placed else None, placed_by=sources,
                negatives=args.negatives, not_found=neg_ok, not_found_pct=round(100 * neg_ok / max(1, args.negatives), 1),
                s_per_tile={"median": round(float(np.median(allsecs)), 3), "p95": round(float(np.percentile(allsecs, 95)), 3),
                            "max": round(float(allsecs.max()), 3), "positives_mean": round(float(np.mean(secs)), 3),

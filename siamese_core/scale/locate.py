@@ -21,7 +21,9 @@ rebuilt into a temporary folder swapped into place whole (:func:`~siamese_core.c
 
 from __future__ import annotations
 
+import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,10 +36,10 @@ from ..core.files import check_name, make_temp_dir, read_json, remove, replace_d
 from ..core.keys import digest
 from ..core.locks import file_lock
 from ..data.rasters import raster_info, read_raster, stretch_limits
-from ..judge.geometry import match
+from ..judge.geometry import KEYPOINT_SCALE, RATIO, keypoints, match
 from .search import load_faiss, search_index
 
-FORMAT = 1
+FORMAT = 2                # 2: the keypoint part (keypoints.npy, keypoints.faiss) next to the window embeddings
 SIDES = (128, 256, 512)   # window sides in scene pixels (the scales a tile's footprint may have)
 STRIDE_DIV = 4            # stride = side / 4 ...
 MAX_WINDOWS = 150_000     # ... doubled until a scale has at most this many windows (big scenes)
@@ -51,6 +53,17 @@ REGION_MAX = 768          # the region is read at most this many pixels a side
 MIN_INLIERS = 8           # fewer keypoints agreeing on a transform: the hit is not checked further
 DECISIVE = 30             # this many inliers and a "same" verdict: stop early
 LOCK_WAIT_S = 600.0
+KP_BLOCK = 512            # the scene's keypoints are found in blocks of this many scene px ...
+KP_STRIDE = 384           # ... every this many; each keeps those nearer its centre than any other block's
+KP_PER_BLOCK = 500        # the strongest SIFT keypoints found in a block (about 300 lie in its own part)
+KP_SCALE = KEYPOINT_SCALE  # blocks are read at this scale: a 256 px tile's keypoints are found at it (geometry)
+KP_TILE = 500             # the tile's strongest keypoints matched against the scene's
+KP_RATIO = RATIO          # Lowe's ratio test on the two nearest scene keypoints
+VOTE_BIN = 16             # scene px a side of the cells the implied tile centres are counted in
+VOTE_RADIUS = 40          # votes within this many scene px of a peak are its support
+VOTE_REGIONS = 4          # peaks (at least VOTE_MIN votes, VOTE_APART px apart) checked before the embeddings' hits
+VOTE_MIN = 3
+VOTE_APART = 96
 
 
 def stride_for(side: int, width: int, height: int, max_windows: int = MAX_WINDOWS) -> int:
@@ -94,7 +107,11 @@ def scene_stamp(scorer, scene: Path, info, max_windows: int) -> dict:
     return {"format": FORMAT, "scene": str(scene), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
             "width": info.width, "height": info.height, "run": scorer.name,
             "model": [model.st_size, model.st_mtime_ns], "tile_size": int(scorer.size), "sides": list(SIDES),
-            "stride_div": STRIDE_DIV, "max_windows": int(max_windows)}
+            "stride_div": STRIDE_DIV, "max_windows": int(max_windows), "keypoints": _kp_params()}
+
+
+def _kp_params() -> dict:
+    return {"block": KP_BLOCK, "stride": KP_STRIDE, "per_block": KP_PER_BLOCK, "scale": KP_SCALE}
 
 
 def index_dir(scorer, scene: Path, workspace=None) -> Path:
@@ -114,6 +131,56 @@ class SceneIndex:
     meta: dict
     status: str = "reused"   # built | rebuilt | reused
     reason: str = ""
+    keypoints: np.ndarray | None = None   # (M,) KP_DTYPE: the scene's keypoints (x, y, size, angle, block)
+    keypoint_index: object = None          # FAISS index of their RootSIFT descriptors (8-bit scalar quantizer)
+
+
+KP_DTYPE = np.dtype([("x", "<f4"), ("y", "<f4"), ("size", "<f2"), ("angle", "<f2"), ("block", "<u4")])
+
+
+def _block_keypoints(scene, limits, info, xs, ys, bi: int, bj: int):
+    """The keypoints of block (bi, bj) that lie in its own part of the scene: (KP_DTYPE array, descriptors)."""
+    x0, y0 = int(xs[bi]), int(ys[bj])
+    w, h = min(KP_BLOCK, info.width - x0), min(KP_BLOCK, info.height - y0)
+    img = read_raster(scene, window=(x0, y0, w, h), out_side=max(1, round(max(w, h) * KP_SCALE)),
+                      limits=limits).image
+    k = keypoints(img, KP_PER_BLOCK, working=False)
+    fx, fy = w / img.shape[1], h / img.shape[0]
+    x = x0 + (k.pts[:, 0] + 0.5) * fx - 0.5
+    y = y0 + (k.pts[:, 1] + 0.5) * fy - 0.5
+    cx, cy = np.asarray(xs) + KP_BLOCK / 2, np.asarray(ys) + KP_BLOCK / 2
+    own = (np.abs(x[:, None] - cx).argmin(1) == bi) & (np.abs(y[:, None] - cy).argmin(1) == bj)
+    out = np.zeros(int(own.sum()), KP_DTYPE)
+    out["x"], out["y"] = x[own], y[own]
+    out["size"], out["angle"] = k.sizes[own] * (fx + fy) / 2, k.angles[own]
+    out["block"] = bj * len(xs) + bi
+    return out, k.desc[own]
+
+
+def _build_keypoints(tmp: Path, scene, info, limits, progress, done: int, total: int) -> tuple[int, int]:
+    """Find the scene's keypoints block by block (two threads: OpenCV releases the GIL) into ``keypoints.npy``
+    and the descriptors' FAISS index ``keypoints.faiss``; (keypoints, blocks)."""
+    faiss = load_faiss()
+    xs, ys = grid(KP_BLOCK, info.width, info.height, KP_STRIDE)
+    idx = faiss.IndexScalarQuantizer(128, faiss.ScalarQuantizer.QT_8bit_uniform, faiss.METRIC_L2)
+    idx.train(np.float32([np.zeros(128), np.ones(128)]))  # RootSIFT values lie in 0..1
+    jobs = [(bi, bj) for bj in range(len(ys)) for bi in range(len(xs))]
+    pts = []
+    workers = max(1, min(2, len(os.sched_getaffinity(0))))
+    with ThreadPoolExecutor(workers) as pool:
+        for c in range(0, len(jobs), 8 * workers):  # a few blocks in flight at once (bounded memory)
+            part = jobs[c:c + 8 * workers]
+            for p, d in pool.map(lambda j: _block_keypoints(scene, limits, info, xs, ys, *j), part):
+                pts.append(p)
+                if len(d):
+                    idx.add(np.ascontiguousarray(d, np.float32))
+            done += len(part)
+            if progress:
+                progress(done, total)
+    kp = np.concatenate(pts) if pts else np.zeros(0, KP_DTYPE)
+    np.save(tmp / "keypoints.npy", kp)
+    faiss.write_index(idx, str(tmp / "keypoints.faiss"))
+    return len(kp), len(jobs)
 
 
 def _embed_scale(scorer, scene, limits, side, xs, ys, write, progress, done, total) -> int:
@@ -150,9 +217,11 @@ def _build_into(tmp: Path, scorer, scene: Path, info, stamp: dict, limits, progr
     t0 = time.time()
     scales = windows_of(info.width, info.height, SIDES, max_windows)
     total = sum(len(xs) * len(ys) for _, _, (xs, ys) in scales)
+    bx, by = grid(KP_BLOCK, info.width, info.height, KP_STRIDE)
+    blocks = len(bx) * len(by)
     wins, dim = [], 0
     if progress:
-        progress(0, total)
+        progress(0, total + blocks)
     with open(tmp / "embeddings.npy", "wb") as f:
         def write(w, e):
             nonlocal dim
@@ -163,7 +232,8 @@ def _build_into(tmp: Path, scorer, scene: Path, info, stamp: dict, limits, progr
             f.write(np.ascontiguousarray(e).tobytes())
         done = 0
         for side, _, (xs, ys) in scales:
-            done = _embed_scale(scorer, scene, limits, side, xs, ys, write, progress, done, total)
+            done = _embed_scale(scorer, scene, limits, side, xs, ys, write,
+                                progress and (lambda d, t: progress(d, total + blocks)), done, total)
     np.save(tmp / "windows.npy", np.concatenate(wins))
     emb = np.load(tmp / "embeddings.npy", mmap_mode="r")
     faiss = load_faiss()
@@ -172,7 +242,10 @@ def _build_into(tmp: Path, scorer, scene: Path, info, stamp: dict, limits, progr
         idx.add(np.ascontiguousarray(emb[i:i + 65536]))
     faiss.write_index(idx, str(tmp / "index.faiss"))
     del emb
-    meta = {**stamp, "count": total, "dim": dim, "limits": [list(map(float, limits[0])), list(map(float, limits[1]))],
+    t1 = time.time()
+    nkp, nblocks = _build_keypoints(tmp, scene, info, limits, progress, total, total + blocks)
+    meta = {**stamp, "count": total, "dim": dim, "keypoint_count": nkp, "blocks": nblocks,
+            "keypoints_s": round(time.time() - t1, 2), "limits": [list(map(float, limits[0])), list(map(float, limits[1]))],
             "scales": [{"side": s, "stride": st, "windows": len(xs) * len(ys)} for s, st, (xs, ys) in scales],
             "built": time.strftime("%Y-%m-%dT%H:%M:%S"), "build_s": round(time.time() - t0, 2)}
     write_json_atomic(tmp / "meta.json", meta)
@@ -182,7 +255,7 @@ def _build_into(tmp: Path, scorer, scene: Path, info, stamp: dict, limits, progr
 def _changed(old: dict | None, new: dict) -> str | None:
     if old is None:
         return "no index yet"
-    if any(old.get(k) != new[k] for k in ("format", "sides", "stride_div", "max_windows", "tile_size")):
+    if any(old.get(k) != new[k] for k in ("format", "sides", "stride_div", "max_windows", "tile_size", "keypoints")):
         return "it was made with other window parameters"
     if old.get("model") != new["model"] or old.get("run") != new["run"]:
         return f"the model of run {new['run']!r} changed"
@@ -195,9 +268,12 @@ def _load(path: Path, meta: dict):
     try:
         wins = np.load(path / "windows.npy")
         idx = load_faiss().read_index(str(path / "index.faiss"))
+        kp = np.load(path / "keypoints.npy")
+        kidx = load_faiss().read_index(str(path / "keypoints.faiss"))
     except (OSError, ValueError, RuntimeError):
         return None
-    return (wins, idx) if len(wins) == idx.ntotal == meta.get("count") else None
+    ok = len(wins) == idx.ntotal == meta.get("count") and len(kp) == kidx.ntotal == meta.get("keypoint_count")
+    return (wins, idx, kp, kidx) if ok else None
 
 
 def scene_index(scorer, scene, workspace=None, progress=None, max_windows: int = MAX_WINDOWS,
@@ -218,7 +294,8 @@ def scene_index(scorer, scene, workspace=None, progress=None, max_windows: int =
         if why is None and (got := _load(path, old)) is not None:
             lim = tuple(np.asarray(v, np.float64) for v in old["limits"])
             return SceneIndex(path, scene, info, lim, got[0], got[1], old, "reused",
-                              f"reused the window index of {scene.name} ({old['count']} windows, built {old['built']})")
+                              f"reused the index of {scene.name} ({old['count']} windows, {old['keypoint_count']} "
+                              f"keypoints, built {old['built']})", keypoints=got[2], keypoint_index=got[3])
         why = why or "its files were incomplete"
         limits = stretch_limits(scene)
         tmp = make_temp_dir(path.parent, f".tmp-{path.name}")
@@ -232,8 +309,9 @@ def scene_index(scorer, scene, workspace=None, progress=None, max_windows: int =
             raise SiameseError(f"the window index just written to {path} cannot be read back; is the disk full?")
         status = "built" if old is None else "rebuilt"
         return SceneIndex(path, scene, info, limits, got[0], got[1], meta, status,
-                          f"{status} the window index of {scene.name} ({meta['count']} windows, {meta['build_s']} s)"
-                          + ("" if old is None else f" because {why}"))
+                          f"{status} the index of {scene.name} ({meta['count']} windows, {meta['keypoint_count']} "
+                          f"keypoints, {meta['build_s']} s)" + ("" if old is None else f" because {why}"),
+                          keypoints=got[2], keypoint_index=got[3])
 
 
 @dataclass
@@ -248,6 +326,7 @@ class Location:
     evidence: str = ""
     checked: int = 0         # candidates given the geometric check
     seconds: float = 0.0
+    source: str = ""         # which pass gave the found polygon: "keypoint votes" or "embedding search"
 
     @property
     def centre(self) -> tuple[float, float] | None:
@@ -307,9 +386,58 @@ def candidates(index: SceneIndex, scorer, tile: np.ndarray, top: int = TOP, chec
     return rows
 
 
+def vote_regions(index: SceneIndex, tile_img: np.ndarray, regions: int = VOTE_REGIONS) -> list[tuple]:
+    """Windows ``(x, y, side)`` (scene px, floats) where the tile's keypoints say it lies, best first.
+
+    The tile's keypoints (:func:`siamese_core.judge.geometry.keypoints`; rotation-invariant, so the tile is not
+    turned) are matched with all the scene's (the two nearest, Lowe's ratio test). Each match says where the
+    tile's centre lies in the scene: the tile's keypoint laid on the scene's one, turned by the difference of
+    their angles and scaled by the ratio of their sizes. The implied centres are counted in VOTE_BIN px cells,
+    smoothed; each peak of at least VOTE_MIN votes gives the median centre and size ratio of the votes near it,
+    hence a window of the tile's footprint."""
+    if index.keypoint_index is None or not len(index.keypoints):
+        return []
+    tk = keypoints(tile_img, KP_TILE)
+    if len(tk.desc) < 2:
+        return []
+    d, ids = search_index(index.keypoint_index, np.ascontiguousarray(tk.desc, np.float32), 2)
+    good = (ids[:, 1] >= 0) & (d[:, 0] < KP_RATIO * KP_RATIO * d[:, 1])
+    if good.sum() < VOTE_MIN:
+        return []
+    sk = index.keypoints[ids[good, 0]]
+    ti = np.flatnonzero(good)
+    th, tw = tile_img.shape[:2]
+    scale = sk["size"].astype(np.float64) / np.maximum(tk.sizes[ti], 1e-3)
+    ang = np.radians(sk["angle"].astype(np.float64) - tk.angles[ti])
+    vx, vy = (tw - 1) / 2 - tk.pts[ti, 0], (th - 1) / 2 - tk.pts[ti, 1]
+    cx = sk["x"] + scale * (np.cos(ang) * vx - np.sin(ang) * vy)
+    cy = sk["y"] + scale * (np.sin(ang) * vx + np.cos(ang) * vy)
+    W, H = index.info.width, index.info.height
+    inside = (cx >= 0) & (cx < W) & (cy >= 0) & (cy < H) & (scale > 0.2) & (scale < 5)
+    cx, cy, scale = cx[inside], cy[inside], scale[inside]
+    if len(cx) < VOTE_MIN:
+        return []
+    hist = np.zeros((H // VOTE_BIN + 1, W // VOTE_BIN + 1), np.float32)
+    np.add.at(hist, ((cy // VOTE_BIN).astype(int), (cx // VOTE_BIN).astype(int)), 1.0)
+    hist = cv2.GaussianBlur(hist, (0, 0), 1.0) * (2 * np.pi)  # about the votes within a cell and a half
+    out = []
+    for _ in range(regions):
+        r, c = np.unravel_index(int(hist.argmax()), hist.shape)
+        px, py = (c + 0.5) * VOTE_BIN, (r + 0.5) * VOTE_BIN
+        near = np.hypot(cx - px, cy - py) <= VOTE_RADIUS
+        if near.sum() < VOTE_MIN:
+            break
+        mx, my, ms = float(np.median(cx[near])), float(np.median(cy[near])), float(np.median(scale[near]))
+        side = float(min(max(32.0, ms * max(th, tw)), W, H))
+        out.append((mx - side / 2, my - side / 2, side))
+        a = VOTE_APART // VOTE_BIN
+        hist[max(0, r - a):r + a + 1, max(0, c - a):c + a + 1] = 0
+    return out
+
+
 def _region(index: SceneIndex, win, tile_side: int):
     """(region image, x0, y0, scene px per region px along x and y) around window ``win``, ENLARGE sides wide."""
-    x, y, s = (int(v) for v in win)
+    x, y, s = (float(v) for v in win)
     W, H = index.info.width, index.info.height
     r = int(min(ENLARGE * s, W, H))
     cx, cy = x + s / 2, y + s / 2
@@ -325,20 +453,24 @@ def _affine(t) -> np.ndarray:
 
 
 def locate_tile(index: SceneIndex, scorer, tile_img: np.ndarray, name: str = "tile", threshold: float | None = None,
-                check: int = CHECK) -> Location:
-    """Where ``tile_img`` (uint8 RGB, any size, any angle) lies in the indexed scene (see the module's docstring)."""
+                check: int = CHECK, votes: int = VOTE_REGIONS) -> Location:
+    """Where ``tile_img`` (uint8 RGB, any size, any angle) lies in the indexed scene (see the module's docstring):
+    the ``votes`` best regions of the keypoint votes (:func:`vote_regions`) are checked first, then up to ``check``
+    hits of the embedding search (0 and 0: nothing is checked)."""
     t0 = time.perf_counter()
     t = scorer.threshold if threshold is None else threshold
     prep_tile = scorer.prepare(tile_img)
     th, tw = tile_img.shape[:2]
-    best = None  # (score, judgement, polygon)
-    rows = candidates(index, scorer, prep_tile.tile, check=check)
+    best = None  # (score, judgement, polygon, source)
+    wins = [(w, "keypoint votes") for w in (vote_regions(index, tile_img, votes) if votes else [])]
+    rows = candidates(index, scorer, prep_tile.tile, check=check) if check else []
+    wins += [(index.windows[r], "embedding search") for r in rows]
     n = 0
-    for row in rows:
+    for win, source in wins:
         if time.perf_counter() - t0 > BUDGET_S and n:
             break
         n += 1
-        region, x0, y0, sx, sy = _region(index, index.windows[row], max(th, tw))
+        region, x0, y0, sx, sy = _region(index, win, max(th, tw))
         g = match(scorer.prepare(region).features, prep_tile.features)
         if not g.found or g.inliers < MIN_INLIERS:
             continue
@@ -349,21 +481,23 @@ def locate_tile(index: SceneIndex, scorer, tile_img: np.ndarray, name: str = "ti
         corners = np.float64([[0, 0], [tw, 0], [tw, th], [0, th]]) @ full[:2, :2].T + full[:2, 2]
         poly = [[x0 + u * sx, y0 + v * sy] for u, v in corners]
         if best is None or j.score < best[0]:
-            best = (j.score, j, poly)
+            best = (j.score, j, poly, source)
         if j.same_place and (j.verdict == "same" or j.geo.inliers >= DECISIVE):
             break
-    if best is None and rows:  # no transform anywhere: the score of the best window as laid, for the record
-        x, y, s = (int(v) for v in index.windows[rows[0]])
+    if best is None and wins:  # no transform anywhere: the score of the best window as laid, for the record
+        s = int(min(wins[0][0][2], index.info.width, index.info.height))
+        x, y = (int(min(max(0, v), lim - s)) for v, lim in zip(wins[0][0][:2], (index.info.width, index.info.height)))
         win = read_raster(index.scene, window=(x, y, s, s), out_side=max(th, tw), limits=index.limits).image
         j = scorer.judge([(scorer.prepare(win), prep_tile)], t)[0]
-        best = (j.score, j, [])
+        best = (j.score, j, [], "")
     secs = time.perf_counter() - t0
     if best is None:
         return Location(name, False, [], None, checked=n, seconds=secs)
-    score, j, poly = best
+    score, j, poly, source = best
     found = bool(poly) and bool(j.same_place)
     crs = to_crs(poly, index.info.transform) if found and index.info.transform is not None else None
-    return Location(name, found, poly if found else [], float(score), crs, j.geo.sentence(), n, secs)
+    return Location(name, found, poly if found else [], float(score), crs, j.geo.sentence(), n, secs,
+                    source if found else "")
 
 
 def read_tile(source, name: str | None = None, max_side: int = 1024) -> np.ndarray:
@@ -403,4 +537,4 @@ def geojson(locations: list, index: SceneIndex) -> dict:
 
 
 __all__ = ["SceneIndex", "Location", "scene_index", "locate", "locate_tile", "candidates", "geojson", "to_crs",
-           "read_tile", "windows_of", "stride_for", "SIDES", "MAX_WINDOWS"]
+           "read_tile", "windows_of", "stride_for", "vote_regions", "SIDES", "MAX_WINDOWS"]
