@@ -245,7 +245,8 @@ def _build_into(tmp: Path, scorer, scene: Path, info, stamp: dict, limits, progr
     t1 = time.time()
     nkp, nblocks = _build_keypoints(tmp, scene, info, limits, progress, total, total + blocks)
     meta = {**stamp, "count": total, "dim": dim, "keypoint_count": nkp, "blocks": nblocks,
-            "keypoints_s": round(time.time() - t1, 2), "limits": [list(map(float, limits[0])), list(map(float, limits[1]))],
+            "keypoints_s": round(time.time() - t1, 2),
+            "limits": [list(map(float, limits[0])), list(map(float, limits[1]))],
             "scales": [{"side": s, "stride": st, "windows": len(xs) * len(ys)} for s, st, (xs, ys) in scales],
             "built": time.strftime("%Y-%m-%dT%H:%M:%S"), "build_s": round(time.time() - t0, 2)}
     write_json_atomic(tmp / "meta.json", meta)
