@@ -1,7 +1,7 @@
 """The Locate tab of the Search page: where in a large scene does this tile lie?
 
 Why this file exists: the Search page's second tab, kept out of ``search.py`` so that each file lays out one screen.
-Pick a scene (a path on the server, or an upload) and one tile; the scene's window index is built once (with a
+Pick a scene (a path on the server, or an upload) and one tile; the scene's index (windows and keypoints) is built once (with a
 progress bar) and cached on disk by :mod:`siamese_core.scale.locate`; the answer is drawn on the scene's thumbnail
 (:func:`app_pages.figures.locate_figure`) with the fused score. TensorFlow is loaded only once both are given.
 """
@@ -71,11 +71,11 @@ def show(rid: str) -> None:
             tile_name = Path(tile_path.strip()).name
             tile = read_tile(Path(tile_path.strip()).expanduser())
         scorer = ui.require_scorer(rid)
-        bar = st.progress(0.0, text="Embedding the scene's windows…")
+        bar = st.progress(0.0, text="Indexing the scene (windows' embeddings, then keypoints)…")
         index = scene_index(scorer, scene, ui.workspace(),
-                            progress=lambda d, t: bar.progress(d / max(1, t), text=f"Embedding windows {d:,}/{t:,}"))
+                            progress=lambda d, t: bar.progress(d / max(1, t), text=f"Indexing the scene {d:,}/{t:,}"))
         bar.empty()
-        with st.spinner("Locating the tile (keypoints on the best hits)…"):
+        with st.spinner("Locating the tile (keypoint votes, then the best hits, checked by keypoints)…"):
             loc = locate_tile(index, scorer, tile, tile_name)
     except SiameseError as e:
         ui.error(e)

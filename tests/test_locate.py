@@ -101,7 +101,9 @@ def test_index_is_reused_then_rebuilt_when_the_scene_changes(scene, scorer, tmp_
     ws = tmp_path / "ws"
     calls = []
     first = scene_index(scorer, p, ws, progress=lambda d, t: calls.append((d, t)))
-    assert first.status == "built" and calls and calls[-1][0] == calls[-1][1] == first.meta["count"]
+    meta = first.meta
+    assert first.status == "built" and calls and calls[-1][0] == calls[-1][1] == meta["count"] + meta["blocks"]
+    assert len(first.keypoints) == first.keypoint_index.ntotal == meta["keypoint_count"] > 0
     assert first.path.parent.parent == ws / "scene-indexes"
     stamp = (first.path / "index.faiss").stat().st_mtime_ns
     again = scene_index(scorer, p, ws, progress=lambda d, t: pytest.fail("no rebuild expected"))
@@ -111,6 +113,49 @@ def test_index_is_reused_then_rebuilt_when_the_scene_changes(scene, scorer, tmp_
     os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
     third = scene_index(scorer, p, ws)
     assert third.status == "rebuilt" and "scene file changed" in third.reason
+
+
+def test_index_is_rebuilt_when_the_keypoint_part_changes(scene, scorer, tmp_path, monkeypatch):
+    """The keypoint part is in the cache key: other keypoint parameters, or an index of the format before it
+    (FORMAT 1: windows only), are rebuilt."""
+    from siamese_core.core.files import read_json, write_json_atomic
+    from siamese_core.scale import locate
+    p = tmp_path / "scene.tif"
+    shutil.copy(scene["path"], p)
+    ws = tmp_path / "ws"
+    first = locate.scene_index(scorer, p, ws)
+    monkeypatch.setattr(locate, "KP_PER_BLOCK", locate.KP_PER_BLOCK // 2)
+    second = locate.scene_index(scorer, p, ws)
+    assert second.status == "rebuilt" and "other window parameters" in second.reason
+    assert second.meta["keypoints"]["per_block"] == locate.KP_PER_BLOCK
+    assert second.meta["keypoint_count"] < first.meta["keypoint_count"]
+    old = read_json(second.path / "meta.json")
+    write_json_atomic(second.path / "meta.json", {**old, "format": 1})
+    assert locate.scene_index(scorer, p, ws).status == "rebuilt"
+
+
+def another_date(img: np.ndarray) -> np.ndarray:
+    """The same ground on "another date": other light (gamma, gain, a colour cast), a little blur and noise."""
+    rng = np.random.default_rng(5)
+    x = 255.0 * (img.astype(np.float64) / 255.0) ** 0.7 * np.array([0.8, 0.9, 1.05])
+    x = cv2.GaussianBlur(x, (0, 0), 0.8) + rng.normal(0, 4, x.shape)
+    return np.clip(x, 0, 255).astype(np.uint8)
+
+
+def test_keypoint_votes_place_a_turned_tile_of_another_date_alone(scene, scorer):
+    """The keypoint votes alone (no embedding hit checked) place a crop turned by 45° on another "date" within
+    8 px; with neither pass there is nothing to check. Fails if the voting pass is removed."""
+    from siamese_core.scale.locate import locate_tile, scene_index, vote_regions
+    idx = scene_index(scorer, scene["path"], scene["ws"])
+    cx, cy = 520, 430
+    tile = crop(another_date(scene["img"]), cx, cy, 45.0)
+    x, y, side = vote_regions(idx, tile)[0]
+    assert np.hypot(x + side / 2 - cx, y + side / 2 - cy) <= 16 and 0.8 * 256 <= side <= 1.25 * 256
+    loc = locate_tile(idx, scorer, tile, "turned", check=0)
+    assert loc.found and loc.source == "keypoint votes" and loc.checked >= 1, loc
+    assert np.hypot(loc.centre[0] - cx, loc.centre[1] - cy) <= 8, loc.centre
+    none = locate_tile(idx, scorer, tile, "turned", check=0, votes=0)
+    assert not none.found and none.checked == 0
 
 
 def test_cli_json_one_list_in_order_and_geojson(scene, capsys):

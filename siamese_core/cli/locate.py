@@ -27,7 +27,7 @@ def cmd_locate(args) -> int:
             raise SiameseError(f"tile {t}: no such file; give the path of a GeoTIFF, PNG or JPEG tile")
         tiles.append((t, read_tile(t)))  # an unreadable one: ImageError, one line naming it and the fix
     scorer = scorer_for(args)
-    index = scene_index(scorer, scene, args.workspace, progress=progress(f"index {scene.name}", "window"))
+    index = scene_index(scorer, scene, args.workspace, progress=progress(f"index {scene.name}", "step"))
     if index.status != "reused":
         print(index.reason, file=sys.stderr)
     locs = [locate_tile(index, scorer, img, name) for name, img in tiles]
@@ -55,8 +55,8 @@ def cmd_locate(args) -> int:
 
 
 def add_locate(sub) -> None:
-    s = sub.add_parser("locate", help="where in a large scene (GeoTIFF, PNG, JPEG) does each tile lie? (window index "
-                                      "of the scene, cached; keypoint check of the best hits)")
+    s = sub.add_parser("locate", help="where in a large scene (GeoTIFF, PNG, JPEG) does each tile lie? (index of "
+                                      "the scene's windows and keypoints, cached; keypoint check of the best places)")
     s.add_argument("--scene", required=True, help="the scene: a GeoTIFF (its CRS is used), PNG or JPEG")
     s.add_argument("tiles", nargs="+", metavar="TILE", help="tile files to locate (any angle, date, resolution)")
     s.add_argument("--run", help="run id (default: the model bundled with the package)")

@@ -1,22 +1,33 @@
 """Locate a tile in a large scene: "where in this 20,000 × 20,000 px image does my tile lie?", coarse to fine.
 
-Why this module exists: judging a tile against every place of a scene one pair at a time would take hours. The
-tower's embeddings already place views of one place close together, so the scene is cut once into overlapping
-windows at several scales (sides :data:`SIDES` scene px, stride a quarter of the side), each window resized to the
-model's input and embedded into a FAISS index, cached on disk per scene and model. A query is then the tile's
-embedding (and those of its three right-angle turns) searched among the windows; the best few hits, spread over the
-scene, get the geometric check: the tile is matched by keypoints (any angle, any scale) against the scene region
-around the hit, twice as wide, read at the tile's resolution; the transform found lays the scene onto the tile's
-frame, and :meth:`Scorer.judge` gives the fused verdict of that aligned pair. The first confident hit ends the
+Why this module exists: judging a tile against every place of a scene one pair at a time would take hours. Two
+first passes, both from an index built once per scene and model and cached on disk, name the places worth a
+closer look:
+
+* **Keypoint votes** (checked first). The scene's SIFT keypoints are found in overlapping blocks (:data:`KP_BLOCK`
+  px every :data:`KP_STRIDE`, read at :data:`KP_SCALE`, the scale a 256 px tile's keypoints are found at by
+  :mod:`siamese_core.judge.geometry`), each block keeping those in its own part; their positions, sizes, angles and
+  blocks go to ``keypoints.npy``, their RootSIFT descriptors to an 8-bit FAISS index (128 B a keypoint). The tile's
+  keypoints (rotation-invariant: the tile is not turned) are matched with all of them (ratio test), and each match
+  votes for where the tile's centre lies, by the two keypoints' angles and sizes; the peaks are the regions
+  (:func:`vote_regions`).
+* **Embedding search.** The tower's embeddings place views of one place close together, so the scene is cut into
+  overlapping windows at several scales (sides :data:`SIDES` scene px, stride a quarter of the side), each resized
+  to the model's input and embedded into a FAISS index. The tile's embedding (and those of its turns) is searched
+  among the windows (:func:`candidates`).
+
+The regions of the votes, then the embeddings' hits, get the geometric check: the tile is matched by keypoints
+(any angle, any scale) against the scene region around the place, :data:`ENLARGE` times as wide, read at the tile's
+resolution; the transform found lays the scene onto the tile's frame, and :meth:`Scorer.judge` gives the fused verdict of that aligned pair. The first confident hit ends the
 search; "not found" when no hit passes the verdict.
 
 The scene is read window by window (:func:`siamese_core.data.rasters.read_raster`), never whole. Big scenes get a
 coarser stride (:func:`stride_for`), so that no scale holds more than :data:`MAX_WINDOWS` windows.
 
 On disk: ``<workspace>/scene-indexes/<run>/<key>/`` (``key`` = a digest of the scene's resolved path) holding
-``embeddings.npy`` (N, D), ``windows.npy`` (N, 3: x, y, side in scene px), ``index.faiss`` and ``meta.json`` (the
-scene's size and mtime, the model's file stamp, the window parameters); reused while they are all unchanged, else
-rebuilt into a temporary folder swapped into place whole (:func:`~siamese_core.core.files.replace_dir`).
+``embeddings.npy`` (N, D), ``windows.npy`` (N, 3: x, y, side in scene px), ``index.faiss``, ``keypoints.npy`` (M,
+:data:`KP_DTYPE`), ``keypoints.faiss`` and ``meta.json`` (the format, the scene's size and mtime, the model's file
+stamp, the window and keypoint parameters); reused while they are all unchanged, else rebuilt into a temporary folder swapped into place whole (:func:`~siamese_core.core.files.replace_dir`).
 """
 
 from __future__ import annotations
