@@ -1,13 +1,16 @@
 """Locate tiles in a scene: placement within 8 px, "not found" for other places, seconds a tile, index build.
 
-    python bench/locate.py [--run RUN_ID] [--n 100] [--negatives 100] [--big 6000] [--seed 0]
+    python bench/locate.py [--run RUN_ID] [--n 100] [--negatives 100] [--big 6000] [--seed 0] [--zoom 1]
+                           [--check N] [--votes N]
 
 * Scene: a 2,001 × 2,001 px mosaic of 3 × 3 places of ``../shared/data/temporal-dev`` (date A), each centre-cropped
   square and resized to 667 px, stretched (2–98 % per band, the sample is rendered dark) and written as a tiled
   GeoTIFF with a CRS. The places are the 9 largest of the sample, laid out in a seeded order.
 * Positives: ``--n`` crops of 256 px from the same mosaic built from the places' date-B images (co-registered, so
   positions match), each turned by a random angle (0–360°: a 384 px square is turned and its centre 256 px cut, so
-  the truth is the crop's centre). Placed = found, and the polygon's centre within 8 px of the truth.
+  the truth is the crop's centre), resampled by ``--zoom`` (another resolution; the truth is in scene px either
+  way). Placed = found, and the polygon's centre within 8 px of the truth; ``placed_by`` counts which first pass
+  (keypoint votes, embedding search) gave the placed ones. ``--check 0`` / ``--votes 0``: that pass left out.
 * Negatives: ``--negatives`` crops made the same way from the date-B images of the other 15 places (resized like
   the mosaic's). Correct = "not found".
 * Seconds a tile: wall time of ``locate_tile`` once the index is built (on this machine's cores).
@@ -87,6 +90,8 @@ def main(argv=None):
     p.add_argument("--negatives", type=int, default=100, help="crops of other places")
     p.add_argument("--big", type=int, default=6000, help="side of the scene whose build is measured (0 = skip)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--zoom", type=float, default=1.0,
+                   help="tiles resampled by this factor (0.5: the crop's 256 scene px as a 128 px tile)")
     p.add_argument("--check", type=int, default=None, help="embedding hits checked at most (default: the library's)")
     p.add_argument("--votes", type=int, default=None, help="keypoint-vote regions checked (default: the library's)")
     args = p.parse_args(argv)
@@ -99,6 +104,10 @@ def main(argv=None):
     from siamese_core.scale.locate import scene_index, windows_of
 
     def locate_tile(idx, scorer, img):
+        if args.zoom != 1.0:
+            import cv2
+            s = max(8, round(img.shape[0] * args.zoom))
+            img = cv2.resize(img, (s, s), interpolation=cv2.INTER_AREA if args.zoom < 1 else cv2.INTER_CUBIC)
         kw = {k: v for k, v in (("check", args.check), ("votes", args.votes)) if v is not None}
         return L.locate_tile(idx, scorer, img, **kw)
 
@@ -116,7 +125,7 @@ def main(argv=None):
     t0 = time.perf_counter()
     idx = scene_index(scorer, scene, tmp / "ws")
     build_s = time.perf_counter() - t0
-    out = {"cpu": cpu_model(), "cores": len(os.sched_getaffinity(0)), "run": scorer.name, "scene_px": side,
+    out = {"zoom": args.zoom, "cpu": cpu_model(), "cores": len(os.sched_getaffinity(0)), "run": scorer.name, "scene_px": side,
            "places": inside, "windows": len(idx.windows), "scales": idx.meta["scales"],
            "build_s": round(build_s, 2), "keypoints": idx.meta["keypoint_count"], "blocks": idx.meta["blocks"],
            "keypoints_s": idx.meta["keypoints_s"], "threshold": scorer.threshold}

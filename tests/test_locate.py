@@ -149,8 +149,11 @@ def test_keypoint_votes_place_a_turned_tile_of_another_date_alone(scene, scorer)
     idx = scene_index(scorer, scene["path"], scene["ws"])
     cx, cy = 520, 430
     tile = crop(another_date(scene["img"]), cx, cy, 45.0)
-    x, y, side = vote_regions(idx, tile)[0]
-    assert np.hypot(x + side / 2 - cx, y + side / 2 - cy) <= 16 and 0.8 * 256 <= side <= 1.25 * 256
+    v = vote_regions(idx, tile)[0]
+    assert np.hypot(v.x + v.side / 2 - cx, v.y + v.side / 2 - cy) <= 16 and 0.8 * 256 <= v.side <= 1.25 * 256
+    assert v.transform is not None and v.inliers >= 8  # the matches voting for it agree on a similarity:
+    c = v.transform @ np.float64([127.5, 127.5, 1.0])  # the tile's centre through it is the truth's
+    assert np.hypot(c[0] - cx, c[1] - cy) <= 8
     loc = locate_tile(idx, scorer, tile, "turned", check=0)
     assert loc.found and loc.source == "keypoint votes" and loc.checked >= 1, loc
     assert np.hypot(loc.centre[0] - cx, loc.centre[1] - cy) <= 8, loc.centre

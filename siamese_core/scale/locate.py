@@ -18,8 +18,10 @@ closer look:
 
 The regions of the votes, then the embeddings' hits, get the geometric check: the tile is matched by keypoints
 (any angle, any scale) against the scene region around the place, :data:`ENLARGE` times as wide, read at the tile's
-resolution; the transform found lays the scene onto the tile's frame, and :meth:`Scorer.judge` gives the fused verdict of that aligned pair. The first confident hit ends the
-search; "not found" when no hit passes the verdict.
+resolution (for a vote's region, the transform its matches agree on when they agree better); the transform found
+lays the scene onto the tile's frame, and :meth:`Scorer.judge` gives the fused verdict of that aligned pair. The
+first confident hit ends the search; "not found" when no hit passes the verdict. When no region gave a transform,
+the best candidate's window itself is judged as laid, and its own transform, if any, gives the polygon.
 
 The scene is read window by window (:func:`siamese_core.data.rasters.read_raster`), never whole. Big scenes get a
 coarser stride (:func:`stride_for`), so that no scale holds more than :data:`MAX_WINDOWS` windows.
@@ -27,7 +29,8 @@ coarser stride (:func:`stride_for`), so that no scale holds more than :data:`MAX
 On disk: ``<workspace>/scene-indexes/<run>/<key>/`` (``key`` = a digest of the scene's resolved path) holding
 ``embeddings.npy`` (N, D), ``windows.npy`` (N, 3: x, y, side in scene px), ``index.faiss``, ``keypoints.npy`` (M,
 :data:`KP_DTYPE`), ``keypoints.faiss`` and ``meta.json`` (the format, the scene's size and mtime, the model's file
-stamp, the window and keypoint parameters); reused while they are all unchanged, else rebuilt into a temporary folder swapped into place whole (:func:`~siamese_core.core.files.replace_dir`).
+stamp, the window and keypoint parameters); reused while they are all unchanged, else rebuilt into a temporary
+folder swapped into place whole (:func:`~siamese_core.core.files.replace_dir`).
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -75,6 +79,7 @@ VOTE_RADIUS = 40          # votes within this many scene px of a peak are its su
 VOTE_REGIONS = 4          # peaks (at least VOTE_MIN votes, VOTE_APART px apart) checked before the embeddings' hits
 VOTE_MIN = 3
 VOTE_APART = 96
+VOTE_RANSAC_PX = 4.0      # the votes' own transform: reprojection tolerance in tile px (times the size ratio)
 
 
 def stride_for(side: int, width: int, height: int, max_windows: int = MAX_WINDOWS) -> int:
@@ -398,15 +403,28 @@ def candidates(index: SceneIndex, scorer, tile: np.ndarray, top: int = TOP, chec
     return rows
 
 
-def vote_regions(index: SceneIndex, tile_img: np.ndarray, regions: int = VOTE_REGIONS) -> list[tuple]:
-    """Windows ``(x, y, side)`` (scene px, floats) where the tile's keypoints say it lies, best first.
+class VoteRegion(NamedTuple):
+    """A place the keypoint votes point to: the window ``(x, y, side)`` (scene px) of the tile's footprint, and the
+    similarity transform (2×3, tile px → scene px) that the matches voting for it agree on (None: fewer than
+    MIN_INLIERS agree), with the number agreeing."""
+
+    x: float
+    y: float
+    side: float
+    votes: int
+    transform: np.ndarray | None
+    inliers: int
+
+
+def vote_regions(index: SceneIndex, tile_img: np.ndarray, regions: int = VOTE_REGIONS) -> list[VoteRegion]:
+    """Where the tile's keypoints say it lies, best first.
 
     The tile's keypoints (:func:`siamese_core.judge.geometry.keypoints`; rotation-invariant, so the tile is not
     turned) are matched with all the scene's (the two nearest, Lowe's ratio test). Each match says where the
     tile's centre lies in the scene: the tile's keypoint laid on the scene's one, turned by the difference of
     their angles and scaled by the ratio of their sizes. The implied centres are counted in VOTE_BIN px cells,
     smoothed; each peak of at least VOTE_MIN votes gives the median centre and size ratio of the votes near it,
-    hence a window of the tile's footprint."""
+    hence a window of the tile's footprint, and a RANSAC similarity over the matches that voted near it."""
     if index.keypoint_index is None or not len(index.keypoints):
         return []
     tk = keypoints(tile_img, KP_TILE)
@@ -427,6 +445,8 @@ def vote_regions(index: SceneIndex, tile_img: np.ndarray, regions: int = VOTE_RE
     W, H = index.info.width, index.info.height
     inside = (cx >= 0) & (cx < W) & (cy >= 0) & (cy < H) & (scale > 0.2) & (scale < 5)
     cx, cy, scale = cx[inside], cy[inside], scale[inside]
+    src = tk.pts[ti[inside]].astype(np.float32)
+    dst = np.stack([sk["x"][inside], sk["y"][inside]], 1).astype(np.float32)
     if len(cx) < VOTE_MIN:
         return []
     hist = np.zeros((H // VOTE_BIN + 1, W // VOTE_BIN + 1), np.float32)
@@ -441,7 +461,16 @@ def vote_regions(index: SceneIndex, tile_img: np.ndarray, regions: int = VOTE_RE
             break
         mx, my, ms = float(np.median(cx[near])), float(np.median(cy[near])), float(np.median(scale[near]))
         side = float(min(max(32.0, ms * max(th, tw)), W, H))
-        out.append((mx - side / 2, my - side / 2, side))
+        m, inl = None, 0
+        sup = np.hypot(cx - mx, cy - my) <= 2 * VOTE_RADIUS
+        if sup.sum() >= 3:
+            m, mask = cv2.estimateAffinePartial2D(src[sup], dst[sup], method=cv2.RANSAC,
+                                                  ransacReprojThreshold=VOTE_RANSAC_PX * ms, maxIters=2000,
+                                                  confidence=0.995, refineIters=10)
+            inl = int(mask.sum()) if m is not None else 0
+            if inl < MIN_INLIERS:
+                m, inl = None, 0
+        out.append(VoteRegion(mx - side / 2, my - side / 2, side, int(near.sum()), m, inl))
         a = VOTE_APART // VOTE_BIN
         hist[max(0, r - a):r + a + 1, max(0, c - a):c + a + 1] = 0
     return out
@@ -474,34 +503,47 @@ def locate_tile(index: SceneIndex, scorer, tile_img: np.ndarray, name: str = "ti
     prep_tile = scorer.prepare(tile_img)
     th, tw = tile_img.shape[:2]
     best = None  # (score, judgement, polygon, source)
-    wins = [(w, "keypoint votes") for w in (vote_regions(index, tile_img, votes) if votes else [])]
+    wins = [(v[:3], "keypoint votes", v) for v in (vote_regions(index, tile_img, votes) if votes else [])]
     rows = candidates(index, scorer, prep_tile.tile, check=check) if check else []
-    wins += [(index.windows[r], "embedding search") for r in rows]
+    wins += [(index.windows[r], "embedding search", None) for r in rows]
     n = 0
-    for win, source in wins:
+    for win, source, vote in wins:
         if time.perf_counter() - t0 > BUDGET_S and n:
             break
         n += 1
         region, x0, y0, sx, sy = _region(index, win, max(th, tw))
         g = match(scorer.prepare(region).features, prep_tile.features)
-        if not g.found or g.inliers < MIN_INLIERS:
-            continue
-        t1 = _affine(g.transform)  # tile px → region px
+        t1, inliers = (_affine(g.transform), g.inliers) if g.found and g.inliers >= MIN_INLIERS else (None, 0)
+        if vote is not None and vote.transform is not None and vote.inliers > inliers:
+            # the votes' matches (the scene's keypoints are denser than the region's) agree better: their
+            # transform, scene px brought to region px
+            t1 = np.diag([1 / sx, 1 / sy, 1.0]) @ _affine([[1, 0, -x0], [0, 1, -y0]]) @ _affine(vote.transform)
+            inliers = vote.inliers
+        if t1 is None:
+            continue  # tile px → region px
         warped = cv2.warpAffine(region, t1[:2], (tw, th), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
         j = scorer.judge([(scorer.prepare(warped), prep_tile)], t)[0]
-        full = t1 @ _affine(j.geo.transform) if j.geo.found and j.geo.inliers >= g.inliers else t1
+        full = t1 @ _affine(j.geo.transform) if j.geo.found and j.geo.inliers >= inliers else t1
         corners = np.float64([[0, 0], [tw, 0], [tw, th], [0, th]]) @ full[:2, :2].T + full[:2, 2]
         poly = [[x0 + u * sx, y0 + v * sy] for u, v in corners]
         if best is None or j.score < best[0]:
             best = (j.score, j, poly, source)
         if j.same_place and (j.verdict == "same" or j.geo.inliers >= DECISIVE):
             break
-    if best is None and wins:  # no transform anywhere: the score of the best window as laid, for the record
-        s = int(min(wins[0][0][2], index.info.width, index.info.height))
-        x, y = (int(min(max(0, v), lim - s)) for v, lim in zip(wins[0][0][:2], (index.info.width, index.info.height)))
+    if best is None and wins:
+        # no transform in any (wider) region: the best candidate's window itself, as laid, judged; its keypoints,
+        # denser on the smaller window, may still agree on a transform, which then gives the polygon
+        W, H = index.info.width, index.info.height
+        s = int(min(wins[0][0][2], W, H))
+        x, y = (int(min(max(0, v), lim - s)) for v, lim in zip(wins[0][0][:2], (W, H)))
         win = read_raster(index.scene, window=(x, y, s, s), out_side=max(th, tw), limits=index.limits).image
         j = scorer.judge([(scorer.prepare(win), prep_tile)], t)[0]
-        best = (j.score, j, [], "")
+        poly = []
+        if j.geo.found and j.geo.inliers >= MIN_INLIERS:
+            m = _affine(j.geo.transform)  # tile px → window px
+            corners = np.float64([[0, 0], [tw, 0], [tw, th], [0, th]]) @ m[:2, :2].T + m[:2, 2]
+            poly = [[x + u * s / win.shape[1], y + v * s / win.shape[0]] for u, v in corners]
+        best = (j.score, j, poly, wins[0][1])
     secs = time.perf_counter() - t0
     if best is None:
         return Location(name, False, [], None, checked=n, seconds=secs)
@@ -549,4 +591,4 @@ def geojson(locations: list, index: SceneIndex) -> dict:
 
 
 __all__ = ["SceneIndex", "Location", "scene_index", "locate", "locate_tile", "candidates", "geojson", "to_crs",
-           "read_tile", "windows_of", "stride_for", "vote_regions", "SIDES", "MAX_WINDOWS"]
+           "read_tile", "windows_of", "stride_for", "vote_regions", "VoteRegion", "SIDES", "MAX_WINDOWS"]
