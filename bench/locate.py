@@ -16,8 +16,10 @@
 * Seconds a tile: wall time of ``locate_tile`` once the index is built (on this machine's cores).
 * Build: the 2,001 px scene's index build time; then a ``--big`` px square scene (the date-A mosaic repeated,
   written window by window as a tiled GeoTIFF) built in a fresh process-wide measure of peak RSS
-  (``resource.getrusage``), its windows a second, and the windows of a 20,000 × 20,000 scene under the same rules
-  (:func:`siamese_core.scale.locate.windows_of`), hence the extrapolated build time at the measured rate.
+  (``resource.getrusage``), its windows a second (the build's time less the keypoint part's) and its keypoint
+  blocks, the windows and keypoint blocks of a 20,000 × 20,000 scene under the same rules
+  (:func:`siamese_core.scale.locate.windows_of`, ``grid``), hence the extrapolated build time and index size at
+  the measured rates, and the keypoint votes' seconds a tile on the big scene (``vote_s_median``, 5 crops).
 Skipped with a message when the sample is absent. Prints one JSON object.
 """
 
@@ -174,15 +176,29 @@ def main(argv=None):
         t0 = time.perf_counter()
         bidx = scene_index(scorer, big, tmp / "ws")
         bs = time.perf_counter() - t0
-        rate = len(bidx.windows) / bs
         full = sum(len(xs) * len(ys) for _, _, (xs, ys) in windows_of(20000, 20000))
+        gx, gy = L.grid(L.KP_BLOCK, 20000, 20000, L.KP_STRIDE)
+        blocks20 = len(gx) * len(gy)
+        rate = len(bidx.windows) / max(1e-9, bs - bidx.meta["keypoints_s"])  # the windows' part of the build
+        kp20 = round(blocks20 * bidx.meta["keypoint_count"] / bidx.meta["blocks"])
+        kp20_s = round(blocks20 * bidx.meta["keypoints_s"] / bidx.meta["blocks"])
+        vote_s = []  # the keypoint votes' cost a tile on the big scene (its keypoints searched exhaustively)
+        for i in range(5):
+            t1 = time.perf_counter()
+            L.vote_regions(bidx, _crop(b, 400 + 250 * i, 600, 30.0 * i))
+            vote_s.append(time.perf_counter() - t1)
         out["big"] = {"scene_px": args.big, "windows": len(bidx.windows), "build_s": round(bs, 1),
                       "windows_per_s": round(rate, 1), "scales": bidx.meta["scales"],
                       "peak_rss_mb_before": round(rss0 / 1024), "peak_rss_mb_after": round(
                           resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
                       "index_mb_on_disk": round(sum(f.stat().st_size for f in bidx.path.iterdir()) / 2**20, 1),
-                      "windows_20000": full, "build_s_20000_extrapolated": round(full / rate),
-                      "index_mb_20000_extrapolated": round(full * (bidx.meta["dim"] * 4 * 2 + 12) / 2**20)}
+                      "keypoints": bidx.meta["keypoint_count"], "blocks": bidx.meta["blocks"],
+                      "keypoints_s": bidx.meta["keypoints_s"],
+                      "blocks_20000": blocks20, "keypoints_20000_extrapolated": kp20,
+                      "keypoints_s_20000_extrapolated": kp20_s, "vote_s_median": round(float(np.median(vote_s)), 3),
+                      "windows_20000": full, "build_s_20000_extrapolated": round(full / rate + kp20_s),
+                      "index_mb_20000_extrapolated": round((full * (bidx.meta["dim"] * 4 * 2 + 12)
+                                                            + kp20 * (128 + L.KP_DTYPE.itemsize)) / 2**20)}
     print(json.dumps(out, indent=1))
     return 0
 
