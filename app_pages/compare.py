@@ -79,16 +79,18 @@ tiles = {}
 for side, col in zip("ab", cols):
     with col:
         up = st.file_uploader(f"Tile {side.upper()}", type=TYPES, key=f"cmp_upload_{side}",
-                              max_upload_size=MAX_MB, help="PNG, JPEG, TIFF, BMP or WebP; it is centre-cropped to "
-                                                           "a square and resized like the training tiles.")
+                              max_upload_size=MAX_MB, help="PNG, JPEG, TIFF (GeoTIFF, COG: any bands, 16-bit, "
+                                                           "float), BMP or WebP; it is centre-cropped to a square and "
+                                                           "resized like the training tiles.")
         if up is None:
             continue
         try:
-            prep, pkey = _prepare(_read(up), up.name)
+            data = _read(up)
+            prep, pkey = _prepare(data, up.name)
         except SiameseError as e:
             ui.error(e)
             continue
-        tiles[side] = (prep, pkey)
+        tiles[side] = (prep, pkey, data, up.name)
         tile = prep.tile
         st.image(tile, caption=f"{dash.md_escape(up.name)} as the model sees it ({tile.shape[1]}×{tile.shape[0]} px)",
                  width=IMG_W)
@@ -165,8 +167,28 @@ def evidence(j, pa, pb, interactive: bool = True) -> None:
                  caption="Tile B laid onto tile A by the transform found (tile A alone where B does not reach)")
 
 
+def georeferencing(a, b, key) -> None:
+    """A short section when both uploads are georeferenced rasters: where the imagery puts tile B against where
+    its metadata does (B reprojected into A's CRS first when they differ)."""
+    from siamese_core.judge.georef import is_georeferenced, judge_georeferenced
+    try:
+        if not (is_georeferenced(a[2], a[3]) and is_georeferenced(b[2], b[3])):
+            return
+        _, g = _cached(("georef", *key), lambda: judge_georeferenced(ui.require_scorer(rid), a[2], b[2], a[3], b[3],
+                                                                     threshold=threshold))
+    except SiameseError as e:
+        ui.error(e)
+        return
+    st.subheader("Georeferencing")
+    st.markdown(f"**{g['sentence'][:1].upper() + g['sentence'][1:]}.**")
+    c1, c2 = st.columns(2)
+    c1.metric("Offset", "–" if g["offset_m"] is None else f"{g['offset_m']:.1f} m",
+              help="distance between B's centre placed by the imagery (keypoints onto A) and by B's own geotransform")
+    c2.metric("CRS", g["crs"], help="tile A's; tile B was reprojected into it" if g["reprojected"] else "both tiles'")
+
+
 if len(tiles) == 2:
-    (pa, ka), (pb, kb) = tiles["a"], tiles["b"]
+    (pa, ka, *_), (pb, kb, *_) = tiles["a"], tiles["b"]
     try:
         judgement = _judge(pa, pb, (ka, kb))
     except SiameseError as e:
@@ -174,6 +196,7 @@ if len(tiles) == 2:
     else:
         verdict(judgement)
         familiarity_note(pa, pb)
+        georeferencing(tiles["a"], tiles["b"], (ka, kb))
         evidence(judgement, pa, pb)
 elif not tiles:
     st.info("Upload two tiles to compare them.", icon=":material/upload:")

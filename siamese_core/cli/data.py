@@ -14,7 +14,8 @@ def cmd_prepare(args) -> int:
     from ..runs.delete import prepare_dataset
     cfg = DataConfig(source=args.source, path=args.path or "", limit=args.limit, size=args.size,
                      variants=args.variants, distortions=tuple(args.distort or ()), seed=args.seed,
-                     column=args.column or "", repo_id=args.repo_id, window=args.window, stride=args.stride)
+                     column=args.column or "", repo_id=args.repo_id, window=args.window, stride=args.stride,
+                     bands=args.bands or "")
     skipped = []
     bar = progress(f"prepare {args.name}", "tile")
     try:
@@ -27,7 +28,7 @@ def cmd_prepare(args) -> int:
     if len(skipped) > 20:
         print(f"... and {len(skipped) - 20} more (see {ds.path / 'skipped.csv'})", file=sys.stderr)
     info = ds.info
-    what = "places/windows" if cfg.source == "ab" else "places" if cfg.source == "pairs-csv" else "tiles"
+    what = "places/windows" if cfg.source == "ab" else "windows" if cfg.source == "scene" else "places" if cfg.source == "pairs-csv" else "tiles"
     print(f"dataset {ds.name}: {info['images']} images from {info['groups']} {what} "
           f"({cfg.variants} variant(s) each, {cfg.size} px), {len(skipped)} skipped -> {ds.path}")
     return 0
@@ -50,7 +51,7 @@ def add_prepare(sub) -> None:
     s = sub.add_parser("prepare", help="import tiles and their rotated variants into a dataset")
     s.add_argument("--source", choices=SOURCES, default="synthetic")
     s.add_argument("--path", help="folder, file or parquet path (ab: the folder holding A/ and B/; "
-                                  "pairs-csv: the CSV; hf-hub: cache directory)")
+                                  "pairs-csv: the CSV; hf-hub: cache directory; scene: a GeoTIFF/COG)")
     s.add_argument("--name", required=True, help="dataset name (letters, digits, . _ -)")
     s.add_argument("--limit", type=int, default=0, help="at most this many source tiles (0 = all; synthetic: 600)")
     s.add_argument("--size", type=int, default=128, help="tile side in pixels (default 128)")
@@ -60,8 +61,11 @@ def add_prepare(sub) -> None:
     s.add_argument("--column", help="parquet image column (default: imageA, else detected)")
     s.add_argument("--repo-id", default="huggan/maps", help="hub dataset for --source hf-hub")
     s.add_argument("--window", type=int, default=0,
-                   help="ab: cut each place into aligned square windows of this many source px (0 = whole image)")
-    s.add_argument("--stride", type=int, default=0, help="ab: step between windows in source px (0 = --window)")
+                   help="ab, scene: cut each place (or the scene) into aligned square windows of this many source px "
+                        "(0 = whole image); scene windows keep their bounds and CRS in the manifest")
+    s.add_argument("--stride", type=int, default=0, help="ab, scene: step between windows in source px (0 = --window)")
+    s.add_argument("--bands", help="scene, folder: raster bands as red,green,blue (e.g. 3,2,1) or a preset: rgb, "
+                                   "sentinel2 (4,3,2); default 1,2,3 (band 1 as grey for 1-band files)")
     s.add_argument("--overwrite", action="store_true", help="replace an existing dataset of that name (in one step, "
                                                             "once the new one is complete; refused while a training "
                                                             "job uses it)")

@@ -106,6 +106,8 @@ def cmd_score(args) -> int:
     scorer = scorer_for(args)
     t = args.threshold if args.threshold is not None else scorer.threshold
     if args.pairs:
+        if args.bands or args.geojson:
+            raise SiameseError("--bands and --geojson apply to two images (score A.tif B.tif), not to --pairs")
         if not args.out:
             raise SiameseError("--pairs needs --out OUT.csv")
         res = score_csv(scorer, Path(args.pairs), Path(args.out), t, progress=progress("score", "pair"))
@@ -115,13 +117,27 @@ def cmd_score(args) -> int:
         return 0 if res["scored"] else 2
     if not (args.image_a and args.image_b):
         raise SiameseError("give two images (score --run ID A.png B.png) or --pairs IN.csv --out OUT.csv")
-    j = scorer.judge_pair(args.image_a, args.image_b, threshold=t)
+    from ..data.rasters import parse_bands
+    from ..judge.georef import footprints_geojson, is_georeferenced, judge_georeferenced
+    bands = parse_bands(args.bands)
+    if args.geojson and not all(is_georeferenced(p) for p in (args.image_a, args.image_b)):
+        raise SiameseError(f"--geojson {args.geojson}: both images must be rasters with a CRS and a geotransform "
+                           f"(GeoTIFF, COG...); drop --geojson for plain images")
+    j, georef = judge_georeferenced(scorer, args.image_a, args.image_b, bands=bands, threshold=t)
+    if args.geojson:
+        from ..core.files import write_json_atomic
+        try:
+            write_json_atomic(Path(args.geojson), footprints_geojson(georef, args.image_a, args.image_b))
+        except OSError as e:
+            raise SiameseError(f"{args.geojson}: cannot write the GeoJSON ({e.strerror or e}); "
+                               f"choose a writable path") from None
     if args.json:
         geo = {k: v for k, v in j.geo.as_row().items() if k not in ("geometry", "polygon")}
         print(json.dumps({"run": scorer.name, "image_a": args.image_a, "image_b": args.image_b, "score": j.score,
                           "threshold": t, "same_place": j.same_place, "verdict": j.verdict, "reason": j.reason,
                           "distance": j.distance, **geo, "overlap": round(j.geo.overlap, 4) if j.geo.found else None,
-                          "polygon": [list(p) for p in j.geo.polygon], "geometry": j.geo.sentence()}))
+                          "polygon": [list(p) for p in j.geo.polygon], "geometry": j.geo.sentence(),
+                          "georef": georef}))
     else:
         print(explain(j.score, t, scorer.band))
         if j.reason:
@@ -129,6 +145,9 @@ def cmd_score(args) -> int:
         if j.geo.found:
             print(f"  B covers {j.geo.overlap:.0%} of A")
         print(f"  evidence: learned distance {j.distance:.4f}; {j.geo.sentence()}")
+        if georef:
+            off = "" if georef["offset_m"] is None else f" (offset {georef['offset_m']:.1f} m)"
+            print(f"  georeferencing ({georef['crs']}): {georef['sentence']}{off}")
     return 0
 
 
@@ -162,6 +181,10 @@ def add_score(sub) -> None:
     s.add_argument("--out", help="output CSV for --pairs (with --engine ray: a folder of parquet shards)")
     s.add_argument("--threshold", type=float)
     s.add_argument("--json", action="store_true")
+    s.add_argument("--bands", help="raster bands as red,green,blue (e.g. 3,2,1; one band = grey) or a preset: rgb "
+                                   "(1,2,3), sentinel2 (4,3,2); default 1,2,3 (band 1 for 1-2 band files)")
+    s.add_argument("--geojson", help="two georeferenced rasters: write B's footprints on A (from the imagery and "
+                                     "from B's metadata) to this GeoJSON file, in A's CRS")
     s.add_argument("--engine", choices=("local", "ray"), default="local",
                    help="--pairs on Ray (local, or a cluster with --ray-address): --out is then a folder of "
                         "parquet shards, resumable (default: local, one process, --out a CSV)")

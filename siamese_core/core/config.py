@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .errors import SiameseError
 
-SOURCES = ("synthetic", "folder", "pix2pix", "hf-parquet", "hf-hub", "ab", "pairs-csv")
+SOURCES = ("synthetic", "folder", "pix2pix", "hf-parquet", "hf-hub", "ab", "pairs-csv", "scene")
 DISTORTIONS = ("flip", "scale", "affine", "blur", "occlude", "brightness",
                "color", "gamma", "haze", "shadow", "season", "resolution", "jpeg", "noise", "zoom", "shift")
 PRESETS = ("seed", "default")
@@ -80,9 +80,10 @@ class DataConfig(_Config):
 
     ``variants`` rotated copies per tile (the reference uses 2), each optionally given the
     ``distortions`` named in DISTORTIONS. ``column`` is the parquet image column (auto-detected
-    when empty). ``window`` (source ``ab`` only) cuts each place's co-registered views into aligned
-    square windows of that many source pixels (0 = the whole image), every ``stride`` pixels
-    (0 = ``window``: windows side by side, no overlap).
+    when empty). ``window`` (sources ``ab`` and ``scene``) cuts each place's co-registered views, or the
+    scene, into aligned square windows of that many source pixels (0 = the whole image), every ``stride``
+    pixels (0 = ``window``: windows side by side, no overlap). ``bands`` chooses a raster's bands
+    (``scene``, ``folder``: "3,2,1", "rgb", "sentinel2"; "" = 1,2,3, or band 1 as grey).
     """
 
     source: str = "synthetic"
@@ -94,8 +95,9 @@ class DataConfig(_Config):
     seed: int = 0
     column: str = ""
     repo_id: str = "huggan/maps"
-    window: int = 0  # ab: window side in source pixels (0 = whole image)
-    stride: int = 0  # ab: step between windows (0 = window)
+    window: int = 0  # ab, scene: window side in source pixels (0 = whole image)
+    stride: int = 0  # ab, scene: step between windows (0 = window)
+    bands: str = ""  # scene (and any raster): bands as "3,2,1" or a preset ("rgb", "sentinel2"); "" = 1,2,3 or grey
 
     def __post_init__(self):
         _check(self.source in SOURCES, f"unknown source {self.source!r}; choose one of {', '.join(SOURCES)}")
@@ -109,8 +111,10 @@ class DataConfig(_Config):
         _check(int(self.window) == 0 or int(self.window) >= 8,
                f"window={self.window} is out of range; use 0 (the whole image) or at least 8 px")
         _check(int(self.stride) >= 0, f"stride={self.stride} must be >= 0 (0 means the window size)")
-        _check(int(self.window) == 0 or self.source == "ab",
-               f"window={self.window} applies only to --source ab (co-registered views); drop --window")
+        _check(int(self.window) == 0 or self.source in ("ab", "scene"),
+               f"window={self.window} applies only to --source ab or scene; drop --window")
+        _check(not self.bands or self.source in ("scene", "folder"),
+               f"bands={self.bands!r} applies only to --source scene or folder (rasters); drop --bands")
         _check(int(self.stride) == 0 or int(self.window) > 0,
                f"stride={self.stride} needs a window; pass --window too (or drop --stride)")
 

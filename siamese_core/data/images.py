@@ -4,13 +4,16 @@ Everything that reads an image — dataset import, the Compare page, ``score`` o
 goes through :func:`decode_image` and :func:`to_tile`, so training and scoring see exactly the same
 preprocessing, and every failure is an :class:`ImageError` with a one-line message naming the file.
 Huge images are never decoded at full size: JPEGs are shrunk while decoding (``draft``), anything
-else above ``MAX_PIXELS`` is refused before its pixels are allocated.
+else above ``MAX_PIXELS`` is refused before its pixels are allocated. Rasters (GeoTIFF, COG, JPEG 2000, 16-bit,
+float or many-band TIFFs: :func:`~siamese_core.data.rasters.is_raster`) are read through rasterio by
+:mod:`siamese_core.data.rasters`, at the overview level that fits; plain 8-bit images keep the PIL path.
 """
 
 from __future__ import annotations
 
 import io
 import logging
+import math
 import os
 import stat
 import warnings
@@ -21,6 +24,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..core.errors import ImageError, SiameseError
+from .rasters import is_raster, raster_info, read_raster
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp")
 MAX_PIXELS = 40_000_000  # decoded pixels allowed (≈ 120 MB as RGB); bigger JPEGs are shrunk on decode
@@ -151,15 +155,35 @@ def _jpeg_reduced(data: bytes, w: int, h: int, max_side: int) -> np.ndarray | No
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
-def decode_image(source, name: str | None = None, max_side: int | None = None) -> np.ndarray:
+def _raster_image(source, name: str, max_side: int | None, bands) -> np.ndarray:
+    """A raster through rasterio, read at the overview level that leaves at least ``max_side`` px on its short
+    side (the whole raster under MAX_PIXELS when ``max_side`` is None)."""
+    info = raster_info(source, name)
+    w, h = info.width, info.height
+    if min(w, h) < MIN_SIDE:
+        raise ImageError(f"{name}: image is {w}x{h} px; tiles must be at least {MIN_SIDE} px on each side")
+    if max(w, h) / min(w, h) > MAX_ASPECT:
+        raise ImageError(f"{name}: image is {w}x{h} px, too elongated for a tile "
+                         f"(aspect ratio over {MAX_ASPECT:g}:1); crop it first (e.g. prepare --source scene --window)")
+    side = math.ceil(max_side * max(w, h) / min(w, h)) if max_side else None
+    return read_raster(source, name=name, bands=bands, out_side=side).image
+
+
+def decode_image(source, name: str | None = None, max_side: int | None = None, bands=None) -> np.ndarray:
     """Decode a path, bytes or file-like into an (H, W, 3) uint8 RGB array.
 
     Honours EXIF orientation; converts grayscale, palette, RGBA, CMYK and 16-bit images to 8-bit RGB.
-    ``max_side`` lets JPEGs decode at a reduced scale (at least ``max_side`` pixels on the short side).
+    ``max_side`` lets JPEGs decode at a reduced scale (at least ``max_side`` pixels on the short side), and
+    rasters read an overview. ``bands`` (e.g. (3, 2, 1), see :func:`~siamese_core.data.rasters.parse_bands`)
+    chooses a raster's bands (default 1,2,3, or band 1 as grey); plain images ignore it.
     Raises :class:`ImageError` with a one-line message on any problem.
     """
     name = _name(source, name)
+    if isinstance(source, (str, os.PathLike)) and is_raster(source):  # read by window, never the whole file
+        return _raster_image(source, name, max_side, bands)
     data = _read_bytes(source, name)
+    if is_raster(data):
+        return _raster_image(data, name, max_side, bands)
     head = _jpeg_header(data) if max_side else None
     if head and head[2] in (1, 3) and not head[3]:  # plain baseline JPEG: skip PIL, decode in OpenCV
         w, h = head[0], head[1]
@@ -173,6 +197,8 @@ def decode_image(source, name: str | None = None, max_side: int | None = None) -
             im = Image.open(io.BytesIO(data))
         except UnidentifiedImageError:
             fmt = next((f for magic, f in _MAGIC if data.startswith(magic)), None)
+            if fmt is None and _gdal_reads(data):  # another raster format GDAL knows
+                return _raster_image(data, name, max_side, bands)
             if fmt:  # the right kind of file, but a layout PIL cannot read (e.g. 5-band or float-RGB TIFF)
                 raise ImageError(f"{name}: a {fmt} file that cannot be read (corrupt, or an unsupported variant "
                                  f"such as more than 4 bands or floating-point colour); convert it to 8-bit RGB") from None
@@ -221,6 +247,14 @@ def decode_image(source, name: str | None = None, max_side: int | None = None) -
             raise ImageError(f"{name}: cannot decode image ({type(e).__name__}: {msg})") from None
 
 
+def _gdal_reads(data: bytes) -> bool:
+    try:
+        raster_info(data)
+    except ImageError:
+        return False
+    return True
+
+
 def to_tile(image: np.ndarray, size: int) -> np.ndarray:
     """Centre-crop to a square (when the aspect ratio differs by more than 5 %) and resize to size×size."""
     h, w = image.shape[:2]
@@ -235,9 +269,9 @@ def to_tile(image: np.ndarray, size: int) -> np.ndarray:
     return cv2.resize(np.ascontiguousarray(image), (size, size), interpolation=interp)
 
 
-def load_tile(source, size: int, name: str | None = None) -> np.ndarray:
+def load_tile(source, size: int, name: str | None = None, bands=None) -> np.ndarray:
     """Decode and resize in one step: the exact preprocessing used for training and scoring."""
-    return to_tile(decode_image(source, name=name, max_side=size), size)
+    return to_tile(decode_image(source, name=name, max_side=size, bands=bands), size)
 
 
 def encode_png(image: np.ndarray) -> bytes:

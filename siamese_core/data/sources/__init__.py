@@ -5,7 +5,8 @@ Each item an iterator yields is one *group* (one place) of the dataset, in one o
 - ``(tile_id, uint8 tile, provenance)``: a group of one view (``synthetic``, ``folder``, ``pix2pix``,
   ``hf-parquet``, ``hf-hub``), whose same-place partners are its rotated variants;
 - a ``list`` of :class:`View`: a group of several real views of one place (``ab``: the same window
-  of every date; ``pairs-csv``: images linked by same-place pairs), each also given its variants.
+  of every date; ``pairs-csv``: images linked by same-place pairs; ``scene``: one window of a large
+  georeferenced raster, with its bounds and CRS), each also given its variants.
 
 Sources yield one group at a time, so memory holds one group (``ab``: one place), never a folder.
 """
@@ -31,6 +32,9 @@ def count_tiles(cfg: DataConfig) -> int | None:
     if cfg.source == "ab":
         from .temporal import count_ab
         return count_ab(cfg.path, cfg.window, cfg.stride, cfg.limit)
+    if cfg.source == "scene":
+        from .scene import count_scene
+        return count_scene(cfg.path, cfg.window, cfg.stride, cfg.limit)
     if cfg.source == "pairs-csv":
         from .temporal import count_pairs_csv
         return count_pairs_csv(cfg.path, cfg.limit)
@@ -45,7 +49,9 @@ def iter_tiles(cfg: DataConfig, on_skip=None):
         yield from iter_synthetic(limit=cfg.limit or SYNTHETIC_DEFAULT_LIMIT, size=cfg.size, seed=cfg.seed)
     elif cfg.source in ("folder", "pix2pix"):
         from .files import iter_files
-        yield from iter_files(cfg.path, cfg.size, cfg.limit, half=cfg.source == "pix2pix", on_skip=on_skip)
+        from ..rasters import parse_bands
+        yield from iter_files(cfg.path, cfg.size, cfg.limit, half=cfg.source == "pix2pix", on_skip=on_skip,
+                              bands=parse_bands(cfg.bands))
     elif cfg.source == "hf-parquet":
         from .hf import iter_parquet
         yield from iter_parquet(cfg.path, cfg.size, cfg.limit, cfg.column, on_skip=on_skip)
@@ -56,6 +62,9 @@ def iter_tiles(cfg: DataConfig, on_skip=None):
     elif cfg.source == "ab":
         from .temporal import iter_ab
         yield from iter_ab(cfg.path, cfg.size, cfg.window, cfg.stride, cfg.limit, on_skip=on_skip)
+    elif cfg.source == "scene":
+        from .scene import iter_scene
+        yield from iter_scene(cfg.path, cfg.size, cfg.window, cfg.stride, cfg.limit, cfg.bands, on_skip=on_skip)
     elif cfg.source == "pairs-csv":
         from .temporal import iter_pairs_csv
         yield from iter_pairs_csv(cfg.path, cfg.size, cfg.limit, on_skip=on_skip)

@@ -29,9 +29,9 @@ def list_images(root: str | os.PathLike) -> list[Path]:
     return [Path(p) for p in sorted(out, key=lambda p: p.split(os.sep))]  # the order Path sorting gives
 
 
-def _decode(path: Path, size: int, half: bool):
+def _decode(path: Path, size: int, half: bool, bands=None):
     try:
-        img = decode_image(path, name=str(path), max_side=None if half else size)
+        img = decode_image(path, name=str(path), max_side=None if half else size, bands=bands)
         if half:
             w = img.shape[1]
             if w < 2 * img.shape[0] * 0.9:
@@ -43,11 +43,12 @@ def _decode(path: Path, size: int, half: bool):
         return None, str(e)
 
 
-def iter_files(root: str | os.PathLike, size: int, limit: int = 0, half: bool = False, on_skip=None, workers: int = 0):
+def iter_files(root: str | os.PathLike, size: int, limit: int = 0, half: bool = False, on_skip=None, workers: int = 0,
+               bands=None):
     """Yield (tile_id, uint8 tile, provenance) for each readable image under ``root``.
 
-    ``half`` takes the left (satellite) half of pix2pix A|B images. ``on_skip(path, reason)`` is
-    called for each file that cannot be read.
+    ``half`` takes the left (satellite) half of pix2pix A|B images. ``bands`` (e.g. (3, 2, 1)) chooses the
+    bands of rasters (GeoTIFFs...). ``on_skip(path, reason)`` is called for each file that cannot be read.
     """
     root = Path(root).expanduser().resolve()
     paths = list_images(root)
@@ -61,7 +62,7 @@ def iter_files(root: str | os.PathLike, size: int, limit: int = 0, half: bool = 
         chunk = 64
         for start in range(0, len(paths), chunk):
             batch = paths[start:start + chunk]
-            for path, (tile, err) in zip(batch, pool.map(lambda p: _decode(p, size, half), batch)):
+            for path, (tile, err) in zip(batch, pool.map(lambda p: _decode(p, size, half, bands), batch)):
                 rel = str(path)[prefix:]  # relative to base (paths come from os.walk under it)
                 if tile is None:
                     if on_skip:
