@@ -50,6 +50,7 @@ from ..core.errors import SiameseError
 from ..core.files import check_name, make_temp_dir, read_json, remove, replace_dir, write_json_atomic
 from ..core.keys import digest
 from ..core.locks import file_lock
+from ..data.images import decode_image
 from ..data.rasters import raster_info, read_raster, stretch_limits
 from ..judge.geometry import KEYPOINT_SCALE, RATIO, keypoints, match
 from .search import load_faiss, search_index
@@ -555,8 +556,14 @@ def locate_tile(index: SceneIndex, scorer, tile_img: np.ndarray, name: str = "ti
 
 
 def read_tile(source, name: str | None = None, max_side: int = 1024) -> np.ndarray:
-    """A tile file (GeoTIFF, PNG, JPEG...) as uint8 RGB, at most ``max_side`` a side."""
-    return read_raster(source, name=name, out_side=max_side).image
+    """A tile file (GeoTIFF, PNG, JPEG...) as uint8 RGB, at most ``max_side`` a side, read as every other tile is
+    (:func:`~siamese_core.data.images.decode_image`, with its one-line errors)."""
+    img = decode_image(source, name=name, max_side=max_side)
+    f = max_side / max(img.shape[:2])
+    if f < 1:
+        img = cv2.resize(img, (max(1, round(img.shape[1] * f)), max(1, round(img.shape[0] * f))),
+                         interpolation=cv2.INTER_AREA)
+    return img
 
 
 def locate(scene, tiles: list, scorer, workspace=None, progress=None, threshold: float | None = None) -> tuple:
