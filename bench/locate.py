@@ -1,7 +1,7 @@
 """Locate tiles in a scene: placement within 8 px, "not found" for other places, seconds a tile, index build.
 
     python bench/locate.py [--run RUN_ID] [--n 100] [--negatives 100] [--big 6000] [--seed 0] [--zoom 1]
-                           [--check N] [--votes N]
+                           [--check N] [--votes N] [--resample 2,0.5|none]
 
 * Scene: a 2,001 × 2,001 px mosaic of 3 × 3 places of ``../shared/data/temporal-dev`` (date A), each centre-cropped
   square and resized to 667 px, stretched (2–98 % per band, the sample is rendered dark) and written as a tiled
@@ -10,7 +10,8 @@
   positions match), each turned by a random angle (0–360°: a 384 px square is turned and its centre 256 px cut, so
   the truth is the crop's centre), resampled by ``--zoom`` (another resolution; the truth is in scene px either
   way). Placed = found, and the polygon's centre within 8 px of the truth; ``placed_by`` counts which first pass
-  (keypoint votes, embedding search) gave the placed ones. ``--check 0`` / ``--votes 0``: that pass left out.
+  (keypoint votes, of the tile as given or resampled; embedding search) gave the placed ones. ``--check 0`` /
+  ``--votes 0``: that pass left out; ``--resample none``: no resampled votes (the library's default: ×2, ×0.5).
 * Negatives: ``--negatives`` crops made the same way from the date-B images of the other 15 places (resized like
   the mosaic's). Correct = "not found".
 * Seconds a tile: wall time of ``locate_tile`` once the index is built (on this machine's cores).
@@ -59,12 +60,12 @@ def _stretch(img: np.ndarray) -> np.ndarray:
     return np.clip((img - lo) * 255.0 / np.maximum(hi - lo, 1e-6), 0, 255).astype(np.uint8)
 
 
-def _mosaic(places: list, date: str) -> np.ndarray:
+def mosaic(places: list, date: str) -> np.ndarray:
     tiles = [_load(SAMPLE / date / f"{p}.png") for p in places]
     return _stretch(np.concatenate([np.concatenate(tiles[r * 3:r * 3 + 3], 1) for r in range(3)], 0).astype(float))
 
 
-def _crop(src: np.ndarray, cx: int, cy: int, angle: float, side: int = 256) -> np.ndarray:
+def crop(src: np.ndarray, cx: int, cy: int, angle: float, side: int = 256) -> np.ndarray:
     import cv2
     big = int(side * 1.5)
     r = src[cy - big // 2:cy - big // 2 + big, cx - big // 2:cx - big // 2 + big]
@@ -72,7 +73,7 @@ def _crop(src: np.ndarray, cx: int, cy: int, angle: float, side: int = 256) -> n
     return np.ascontiguousarray(r[big // 2 - side // 2:big // 2 + side // 2, big // 2 - side // 2:big // 2 + side // 2])
 
 
-def _write(path: Path, img_or_fn, side: int, block: int = 2001) -> None:
+def write_scene(path: Path, img_or_fn, side: int, block: int = 2001) -> None:
     import rasterio
     from affine import Affine
     from rasterio.windows import Window
@@ -96,6 +97,9 @@ def main(argv=None):
                    help="tiles resampled by this factor (0.5: the crop's 256 scene px as a 128 px tile)")
     p.add_argument("--check", type=int, default=None, help="embedding hits checked at most (default: the library's)")
     p.add_argument("--votes", type=int, default=None, help="keypoint-vote regions checked (default: the library's)")
+    p.add_argument("--resample", default=None,
+                   help="factors the tile's votes are also tried at when not found, e.g. 2,0.5; none: off "
+                        "(default: the library's)")
     args = p.parse_args(argv)
     if not (SAMPLE / "A").is_dir():
         print(json.dumps({"skipped": f"{SAMPLE} is absent"}))
@@ -111,6 +115,8 @@ def main(argv=None):
             s = max(8, round(img.shape[0] * args.zoom))
             img = cv2.resize(img, (s, s), interpolation=cv2.INTER_AREA if args.zoom < 1 else cv2.INTER_CUBIC)
         kw = {k: v for k, v in (("check", args.check), ("votes", args.votes)) if v is not None}
+        if args.resample is not None:
+            kw["resample"] = () if args.resample == "none" else tuple(float(v) for v in args.resample.split(","))
         return L.locate_tile(idx, scorer, img, **kw)
 
     rng = np.random.default_rng(args.seed)
@@ -118,25 +124,25 @@ def main(argv=None):
     ranked = sorted(sizes, key=lambda k: -sizes[k])
     inside = [ranked[i] for i in rng.permutation(9)]
     outside = ranked[9:]
-    a, b = _mosaic(inside, "A"), _mosaic(inside, "B")
+    a, b = mosaic(inside, "A"), mosaic(inside, "B")
     side = a.shape[0]
     tmp = Path(tempfile.mkdtemp(prefix="bench-locate-"))
     scene = tmp / "scene.tif"
-    _write(scene, lambda x, y, w, h: a[y:y + h, x:x + w], side)
+    write_scene(scene, lambda x, y, w, h: a[y:y + h, x:x + w], side)
     scorer = Scorer.from_run(args.run, tmp / "ws")
     t0 = time.perf_counter()
     idx = scene_index(scorer, scene, tmp / "ws")
     build_s = time.perf_counter() - t0
-    out = {"zoom": args.zoom, "cpu": cpu_model(), "cores": len(os.sched_getaffinity(0)), "run": scorer.name, "scene_px": side,
+    out = {"zoom": args.zoom, "resample": args.resample or list(L.RESAMPLE), "cpu": cpu_model(), "cores": len(os.sched_getaffinity(0)), "run": scorer.name, "scene_px": side,
            "places": inside, "windows": len(idx.windows), "scales": idx.meta["scales"],
            "build_s": round(build_s, 2), "keypoints": idx.meta["keypoint_count"], "blocks": idx.meta["blocks"],
            "keypoints_s": idx.meta["keypoints_s"], "threshold": scorer.threshold}
-    locate_tile(idx, scorer, _crop(b, 1000, 1000, 10.0))  # warm-up (graph tracing)
+    locate_tile(idx, scorer, crop(b, 1000, 1000, 10.0))  # warm-up (graph tracing)
     placed, errs, secs, checked, misses, sources = 0, [], [], [], [], {}
     for i in range(args.n):
         cx, cy = (int(v) for v in rng.integers(192, side - 192, 2))
         ang = float(rng.uniform(0, 360))
-        loc = locate_tile(idx, scorer, _crop(b, cx, cy, ang))
+        loc = locate_tile(idx, scorer, crop(b, cx, cy, ang))
         secs.append(loc.seconds)
         checked.append(loc.checked)
         e = float(np.hypot(loc.centre[0] - cx, loc.centre[1] - cy)) if loc.found else None
@@ -153,7 +159,7 @@ def main(argv=None):
     for i in range(args.negatives):
         pl = outside[int(rng.integers(len(outside)))]
         cx, cy = (int(v) for v in rng.integers(192, PLACE - 192, 2))
-        loc = locate_tile(idx, scorer, _crop(others[pl], cx, cy, float(rng.uniform(0, 360))))
+        loc = locate_tile(idx, scorer, crop(others[pl], cx, cy, float(rng.uniform(0, 360))))
         neg_secs.append(loc.seconds)
         if not loc.found:
             neg_ok += 1
@@ -170,7 +176,7 @@ def main(argv=None):
                mean_checked_positive=round(float(np.mean(checked)), 2), misses=misses[:10], false_positives=fps[:10])
     if args.big:
         big = tmp / "big.tif"
-        _write(big, lambda x, y, w, h: np.ascontiguousarray(a[:h, :w][:, ::-1] if (x // 2001) % 2 else a[:h, :w]),
+        write_scene(big, lambda x, y, w, h: np.ascontiguousarray(a[:h, :w][:, ::-1] if (x // 2001) % 2 else a[:h, :w]),
                args.big)
         rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         t0 = time.perf_counter()
@@ -185,7 +191,7 @@ def main(argv=None):
         vote_s = []  # the keypoint votes' cost a tile on the big scene (its keypoints searched exhaustively)
         for i in range(5):
             t1 = time.perf_counter()
-            L.vote_regions(bidx, _crop(b, 400 + 250 * i, 600, 30.0 * i))
+            L.vote_regions(bidx, crop(b, 400 + 250 * i, 600, 30.0 * i))
             vote_s.append(time.perf_counter() - t1)
         out["big"] = {"scene_px": args.big, "windows": len(bidx.windows), "build_s": round(bs, 1),
                       "windows_per_s": round(rate, 1), "scales": bidx.meta["scales"],

@@ -130,8 +130,33 @@ def test_index_is_rebuilt_when_the_keypoint_part_changes(scene, scorer, tmp_path
     assert second.meta["keypoints"]["per_block"] == locate.KP_PER_BLOCK
     assert second.meta["keypoint_count"] < first.meta["keypoint_count"]
     old = read_json(second.path / "meta.json")
-    write_json_atomic(second.path / "meta.json", {**old, "format": 1})
-    assert locate.scene_index(scorer, p, ws).status == "rebuilt"
+    for fmt in (1, 2):  # 2: the keypoint index was always flat
+        write_json_atomic(second.path / "meta.json", {**old, "format": fmt})
+        assert locate.scene_index(scorer, p, ws).status == "rebuilt"
+    assert second.meta["keypoint_index"] == {"kind": "flat"}  # a small scene's keypoints: the exhaustive index
+
+
+def test_big_scene_keypoints_are_partitioned_and_still_place_a_tile(scene, scorer, tmp_path, monkeypatch):
+    """Above KP_IVF_MIN keypoints the index is partitioned (IVF, nprobe cells a query; set again when loaded), and the
+    keypoint votes through it still place a turned tile of another date. The switch forced low on the small scene;
+    fails if the big-scene path is removed."""
+    from siamese_core.scale import locate
+    p = tmp_path / "scene.tif"
+    shutil.copy(scene["path"], p)
+    ws = tmp_path / "ws"
+    monkeypatch.setattr(locate, "KP_IVF_MIN", 500)
+    idx = locate.scene_index(scorer, p, ws)
+    kind = idx.meta["keypoint_index"]
+    assert kind["kind"] == "ivf" and idx.meta["keypoints"]["ivf_min"] == 500 and idx.meta["keypoint_count"] > 500
+    assert idx.keypoint_index.ntotal == len(idx.keypoints) and idx.keypoint_index.nlist == kind["nlist"] > 1
+    cx, cy = 520, 430
+    tile = crop(another_date(scene["img"]), cx, cy, 45.0)
+    for got in (idx, locate.scene_index(scorer, p, ws)):  # as built, then loaded from disk
+        assert got.keypoint_index.nprobe == min(locate.KP_NPROBE, kind["nlist"])
+        loc = locate.locate_tile(got, scorer, tile, "turned", check=0)
+        assert loc.found and loc.source == "keypoint votes", loc
+        assert np.hypot(loc.centre[0] - cx, loc.centre[1] - cy) <= 8, loc.centre
+    assert got.status == "reused"
 
 
 def another_date(img: np.ndarray) -> np.ndarray:

@@ -7,7 +7,10 @@ closer look:
 * **Keypoint votes** (checked first). The scene's SIFT keypoints are found in overlapping blocks (:data:`KP_BLOCK`
   px every :data:`KP_STRIDE`, read at :data:`KP_SCALE`, the scale a 256 px tile's keypoints are found at by
   :mod:`siamese_core.judge.geometry`), each block keeping those in its own part; their positions, sizes, angles and
-  blocks go to ``keypoints.npy``, their RootSIFT descriptors to an 8-bit FAISS index (128 B a keypoint). The tile's
+  blocks go to ``keypoints.npy``, their RootSIFT descriptors to an 8-bit FAISS index (128 B a keypoint): flat
+  (exhaustive) up to :data:`KP_IVF_MIN` keypoints, partitioned above (:func:`partition_keypoints`: a tile's
+  keypoints visit :data:`KP_NPROBE` of about 4·sqrt(n) cells, so a 20,000² scene's search stays well under a
+  second). The tile's
   keypoints (rotation-invariant: the tile is not turned) are matched with all of them (ratio test), and each match
   votes for where the tile's centre lies, by the two keypoints' angles and sizes; the peaks are the regions
   (:func:`vote_regions`).
@@ -20,8 +23,10 @@ The regions of the votes, then the embeddings' hits, get the geometric check: th
 (any angle, any scale) against the scene region around the place, :data:`ENLARGE` times as wide, read at the tile's
 resolution (for a vote's region, the transform its matches agree on when they agree better); the transform found
 lays the scene onto the tile's frame, and :meth:`Scorer.judge` gives the fused verdict of that aligned pair. The
-first confident hit ends the search; "not found" when no hit passes the verdict. When no region gave a transform,
-the best candidate's window itself is judged as laid, and its own transform, if any, gives the polygon.
+first confident hit ends the search; "not found" when no hit passes the verdict. While the votes' regions of the
+tile as given judge no place the same, those of the tile resampled (:data:`RESAMPLE`: ×2, ×0.5; a tile at another
+resolution) are checked before the embeddings' hits. When no region of the tile as given gave a transform, the best
+candidate's window itself is judged as laid, and its own transform, if any, gives the polygon.
 
 The scene is read window by window (:func:`siamese_core.data.rasters.read_raster`), never whole. Big scenes get a
 coarser stride (:func:`stride_for`), so that no scale holds more than :data:`MAX_WINDOWS` windows.
@@ -53,9 +58,10 @@ from ..core.locks import file_lock
 from ..data.images import decode_image
 from ..data.rasters import raster_info, read_raster, stretch_limits
 from ..judge.geometry import KEYPOINT_SCALE, RATIO, keypoints, match
-from .search import load_faiss, search_index
+from .search import ivf_params, load_faiss, search_index
 
-FORMAT = 2                # 2: the keypoint part (keypoints.npy, keypoints.faiss) next to the window embeddings
+FORMAT = 3                # 2: the keypoint part (keypoints.npy, keypoints.faiss) next to the window embeddings;
+                          # 3: keypoints.faiss partitioned (IVF) above KP_IVF_MIN keypoints
 SIDES = (128, 256, 512)   # window sides in scene pixels (the scales a tile's footprint may have)
 STRIDE_DIV = 4            # stride = side / 4 ...
 MAX_WINDOWS = 150_000     # ... doubled until a scale has at most this many windows (big scenes)
@@ -81,6 +87,10 @@ VOTE_REGIONS = 4          # peaks (at least VOTE_MIN votes, VOTE_APART px apart)
 VOTE_MIN = 3
 VOTE_APART = 96
 VOTE_RANSAC_PX = 4.0      # the votes' own transform: reprojection tolerance in tile px (times the size ratio)
+RESAMPLE = (2.0, 0.5)     # while the tile as given is not found, its votes at these resamplings (another resolution)
+KP_IVF_MIN = 100_000      # more scene keypoints than this: their index is partitioned (IVF, 8-bit residuals) ...
+KP_NPROBE = 32            # ... and a tile's keypoints visit this many of its nlist ≈ 4·sqrt(n) cells
+KP_TRAIN_PER_LIST = 40    # the cells are trained on at most this many sampled keypoints a cell
 
 
 def stride_for(side: int, width: int, height: int, max_windows: int = MAX_WINDOWS) -> int:
@@ -128,7 +138,8 @@ def scene_stamp(scorer, scene: Path, info, max_windows: int) -> dict:
 
 
 def _kp_params() -> dict:
-    return {"block": KP_BLOCK, "stride": KP_STRIDE, "per_block": KP_PER_BLOCK, "scale": KP_SCALE}
+    return {"block": KP_BLOCK, "stride": KP_STRIDE, "per_block": KP_PER_BLOCK, "scale": KP_SCALE,
+            "ivf_min": KP_IVF_MIN}
 
 
 def index_dir(scorer, scene: Path, workspace=None) -> Path:
@@ -149,7 +160,8 @@ class SceneIndex:
     status: str = "reused"   # built | rebuilt | reused
     reason: str = ""
     keypoints: np.ndarray | None = None   # (M,) KP_DTYPE: the scene's keypoints (x, y, size, angle, block)
-    keypoint_index: object = None          # FAISS index of their RootSIFT descriptors (8-bit scalar quantizer)
+    keypoint_index: object = None          # FAISS index of their RootSIFT descriptors (8-bit scalar quantizer;
+    #                                        flat, or IVF above KP_IVF_MIN keypoints: :func:`partition_keypoints`)
 
 
 KP_DTYPE = np.dtype([("x", "<f4"), ("y", "<f4"), ("size", "<f2"), ("angle", "<f2"), ("block", "<u4")])
@@ -174,9 +186,31 @@ def _block_keypoints(scene, limits, info, xs, ys, bi: int, bj: int):
     return out, k.desc[own]
 
 
-def _build_keypoints(tmp: Path, scene, info, limits, progress, done: int, total: int) -> tuple[int, int]:
+def partition_keypoints(flat, nprobe: int = KP_NPROBE):
+    """The descriptors of the flat 8-bit index ``flat`` in a partitioned one: ``IndexIVFScalarQuantizer`` (8-bit
+    residuals) of nlist ≈ 4·sqrt(n) cells (:func:`siamese_core.scale.search.ivf_params`), trained on at most
+    KP_TRAIN_PER_LIST keypoints a cell sampled evenly (seeded), ``nprobe`` cells visited a query. A search then
+    costs about nlist + nprobe · n / nlist distances instead of n (bench/RESULTS.md, "Locate")."""
+    faiss = load_faiss()
+    n = flat.ntotal
+    nlist = ivf_params(n)[0]
+    take = np.zeros(n, bool)
+    take[np.random.default_rng(0).choice(n, size=min(n, KP_TRAIN_PER_LIST * nlist), replace=False)] = True
+    step = 65536
+    sample = np.concatenate([flat.reconstruct_n(i, min(step, n - i))[take[i:i + step]] for i in range(0, n, step)])
+    quant = faiss.IndexFlatL2(flat.d)
+    idx = faiss.IndexIVFScalarQuantizer(quant, flat.d, nlist, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_L2)
+    idx.train(np.ascontiguousarray(sample, np.float32))
+    for i in range(0, n, step):
+        idx.add(np.ascontiguousarray(flat.reconstruct_n(i, min(step, n - i)), np.float32))
+    idx.nprobe = min(nprobe, nlist)
+    return idx
+
+
+def build_keypoints(tmp: Path, scene, info, limits, progress, done: int, total: int) -> tuple[int, int, dict]:
     """Find the scene's keypoints block by block (two threads: OpenCV releases the GIL) into ``keypoints.npy``
-    and the descriptors' FAISS index ``keypoints.faiss``; (keypoints, blocks)."""
+    and the descriptors' FAISS index ``keypoints.faiss`` (flat; partitioned above KP_IVF_MIN keypoints);
+    (keypoints, blocks, the index's kind and parameters)."""
     faiss = load_faiss()
     xs, ys = grid(KP_BLOCK, info.width, info.height, KP_STRIDE)
     idx = faiss.IndexScalarQuantizer(128, faiss.ScalarQuantizer.QT_8bit_uniform, faiss.METRIC_L2)
@@ -196,8 +230,12 @@ def _build_keypoints(tmp: Path, scene, info, limits, progress, done: int, total:
                 progress(done, total)
     kp = np.concatenate(pts) if pts else np.zeros(0, KP_DTYPE)
     np.save(tmp / "keypoints.npy", kp)
+    kind = {"kind": "flat"}
+    if idx.ntotal > KP_IVF_MIN:
+        idx = partition_keypoints(idx)
+        kind = {"kind": "ivf", "nlist": int(idx.nlist), "nprobe": int(idx.nprobe)}
     faiss.write_index(idx, str(tmp / "keypoints.faiss"))
-    return len(kp), len(jobs)
+    return len(kp), len(jobs), kind
 
 
 def _embed_scale(scorer, scene, limits, side, xs, ys, write, progress, done, total) -> int:
@@ -260,8 +298,8 @@ def _build_into(tmp: Path, scorer, scene: Path, info, stamp: dict, limits, progr
     faiss.write_index(idx, str(tmp / "index.faiss"))
     del emb
     t1 = time.time()
-    nkp, nblocks = _build_keypoints(tmp, scene, info, limits, progress, total, total + blocks)
-    meta = {**stamp, "count": total, "dim": dim, "keypoint_count": nkp, "blocks": nblocks,
+    nkp, nblocks, kind = build_keypoints(tmp, scene, info, limits, progress, total, total + blocks)
+    meta = {**stamp, "count": total, "dim": dim, "keypoint_count": nkp, "blocks": nblocks, "keypoint_index": kind,
             "keypoints_s": round(time.time() - t1, 2),
             "limits": [list(map(float, limits[0])), list(map(float, limits[1]))],
             "scales": [{"side": s, "stride": st, "windows": len(xs) * len(ys)} for s, st, (xs, ys) in scales],
@@ -290,6 +328,8 @@ def _load(path: Path, meta: dict):
         kidx = load_faiss().read_index(str(path / "keypoints.faiss"))
     except (OSError, ValueError, RuntimeError):
         return None
+    if hasattr(kidx, "nprobe"):  # partitioned: the cells a query visits (a search parameter, not in the key)
+        kidx.nprobe = min(KP_NPROBE, int(kidx.nlist))
     ok = len(wins) == idx.ntotal == meta.get("count") and len(kp) == kidx.ntotal == meta.get("keypoint_count")
     return (wins, idx, kp, kidx) if ok else None
 
@@ -494,49 +534,79 @@ def _affine(t) -> np.ndarray:
     return np.vstack([np.asarray(t, np.float64), [0, 0, 1]])
 
 
+def resampled(tile_img: np.ndarray, f: float) -> np.ndarray:
+    """The tile resampled by ``f`` (area-averaged when shrunk, cubic when enlarged), at least 16 px a side."""
+    h, w = tile_img.shape[:2]
+    size = (max(16, round(w * f)), max(16, round(h * f)))
+    return cv2.resize(tile_img, size, interpolation=cv2.INTER_AREA if f < 1 else cv2.INTER_CUBIC)
+
+
 def locate_tile(index: SceneIndex, scorer, tile_img: np.ndarray, name: str = "tile", threshold: float | None = None,
-                check: int = CHECK, votes: int = VOTE_REGIONS) -> Location:
+                check: int = CHECK, votes: int = VOTE_REGIONS, resample=RESAMPLE) -> Location:
     """Where ``tile_img`` (uint8 RGB, any size, any angle) lies in the indexed scene (see the module's docstring):
-    the ``votes`` best regions of the keypoint votes (:func:`vote_regions`) are checked first, then up to ``check``
-    hits of the embedding search (0 and 0: nothing is checked)."""
+    the ``votes`` best regions of the keypoint votes (:func:`vote_regions`) are checked first; while none is
+    judged the same place, those of the tile resampled by each factor of ``resample`` (another resolution: the
+    polygon is the same tile's corners), then up to ``check`` hits of the embedding search (0 and 0: nothing is
+    checked). No check is started after BUDGET_S seconds."""
     t0 = time.perf_counter()
     t = scorer.threshold if threshold is None else threshold
     prep_tile = scorer.prepare(tile_img)
-    th, tw = tile_img.shape[:2]
     best = None  # (score, judgement, polygon, source)
-    wins = [(v[:3], "keypoint votes", v) for v in (vote_regions(index, tile_img, votes) if votes else [])]
-    rows = candidates(index, scorer, prep_tile.tile, check=check) if check else []
-    wins += [(index.windows[r], "embedding search", None) for r in rows]
+    first = None  # the first candidate of the tile as given: (window, source)
+    native_transform = False  # a candidate of the tile as given had a transform
+    stages = [("votes", 1.0)] + [("votes", float(f)) for f in (resample if votes else ()) if f != 1.0]
+    stages += [("embeddings", 1.0)]
     n = 0
-    for win, source, vote in wins:
-        if time.perf_counter() - t0 > BUDGET_S and n:
+    done = False
+    for kind, f in stages:
+        if done or (n and time.perf_counter() - t0 > BUDGET_S):
             break
-        n += 1
-        region, x0, y0, sx, sy = _region(index, win, max(th, tw))
-        g = match(scorer.prepare(region).features, prep_tile.features)
-        t1, inliers = (_affine(g.transform), g.inliers) if g.found and g.inliers >= MIN_INLIERS else (None, 0)
-        if vote is not None and vote.transform is not None and vote.inliers > inliers:
-            # the votes' matches (the scene's keypoints are denser than the region's) agree better: their
-            # transform, scene px brought to region px
-            t1 = np.diag([1 / sx, 1 / sy, 1.0]) @ _affine([[1, 0, -x0], [0, 1, -y0]]) @ _affine(vote.transform)
-            inliers = vote.inliers
-        if t1 is None:
-            continue  # tile px → region px
-        warped = cv2.warpAffine(region, t1[:2], (tw, th), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
-        j = scorer.judge([(scorer.prepare(warped), prep_tile)], t)[0]
-        full = t1 @ _affine(j.geo.transform) if j.geo.found and j.geo.inliers >= inliers else t1
-        corners = np.float64([[0, 0], [tw, 0], [tw, th], [0, th]]) @ full[:2, :2].T + full[:2, 2]
-        poly = [[x0 + u * sx, y0 + v * sy] for u, v in corners]
-        if best is None or j.score < best[0]:
-            best = (j.score, j, poly, source)
-        if j.same_place and (j.verdict == "same" or j.geo.inliers >= DECISIVE):
-            break
-    if best is None and wins:
-        # no transform in any (wider) region: the best candidate's window itself, as laid, judged; its keypoints,
-        # denser on the smaller window, may still agree on a transform, which then gives the polygon
+        if f != 1.0 and best is not None and best[1].same_place:
+            continue  # resampled only while the tile as given is not found
+        img = tile_img if f == 1.0 else resampled(tile_img, f)
+        prep = prep_tile if f == 1.0 else scorer.prepare(img)
+        if kind == "votes":
+            label = "keypoint votes" if f == 1.0 else f"keypoint votes (tile ×{f:g})"
+            wins = [(v[:3], label, v) for v in (vote_regions(index, img, votes) if votes else [])]
+        else:
+            rows = candidates(index, scorer, prep_tile.tile, check=check) if check else []
+            wins = [(index.windows[r], "embedding search", None) for r in rows]
+        if f == 1.0 and wins and first is None:
+            first = wins[0][:2]
+        th, tw = img.shape[:2]
+        for win, source, vote in wins:
+            if time.perf_counter() - t0 > BUDGET_S and n:
+                break
+            n += 1
+            region, x0, y0, sx, sy = _region(index, win, max(th, tw))
+            g = match(scorer.prepare(region).features, prep.features)
+            t1, inliers = (_affine(g.transform), g.inliers) if g.found and g.inliers >= MIN_INLIERS else (None, 0)
+            if vote is not None and vote.transform is not None and vote.inliers > inliers:
+                # the votes' matches (the scene's keypoints are denser than the region's) agree better: their
+                # transform, scene px brought to region px
+                t1 = np.diag([1 / sx, 1 / sy, 1.0]) @ _affine([[1, 0, -x0], [0, 1, -y0]]) @ _affine(vote.transform)
+                inliers = vote.inliers
+            if t1 is None:
+                continue  # tile px → region px
+            native_transform |= f == 1.0
+            warped = cv2.warpAffine(region, t1[:2], (tw, th), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
+            j = scorer.judge([(scorer.prepare(warped), prep)], t)[0]
+            full = t1 @ _affine(j.geo.transform) if j.geo.found and j.geo.inliers >= inliers else t1
+            corners = np.float64([[0, 0], [tw, 0], [tw, th], [0, th]]) @ full[:2, :2].T + full[:2, 2]
+            poly = [[x0 + u * sx, y0 + v * sy] for u, v in corners]
+            if best is None or j.score < best[0]:
+                best = (j.score, j, poly, source)
+            if j.same_place and (j.verdict == "same" or j.geo.inliers >= DECISIVE):
+                done = True
+                break
+    if not native_transform and first is not None and not (best is not None and best[1].same_place):
+        # no transform in any (wider) region of the tile as given: the best candidate's window itself, as laid,
+        # judged; its keypoints, denser on the smaller window, may still agree on a transform, which then gives
+        # the polygon
+        th, tw = tile_img.shape[:2]
         W, H = index.info.width, index.info.height
-        s = int(min(wins[0][0][2], W, H))
-        x, y = (int(min(max(0, v), lim - s)) for v, lim in zip(wins[0][0][:2], (W, H)))
+        s = int(min(first[0][2], W, H))
+        x, y = (int(min(max(0, v), lim - s)) for v, lim in zip(first[0][:2], (W, H)))
         win = read_raster(index.scene, window=(x, y, s, s), out_side=max(th, tw), limits=index.limits).image
         j = scorer.judge([(scorer.prepare(win), prep_tile)], t)[0]
         poly = []
@@ -544,7 +614,8 @@ def locate_tile(index: SceneIndex, scorer, tile_img: np.ndarray, name: str = "ti
             m = _affine(j.geo.transform)  # tile px → window px
             corners = np.float64([[0, 0], [tw, 0], [tw, th], [0, th]]) @ m[:2, :2].T + m[:2, 2]
             poly = [[x + u * s / win.shape[1], y + v * s / win.shape[0]] for u, v in corners]
-        best = (j.score, j, poly, wins[0][1])
+        if best is None or (j.same_place and poly) or j.score < best[0]:
+            best = (j.score, j, poly, first[1])
     secs = time.perf_counter() - t0
     if best is None:
         return Location(name, False, [], None, checked=n, seconds=secs)
@@ -598,4 +669,5 @@ def geojson(locations: list, index: SceneIndex) -> dict:
 
 
 __all__ = ["SceneIndex", "Location", "scene_index", "locate", "locate_tile", "candidates", "geojson", "to_crs",
-           "read_tile", "windows_of", "stride_for", "vote_regions", "VoteRegion", "SIDES", "MAX_WINDOWS"]
+           "read_tile", "windows_of", "stride_for", "vote_regions", "VoteRegion", "build_keypoints",
+           "partition_keypoints", "resampled", "SIDES", "MAX_WINDOWS"]
