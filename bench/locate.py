@@ -11,7 +11,8 @@
   the truth is the crop's centre), resampled by ``--zoom`` (another resolution; the truth is in scene px either
   way). Placed = found, and the polygon's centre within 8 px of the truth; ``placed_by`` counts which first pass
   (keypoint votes, of the tile as given or resampled; embedding search) gave the placed ones. ``--check 0`` /
-  ``--votes 0``: that pass left out; ``--resample none``: no resampled votes (the library's default: ×2, ×0.5).
+  ``--votes 0``: that pass left out; ``--resample none``: no resampled votes (the library's default: ×2 for
+  tiles up to 320 px).
 * Negatives: ``--negatives`` crops made the same way from the date-B images of the other 15 places (resized like
   the mosaic's). Correct = "not found".
 * Seconds a tile: wall time of ``locate_tile`` once the index is built (on this machine's cores).
@@ -98,7 +99,7 @@ def main(argv=None):
     p.add_argument("--check", type=int, default=None, help="embedding hits checked at most (default: the library's)")
     p.add_argument("--votes", type=int, default=None, help="keypoint-vote regions checked (default: the library's)")
     p.add_argument("--resample", default=None,
-                   help="factors the tile's votes are also tried at when not found, e.g. 2,0.5; none: off "
+                   help="factors the tile's votes are also tried at when not found, e.g. 2 or 2,0.5; none: off "
                         "(default: the library's)")
     args = p.parse_args(argv)
     if not (SAMPLE / "A").is_dir():
@@ -133,7 +134,8 @@ def main(argv=None):
     t0 = time.perf_counter()
     idx = scene_index(scorer, scene, tmp / "ws")
     build_s = time.perf_counter() - t0
-    out = {"zoom": args.zoom, "resample": args.resample or list(L.RESAMPLE), "cpu": cpu_model(), "cores": len(os.sched_getaffinity(0)), "run": scorer.name, "scene_px": side,
+    out = {"zoom": args.zoom, "resample": args.resample or list(L.RESAMPLE),
+           "cpu": cpu_model(), "cores": len(os.sched_getaffinity(0)), "run": scorer.name, "scene_px": side,
            "places": inside, "windows": len(idx.windows), "scales": idx.meta["scales"],
            "build_s": round(build_s, 2), "keypoints": idx.meta["keypoint_count"], "blocks": idx.meta["blocks"],
            "keypoints_s": idx.meta["keypoints_s"], "threshold": scorer.threshold}

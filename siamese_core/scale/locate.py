@@ -24,9 +24,9 @@ The regions of the votes, then the embeddings' hits, get the geometric check: th
 resolution (for a vote's region, the transform its matches agree on when they agree better); the transform found
 lays the scene onto the tile's frame, and :meth:`Scorer.judge` gives the fused verdict of that aligned pair. The
 first confident hit ends the search; "not found" when no hit passes the verdict. While the votes' regions of the
-tile as given judge no place the same, those of the tile resampled (:data:`RESAMPLE`: ×2, ×0.5; a tile at another
-resolution) are checked before the embeddings' hits. When no region of the tile as given gave a transform, the best
-candidate's window itself is judged as laid, and its own transform, if any, gives the polygon.
+tile as given judge no place the same, those of the tile resampled (:data:`RESAMPLE`: ×2, for tiles up to 320 px;
+a tile at another resolution) are checked before the embeddings' hits. When no region of the tile as given gave a
+transform, the best candidate's window itself is judged as laid, and its own transform, if any, gives the polygon.
 
 The scene is read window by window (:func:`siamese_core.data.rasters.read_raster`), never whole. Big scenes get a
 coarser stride (:func:`stride_for`), so that no scale holds more than :data:`MAX_WINDOWS` windows.
@@ -87,7 +87,9 @@ VOTE_REGIONS = 4          # peaks (at least VOTE_MIN votes, VOTE_APART px apart)
 VOTE_MIN = 3
 VOTE_APART = 96
 VOTE_RANSAC_PX = 4.0      # the votes' own transform: reprojection tolerance in tile px (times the size ratio)
-RESAMPLE = (2.0, 0.5)     # while the tile as given is not found, its votes at these resamplings (another resolution)
+RESAMPLE = (2.0,)         # while the tile as given is not found, its votes at these resamplings (another resolution;
+                          # ×0.5 placed none more on the bench and its checks delayed the embedding hits: RESULTS.md)
+RESAMPLE_SIDES = (96, 640)  # ... when the resampled tile's longest side lies within these (SIFT works at <= 320 px)
 KP_IVF_MIN = 100_000      # more scene keypoints than this: their index is partitioned (IVF, 8-bit residuals) ...
 KP_NPROBE = 32            # ... and a tile's keypoints visit this many of its nlist ≈ 4·sqrt(n) cells
 KP_TRAIN_PER_LIST = 40    # the cells are trained on at most this many sampled keypoints a cell
@@ -546,15 +548,18 @@ def locate_tile(index: SceneIndex, scorer, tile_img: np.ndarray, name: str = "ti
     """Where ``tile_img`` (uint8 RGB, any size, any angle) lies in the indexed scene (see the module's docstring):
     the ``votes`` best regions of the keypoint votes (:func:`vote_regions`) are checked first; while none is
     judged the same place, those of the tile resampled by each factor of ``resample`` (another resolution: the
-    polygon is the same tile's corners), then up to ``check`` hits of the embedding search (0 and 0: nothing is
-    checked). No check is started after BUDGET_S seconds."""
+    polygon is the same tile's corners; only factors giving a longest side within RESAMPLE_SIDES), then up to
+    ``check`` hits of the embedding search (0 and 0: nothing is checked). No check is started after BUDGET_S
+    seconds."""
     t0 = time.perf_counter()
     t = scorer.threshold if threshold is None else threshold
     prep_tile = scorer.prepare(tile_img)
     best = None  # (score, judgement, polygon, source)
     first = None  # the first candidate of the tile as given: (window, source)
     native_transform = False  # a candidate of the tile as given had a transform
-    stages = [("votes", 1.0)] + [("votes", float(f)) for f in (resample if votes else ()) if f != 1.0]
+    side = max(tile_img.shape[:2])
+    stages = [("votes", 1.0)] + [("votes", float(f)) for f in (resample if votes else ())
+                                 if f != 1.0 and RESAMPLE_SIDES[0] <= side * f <= RESAMPLE_SIDES[1]]
     stages += [("embeddings", 1.0)]
     n = 0
     done = False
