@@ -208,3 +208,17 @@ def histogram_figure(hist: dict, threshold: float, band=None):
                       title="Scores by true label (lower = more alike)",
                       xaxis_title="score", yaxis_title="pairs", legend=dict(orientation="h", y=-0.25))
     return fig
+
+
+def locate_figure(thumb: np.ndarray, polygon: list, scale: float):
+    """A scene's thumbnail with a located tile's polygon (scene pixels; ``scale`` scene px per thumbnail px) drawn
+    on it, in scene pixel coordinates (hovering reads them)."""
+    import plotly.graph_objects as go
+    fig = go.Figure(go.Image(z=thumb, dx=scale, dy=scale, hoverinfo="skip"))
+    if polygon:
+        xs = [p[0] for p in polygon] + [polygon[0][0]]
+        ys = [p[1] for p in polygon] + [polygon[0][1]]
+        fig.add_scatter(x=xs, y=ys, mode="lines", line=dict(color=SAME_COLOR, width=3), name="the tile")
+    fig.update_layout(height=600, margin=dict(l=10, r=10, t=10, b=10), showlegend=False)
+    fig.update_yaxes(scaleanchor="x")
+    return fig

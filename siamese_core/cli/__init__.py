@@ -1,4 +1,4 @@
-"""The command line: ``python -m siamese_core {prepare,train,calibrate,evaluate,score,embed,list,stop,delete,...}``.
+"""The command line: ``python -m siamese_core {prepare,train,calibrate,evaluate,score,embed,locate,list,stop,delete,...}``.
 
 Every user-fixable problem (a SiameseError) ends the command with exit code 2 and one line on
 stderr, never a traceback. Long steps show tqdm progress bars (on stderr). Every command first sweeps the
@@ -7,7 +7,7 @@ cleanly, its temporary files removed.
 
 One module per command group, each adding its subcommands to the parser: :mod:`.data` (prepare, make-pairs),
 :mod:`.train` (train, stop, _job), :mod:`.judge` (evaluate, calibrate, score), :mod:`.scale` (embed, index,
-search, score --engine ray) and :mod:`.runs` (list, delete); :mod:`.common` holds what they share.
+search, score --engine ray), :mod:`.locate` (locate: tiles in a large scene) and :mod:`.runs` (list, delete); :mod:`.common` holds what they share.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import argparse
 import errno
 import sys
 
-from . import data, judge, runs, scale, train
+from . import data, judge, locate, runs, scale, train
 from ..core.config import workspace_dir
 from ..core.errors import SiameseError
 from ..core.procs import Terminated, sigterm_raises
@@ -38,6 +38,7 @@ def parser() -> argparse.ArgumentParser:
     scale.add_embed(sub)
     scale.add_index(sub)
     scale.add_search(sub)
+    locate.add_locate(sub)
     runs.add_list(sub)
     train.add_stop(sub)
     runs.add_delete(sub)
@@ -63,7 +64,7 @@ def main(argv=None) -> int:
     args = parser().parse_args(argv)
     if args.command == "train" and not args.resume and not args.dataset:
         parser().error("train needs --dataset NAME (or --resume RUN_ID)")
-    if args.command in ("train", "score", "evaluate", "calibrate", "_job", "index", "search"):
+    if args.command in ("train", "score", "evaluate", "calibrate", "_job", "index", "search", "locate"):
         import_tensorflow_quietly()
     with sigterm_raises():
         try:

@@ -212,6 +212,43 @@ def features(img: np.ndarray, factor: float = 1.0, shape: tuple | None = None) -
     return TileFeatures(gray, f, shape, *_keypoints(gray), _edge_field(gray))
 
 
+@dataclass(frozen=True)
+class Keypoints:
+    """SIFT keypoints of one image with their scale and orientation, in the image's own pixels."""
+
+    pts: np.ndarray      # (N, 2) float32 x, y
+    sizes: np.ndarray    # (N,) float32 diameter of the keypoint's neighbourhood
+    angles: np.ndarray   # (N,) float32 degrees, OpenCV's convention
+    desc: np.ndarray     # (N, 128) float32 RootSIFT (unit length)
+
+
+def keypoints(img: np.ndarray, n: int = SIFT_FEATURES, working: bool = True) -> Keypoints:
+    """The ``n`` strongest SIFT keypoints of a uint8 image (RGB or grey) found as :func:`features` finds them
+    (CLAHE'd grey; with ``working`` shrunk to the working resolution and the keypoint scale first, else on the
+    image as given), with sizes and angles, reported in the image's pixels. For callers that place keypoints
+    by their scale and orientation (``siamese_core.scale.locate``'s keypoint votes)."""
+    img = np.asarray(img, np.uint8)
+    f = 1.0
+    if working:
+        img, f = working_image(img)
+    clahe = _detectors()[0]
+    gray = clahe.apply(cv2.cvtColor(img, cv2.COLOR_RGB2GRAY) if img.ndim == 3 else img)
+    k = 1.0
+    if working:
+        gray, k = _keypoint_image(gray)
+    if not hasattr(_LOCAL, "sift_n"):
+        _LOCAL.sift_n = {}
+    sift = _LOCAL.sift_n.get(n) or _LOCAL.sift_n.setdefault(n, cv2.SIFT_create(nfeatures=n, contrastThreshold=0.03))
+    kp, desc = sift.detectAndCompute(gray, None)
+    if desc is None or not kp:
+        z = np.zeros(0, np.float32)
+        return Keypoints(np.zeros((0, 2), np.float32), z, z, np.zeros((0, 128), np.float32))
+    g = f * k
+    pts = (np.float32([p.pt for p in kp]) + 0.5) / g - 0.5
+    return Keypoints(pts.astype(np.float32), np.float32([p.size for p in kp]) / g, np.float32([p.angle for p in kp]),
+                     _rootsift(desc))
+
+
 RESAMPLE_RATIO = 1.3  # tiles whose working sides differ more than this are also matched at one resolution
 RESAMPLE_BELOW = 30   # ... unless their keypoints already agree this well as they are
 
@@ -402,5 +439,5 @@ def warp_onto(a: np.ndarray, b: np.ndarray, m: GeoMatch, working: bool = False) 
     return cv2.warpAffine(b, t, (a.shape[1], a.shape[0]), flags=cv2.INTER_LINEAR)
 
 
-__all__ = ["TileFeatures", "GeoMatch", "features", "match", "match_tiles", "warp_onto", "working_image", "MAX_SIDE",
-           "enlarged", "footprint_on_a", "polygon_text"]
+__all__ = ["TileFeatures", "GeoMatch", "Keypoints", "keypoints", "features", "match", "match_tiles", "warp_onto",
+           "working_image", "MAX_SIDE", "enlarged", "footprint_on_a", "polygon_text", "KEYPOINT_SCALE"]
