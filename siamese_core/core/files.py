@@ -210,6 +210,28 @@ def move_to_trash(path: Path) -> Path:
     return trash
 
 
+
+def build_dir(final, build, what: str):
+    """Build the folder ``final`` whole or not at all: ``build(tmp)`` fills a new temporary sibling, which then
+    replaces ``final`` in one step (:func:`replace_dir`); the temporary folder never outlives the call. An
+    OSError (a full disk, no permission) becomes one :class:`SiameseError` line naming ``what`` and the path, and
+    the previous folder, if any, is kept. Returns what ``build`` returns."""
+    final = Path(final)
+    try:
+        tmp = make_temp_dir(final.parent, f".tmp-{final.name}")
+    except OSError as e:
+        raise SiameseError(f"cannot write the {what} to {final.parent}: {e.strerror or e}") from None
+    try:
+        out = build(tmp)
+        replace_dir(tmp, final)  # whole and flushed; a previous folder is swapped out in one step
+    except OSError as e:
+        raise SiameseError(f"cannot write the {what} to {final}: {e.strerror or e}; the previous one (if "
+                           f"any) is kept") from None
+    finally:
+        remove(tmp)
+    return out
+
+
 __all__ = ["check_name", "fsync_path", "fsync_tree", "temp_path", "publish", "remove", "atomic_file",
-           "write_json_atomic", "write_text_atomic", "read_json", "make_temp_dir", "exchange", "replace_dir",
+           "write_json_atomic", "write_text_atomic", "read_json", "make_temp_dir", "exchange", "replace_dir", "build_dir",
            "move_to_trash"]

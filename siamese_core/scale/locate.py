@@ -52,7 +52,7 @@ import numpy as np
 
 from ..core.config import workspace_dir
 from ..core.errors import SiameseError
-from ..core.files import check_name, make_temp_dir, read_json, remove, replace_dir, write_json_atomic
+from ..core.files import build_dir, check_name, read_json, write_json_atomic
 from ..core.keys import digest
 from ..core.locks import file_lock
 from ..data.images import decode_image
@@ -358,12 +358,8 @@ def scene_index(scorer, scene, workspace=None, progress=None, max_windows: int =
                               f"keypoints, built {old['built']})", keypoints=got[2], keypoint_index=got[3])
         why = why or "its files were incomplete"
         limits = stretch_limits(scene)
-        tmp = make_temp_dir(path.parent, f".tmp-{path.name}")
-        try:
-            meta = _build_into(tmp, scorer, scene, info, stamp, limits, progress, max_windows)
-            replace_dir(tmp, path)
-        finally:
-            remove(tmp)
+        meta = build_dir(path, lambda tmp: _build_into(tmp, scorer, scene, info, stamp, limits, progress, max_windows),
+                         "scene index")
         got = _load(path, meta)
         if got is None:
             raise SiameseError(f"the window index just written to {path} cannot be read back; is the disk full?")

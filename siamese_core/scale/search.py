@@ -44,7 +44,7 @@ import numpy as np
 
 from ..core.config import workspace_dir
 from ..core.errors import SiameseError, count_of
-from ..core.files import check_name, make_temp_dir, remove, replace_dir, write_json_atomic
+from ..core.files import build_dir, check_name, write_json_atomic
 from ..core.locks import file_lock
 from ..data.images import tiles_at
 from ..data.store import Dataset, open_dataset
@@ -269,18 +269,8 @@ def build_index(scorer, dataset_name: str, workspace=None, progress=None, exact_
                          f"({old['count']} images; model and dataset unchanged since {old.get('built')})")
         if why is None:
             why = "its files were incomplete"
-        try:
-            tmp = make_temp_dir(path.parent, f".tmp-{path.name}")
-        except OSError as e:
-            raise SiameseError(f"cannot write the search index to {path.parent}: {e.strerror or e}") from None
-        try:
-            meta = _build_into(tmp, scorer, ds, stamp, progress, exact_max)
-            replace_dir(tmp, path)  # whole and flushed; a previous index is swapped out in one step
-        except OSError as e:
-            raise SiameseError(f"cannot write the search index to {path}: {e.strerror or e}; the previous one (if "
-                               f"any) is kept") from None
-        finally:
-            remove(tmp)
+        meta = build_dir(path, lambda tmp: _build_into(tmp, scorer, ds, stamp, progress, exact_max),
+                         "search index")
         got = _load(path, meta)
         if got is None:
             raise SiameseError(f"the search index just written to {path} cannot be read back; is the disk full?")
