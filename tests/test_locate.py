@@ -115,6 +115,31 @@ def test_index_is_reused_then_rebuilt_when_the_scene_changes(scene, scorer, tmp_
     assert third.status == "rebuilt" and "scene file changed" in third.reason
 
 
+def test_a_full_disk_while_indexing_is_one_line_and_keeps_the_previous_index(scene, scorer, tmp_path, monkeypatch):
+    import errno
+
+    from siamese_core.core.errors import SiameseError
+    from siamese_core.scale import locate as L
+    p = tmp_path / "scene.tif"
+    shutil.copy(scene["path"], p)
+    ws = tmp_path / "ws"
+    first = L.scene_index(scorer, p, ws)
+    kept = sorted(f.name for f in first.path.iterdir())
+    st = p.stat()
+    os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # the next call must rebuild
+
+    def disk_full(tmp, *args, **kwargs):  # a write deep in the build fails as a full disk does
+        (tmp / "part").write_bytes(b"x")
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(L, "_build_into", disk_full)
+    with pytest.raises(SiameseError) as e:
+        L.scene_index(scorer, p, ws)
+    msg = str(e.value)
+    assert "\n" not in msg and "No space left on device" in msg and "previous one" in msg and "scene index" in msg
+    assert sorted(f.name for f in first.path.iterdir()) == kept  # the old index is whole
+    assert not [f for f in first.path.parent.iterdir() if f.name.startswith(".tmp")]  # no temporary folder left
+
+
 def test_index_is_rebuilt_when_the_keypoint_part_changes(scene, scorer, tmp_path, monkeypatch):
     """The keypoint part is in the cache key: other keypoint parameters, or an index of the format before it
     (FORMAT 1: windows only), are rebuilt."""
