@@ -58,7 +58,8 @@ def show(rid: str) -> None:
     if not (path.strip() or up) or not (tile_path.strip() or tile_up):
         st.caption("Give a scene and a tile.")
         return
-    from siamese_core.scale.locate import locate_tile, read_tile, scene_index
+    from siamese_core.scale.locate import locate_tile, read_tile
+    from siamese_core.scale.scene_index import scene_index
     try:
         scene = _upload_path(up) if up is not None else Path(path.strip()).expanduser()
         if not scene.is_file():

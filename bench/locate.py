@@ -20,7 +20,7 @@
   written window by window as a tiled GeoTIFF) built in a fresh process-wide measure of peak RSS
   (``resource.getrusage``), its windows a second (the build's time less the keypoint part's) and its keypoint
   blocks, the windows and keypoint blocks of a 20,000 × 20,000 scene under the same rules
-  (:func:`siamese_core.scale.locate.windows_of`, ``grid``), hence the extrapolated build time and index size at
+  (:func:`siamese_core.scale.scene_index.windows_of`, ``grid``), hence the extrapolated build time and index size at
   the measured rates, and the keypoint votes' seconds a tile on the big scene (``vote_s_median``, 5 crops).
 Skipped with a message when the sample is absent. Prints one JSON object.
 """
@@ -108,7 +108,8 @@ def main(argv=None):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     from siamese_core.judge.inference import Scorer
     from siamese_core.scale import locate as L
-    from siamese_core.scale.locate import scene_index, windows_of
+    from siamese_core.scale import scene_index as S
+    from siamese_core.scale.scene_index import scene_index, windows_of
 
     def locate_tile(idx, scorer, img):
         if args.zoom != 1.0:
@@ -185,7 +186,7 @@ def main(argv=None):
         bidx = scene_index(scorer, big, tmp / "ws")
         bs = time.perf_counter() - t0
         full = sum(len(xs) * len(ys) for _, _, (xs, ys) in windows_of(20000, 20000))
-        gx, gy = L.grid(L.KP_BLOCK, 20000, 20000, L.KP_STRIDE)
+        gx, gy = S.grid(S.KP_BLOCK, 20000, 20000, S.KP_STRIDE)
         blocks20 = len(gx) * len(gy)
         rate = len(bidx.windows) / max(1e-9, bs - bidx.meta["keypoints_s"])  # the windows' part of the build
         kp20 = round(blocks20 * bidx.meta["keypoint_count"] / bidx.meta["blocks"])
@@ -206,7 +207,7 @@ def main(argv=None):
                       "keypoints_s_20000_extrapolated": kp20_s, "vote_s_median": round(float(np.median(vote_s)), 3),
                       "windows_20000": full, "build_s_20000_extrapolated": round(full / rate + kp20_s),
                       "index_mb_20000_extrapolated": round((full * (bidx.meta["dim"] * 4 * 2 + 12)
-                                                            + kp20 * (128 + L.KP_DTYPE.itemsize)) / 2**20)}
+                                                            + kp20 * (128 + S.KP_DTYPE.itemsize)) / 2**20)}
     print(json.dumps(out, indent=1))
     return 0
 

@@ -58,6 +58,7 @@ def main(argv=None):
     from siamese_core.data.rasters import raster_info, stretch_limits
     from siamese_core.judge.geometry import keypoints
     from siamese_core.scale import locate as L
+    from siamese_core.scale import scene_index as S
     from siamese_core.scale.search import load_faiss, search_index
     faiss = load_faiss()
 
@@ -72,7 +73,7 @@ def main(argv=None):
     scene = tmp / "scene.tif"
     B.write_scene(scene, lambda x, y, w, h: a[y:y + h, x:x + w], side)
     info = raster_info(scene)
-    nkp, _, _ = L.build_keypoints(tmp, scene, info, stretch_limits(scene), None, 0, 0)
+    nkp, _, _ = S.build_keypoints(tmp, scene, info, stretch_limits(scene), None, 0, 0)
     skp = np.load(tmp / "keypoints.npy")
     sflat = faiss.read_index(str(tmp / "keypoints.faiss"))
     sdesc = sflat.reconstruct_n(0, sflat.ntotal)
@@ -89,7 +90,7 @@ def main(argv=None):
         img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
         for f in (1.0, 0.75):
             im = img if f == 1 else cv2.resize(img, None, fx=f, fy=f, interpolation=cv2.INTER_AREA)
-            d = keypoints(im, L.KP_PER_BLOCK, working=False).desc
+            d = keypoints(im, S.KP_PER_BLOCK, working=False).desc
             if len(d):
                 real.append(d)
     real = np.concatenate(real).astype(np.float32)
@@ -108,14 +109,14 @@ def main(argv=None):
         flat.add(np.ascontiguousarray(x, np.float32))
         left -= c
     W = 20000
-    dk = np.zeros(flat.ntotal - len(skp), L.KP_DTYPE)
+    dk = np.zeros(flat.ntotal - len(skp), S.KP_DTYPE)
     dk["x"], dk["y"] = rng.uniform(0, W, len(dk)), rng.uniform(0, W, len(dk))
     dk["size"] = rng.choice(skp["size"], len(dk))
     dk["angle"] = rng.uniform(0, 360, len(dk))
     allkp = np.concatenate([skp, dk])
 
     t0 = time.perf_counter()
-    ivf = L.partition_keypoints(flat)
+    ivf = S.partition_keypoints(flat)
     ivf_build_s = time.perf_counter() - t0
 
     crops = []

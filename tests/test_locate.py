@@ -71,7 +71,8 @@ def scorer(scene):
 
 
 def test_turned_relit_tiles_are_placed_within_8_px(scene, scorer):
-    from siamese_core.scale.locate import read_tile, scene_index, locate_tile, to_crs
+    from siamese_core.scale.locate import locate_tile, read_tile, to_crs
+    from siamese_core.scale.scene_index import scene_index
     idx = scene_index(scorer, scene["path"], scene["ws"])
     assert idx.info.crs == "EPSG:32633" and len(idx.windows) == idx.meta["count"] > 0
     for path, (cx, cy, _, _) in zip(scene["tiles"], CASES):
@@ -86,7 +87,8 @@ def test_turned_relit_tiles_are_placed_within_8_px(scene, scorer):
 
 
 def test_a_tile_of_another_scene_is_not_found(scene, scorer):
-    from siamese_core.scale.locate import read_tile, scene_index, locate_tile
+    from siamese_core.scale.locate import locate_tile, read_tile
+    from siamese_core.scale.scene_index import scene_index
     idx = scene_index(scorer, scene["path"], scene["ws"])
     loc = locate_tile(idx, scorer, read_tile(scene["other"]), "other")
     assert not loc.found and loc.polygon == [] and loc.polygon_crs is None
@@ -95,7 +97,7 @@ def test_a_tile_of_another_scene_is_not_found(scene, scorer):
 
 
 def test_index_is_reused_then_rebuilt_when_the_scene_changes(scene, scorer, tmp_path):
-    from siamese_core.scale.locate import scene_index
+    from siamese_core.scale.scene_index import scene_index
     p = tmp_path / "scene.tif"
     shutil.copy(scene["path"], p)
     ws = tmp_path / "ws"
@@ -119,11 +121,11 @@ def test_a_full_disk_while_indexing_is_one_line_and_keeps_the_previous_index(sce
     import errno
 
     from siamese_core.core.errors import SiameseError
-    from siamese_core.scale import locate as L
+    from siamese_core.scale import scene_index as S
     p = tmp_path / "scene.tif"
     shutil.copy(scene["path"], p)
     ws = tmp_path / "ws"
-    first = L.scene_index(scorer, p, ws)
+    first = S.scene_index(scorer, p, ws)
     kept = sorted(f.name for f in first.path.iterdir())
     st = p.stat()
     os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # the next call must rebuild
@@ -131,9 +133,9 @@ def test_a_full_disk_while_indexing_is_one_line_and_keeps_the_previous_index(sce
     def disk_full(tmp, *args, **kwargs):  # a write deep in the build fails as a full disk does
         (tmp / "part").write_bytes(b"x")
         raise OSError(errno.ENOSPC, "No space left on device")
-    monkeypatch.setattr(L, "_build_into", disk_full)
+    monkeypatch.setattr(S, "_build_into", disk_full)
     with pytest.raises(SiameseError) as e:
-        L.scene_index(scorer, p, ws)
+        S.scene_index(scorer, p, ws)
     msg = str(e.value)
     assert "\n" not in msg and "No space left on device" in msg and "previous one" in msg and "scene index" in msg
     assert sorted(f.name for f in first.path.iterdir()) == kept  # the old index is whole
@@ -144,20 +146,20 @@ def test_index_is_rebuilt_when_the_keypoint_part_changes(scene, scorer, tmp_path
     """The keypoint part is in the cache key: other keypoint parameters, or an index of the format before it
     (FORMAT 1: windows only), are rebuilt."""
     from siamese_core.core.files import read_json, write_json_atomic
-    from siamese_core.scale import locate
+    from siamese_core.scale import scene_index as S
     p = tmp_path / "scene.tif"
     shutil.copy(scene["path"], p)
     ws = tmp_path / "ws"
-    first = locate.scene_index(scorer, p, ws)
-    monkeypatch.setattr(locate, "KP_PER_BLOCK", locate.KP_PER_BLOCK // 2)
-    second = locate.scene_index(scorer, p, ws)
+    first = S.scene_index(scorer, p, ws)
+    monkeypatch.setattr(S, "KP_PER_BLOCK", S.KP_PER_BLOCK // 2)
+    second = S.scene_index(scorer, p, ws)
     assert second.status == "rebuilt" and "other window parameters" in second.reason
-    assert second.meta["keypoints"]["per_block"] == locate.KP_PER_BLOCK
+    assert second.meta["keypoints"]["per_block"] == S.KP_PER_BLOCK
     assert second.meta["keypoint_count"] < first.meta["keypoint_count"]
     old = read_json(second.path / "meta.json")
     for fmt in (1, 2):  # 2: the keypoint index was always flat
         write_json_atomic(second.path / "meta.json", {**old, "format": fmt})
-        assert locate.scene_index(scorer, p, ws).status == "rebuilt"
+        assert S.scene_index(scorer, p, ws).status == "rebuilt"
     assert second.meta["keypoint_index"] == {"kind": "flat"}  # a small scene's keypoints: the exhaustive index
 
 
@@ -166,18 +168,19 @@ def test_big_scene_keypoints_are_partitioned_and_still_place_a_tile(scene, score
     keypoint votes through it still place a turned tile of another date. The switch forced low on the small scene;
     fails if the big-scene path is removed."""
     from siamese_core.scale import locate
+    from siamese_core.scale import scene_index as S
     p = tmp_path / "scene.tif"
     shutil.copy(scene["path"], p)
     ws = tmp_path / "ws"
-    monkeypatch.setattr(locate, "KP_IVF_MIN", 500)
-    idx = locate.scene_index(scorer, p, ws)
+    monkeypatch.setattr(S, "KP_IVF_MIN", 500)
+    idx = S.scene_index(scorer, p, ws)
     kind = idx.meta["keypoint_index"]
     assert kind["kind"] == "ivf" and idx.meta["keypoints"]["ivf_min"] == 500 and idx.meta["keypoint_count"] > 500
     assert idx.keypoint_index.ntotal == len(idx.keypoints) and idx.keypoint_index.nlist == kind["nlist"] > 1
     cx, cy = 520, 430
     tile = crop(another_date(scene["img"]), cx, cy, 45.0)
-    for got in (idx, locate.scene_index(scorer, p, ws)):  # as built, then loaded from disk
-        assert got.keypoint_index.nprobe == min(locate.KP_NPROBE, kind["nlist"])
+    for got in (idx, S.scene_index(scorer, p, ws)):  # as built, then loaded from disk
+        assert got.keypoint_index.nprobe == min(S.KP_NPROBE, kind["nlist"])
         loc = locate.locate_tile(got, scorer, tile, "turned", check=0)
         assert loc.found and loc.source == "keypoint votes", loc
         assert np.hypot(loc.centre[0] - cx, loc.centre[1] - cy) <= 8, loc.centre
@@ -195,7 +198,8 @@ def another_date(img: np.ndarray) -> np.ndarray:
 def test_keypoint_votes_place_a_turned_tile_of_another_date_alone(scene, scorer):
     """The keypoint votes alone (no embedding hit checked) place a crop turned by 45° on another "date" within
     8 px; with neither pass there is nothing to check. Fails if the voting pass is removed."""
-    from siamese_core.scale.locate import locate_tile, scene_index, vote_regions
+    from siamese_core.scale.locate import locate_tile, vote_regions
+    from siamese_core.scale.scene_index import scene_index
     idx = scene_index(scorer, scene["path"], scene["ws"])
     cx, cy = 520, 430
     tile = crop(another_date(scene["img"]), cx, cy, 45.0)
@@ -248,7 +252,7 @@ def test_cli_errors_are_one_line_exit_2(scene, capsys, tmp_path):
 
 
 def test_big_scenes_get_a_coarser_stride():
-    from siamese_core.scale.locate import MAX_WINDOWS, SIDES, stride_for, windows_of
+    from siamese_core.scale.scene_index import MAX_WINDOWS, SIDES, stride_for, windows_of
     assert [stride_for(s, 2000, 2000) for s in SIDES] == [s // 4 for s in SIDES]
     big = windows_of(20000, 20000)
     assert all(len(xs) * len(ys) <= MAX_WINDOWS for _, _, (xs, ys) in big)

@@ -17,7 +17,8 @@ from .common import progress, scorer_for
 
 
 def cmd_locate(args) -> int:
-    from ..scale.locate import geojson, locate_tile, read_tile, scene_index
+    from ..scale.locate import geojson, locate_tile, read_tile
+    from ..scale.scene_index import scene_index
     scene = Path(args.scene)
     if not scene.is_file():
         raise SiameseError(f"scene {args.scene}: no such file; give --scene the path of a GeoTIFF, PNG or JPEG")
