@@ -2,38 +2,23 @@
 
 Why this file exists: the Search page's second tab, kept out of ``search.py`` so that each file lays out one screen.
 Pick a scene (a path on the server, or an upload) and one tile; the scene's index (windows and keypoints) is built once (with a
-progress bar) and cached on disk by :mod:`siamese_core.scale.locate`; the answer is drawn on the scene's thumbnail
+progress bar) and cached on disk by :mod:`siamese_core.scale.scene_index` (an uploaded scene is kept on disk by
+:func:`~siamese_core.data.uploads.keep_upload`, so it too is read window by window); the answer is drawn on the scene's thumbnail
 (:func:`app_pages.figures.locate_figure`) with the fused score. TensorFlow is loaded only once both are given.
 """
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import streamlit as st
 
 from app_pages import figures, ui
 from siamese_core.core.errors import SiameseError
+from siamese_core.data.uploads import keep_upload
 
 THUMB = 900
 MAX_MB = 200
-
-
-def _upload_path(up) -> Path:
-    """An uploaded scene saved once under the workspace (by content), so that it is read window by window."""
-    data = up.getvalue()
-    if len(data) > MAX_MB * 1024 * 1024:
-        raise SiameseError(f"{up.name}: file is {len(data) / 1e6:.0f} MB, over the {MAX_MB} MB upload limit; give "
-                           f"its path on the server instead")
-    folder = ui.workspace() / "scene-uploads"
-    path = folder / f"{hashlib.sha1(data).hexdigest()[:16]}{Path(up.name).suffix.lower()}"
-    if not path.is_file():
-        from siamese_core.core.files import atomic_file
-        folder.mkdir(parents=True, exist_ok=True)
-        with atomic_file(path) as tmp:
-            tmp.write_bytes(data)
-    return path
 
 
 @st.cache_data(max_entries=4, show_spinner="Reading the scene's thumbnail…")
@@ -61,13 +46,13 @@ def show(rid: str) -> None:
     from siamese_core.scale.locate import locate_tile, read_tile
     from siamese_core.scale.scene_index import scene_index
     try:
-        scene = _upload_path(up) if up is not None else Path(path.strip()).expanduser()
+        scene = (keep_upload(up.getvalue(), up.name, ui.workspace() / "scene-uploads", MAX_MB * 2**20)
+                 if up is not None else Path(path.strip()).expanduser())
         if not scene.is_file():
             raise SiameseError(f"scene {scene}: no such file; give the path of a GeoTIFF, PNG or JPEG on this server")
         if tile_up is not None:
             tile_name = tile_up.name
-            tile = read_tile(tile_up.getvalue() if not tile_name.lower().endswith((".tif", ".tiff"))
-                             else _upload_path(tile_up), name=tile_name)
+            tile = read_tile(tile_up.getvalue(), name=tile_name)
         else:
             tile_name = Path(tile_path.strip()).name
             tile = read_tile(Path(tile_path.strip()).expanduser())

@@ -284,3 +284,14 @@ def test_search_page_locate_tab(scene, tmp_path, monkeypatch):
     assert any("Not found" in e.value for e in at.warning)
     widget(at, "text_input", "loc_scene_path").set_value(str(tmp_path / "nope.tif")).run()
     assert any("nope.tif" in e.value and "no such file" in e.value for e in at.error)
+
+
+def test_an_uploaded_scene_is_kept_once_by_content_and_refused_over_the_limit(tmp_path):
+    from siamese_core.data.uploads import UploadError, keep_upload
+    first = keep_upload(b"scene bytes", "Scene.TIF", tmp_path / "up", max_bytes=100)
+    assert first.suffix == ".tif" and first.read_bytes() == b"scene bytes"
+    assert keep_upload(b"scene bytes", "other.tif", tmp_path / "up", max_bytes=100) == first  # same content, one file
+    assert keep_upload(b"another scene", "s.tif", tmp_path / "up", max_bytes=100) != first
+    with pytest.raises(UploadError, match=r"big\.tif: file is .* upload limit"):
+        keep_upload(b"x" * 101, "big.tif", tmp_path / "up2", max_bytes=100)
+    assert not (tmp_path / "up2").exists()

@@ -18,6 +18,7 @@ Nothing here imports Streamlit.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import stat
@@ -28,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from ..core.errors import SiameseError
-from ..core.files import make_temp_dir, remove
+from ..core.files import atomic_file, make_temp_dir, remove
 from .images import IMAGE_EXTENSIONS
 
 MAX_MEMBERS = 20_000
@@ -198,3 +199,20 @@ def build_from_zip(source, dataset_name: str, workspace=None, *, zip_name: str =
         ds = build_dataset(cfg, dataset_name, ws, overwrite=overwrite, progress=progress, on_skip=on_skip,
                            swap_guard=swap_guard, recorded_path=f"upload:{zip_name}", clean=clean)
     return ds, res
+
+
+def keep_upload(data: bytes, name: str, folder, max_bytes: int) -> Path:
+    """An uploaded file (e.g. a large scene) kept once under ``folder``, named by its content, so that it can be read
+    window by window from disk; the same bytes uploaded again reuse the file. Refused, in one line naming the file,
+    over ``max_bytes``."""
+    if len(data) > max_bytes:
+        raise UploadError(f"{name}: file is {len(data) / 1e6:.0f} MB, over the {max_bytes / 2**20:.0f} MB upload "
+                          f"limit; give its path on the server instead")
+    folder = Path(folder)
+    path = folder / f"{hashlib.sha1(data).hexdigest()[:16]}{Path(name).suffix.lower()}"
+    if not path.is_file():
+        folder.mkdir(parents=True, exist_ok=True)
+        with atomic_file(path) as tmp:
+            tmp.write_bytes(data)
+    return path
+
