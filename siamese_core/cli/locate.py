@@ -17,8 +17,7 @@ from .common import progress, scorer_for
 
 
 def cmd_locate(args) -> int:
-    from ..scale.locate import geojson, locate_tile, read_tile
-    from ..scale.scene_index import scene_index
+    from ..scale.locate import geojson, locate, read_tile
     scene = Path(args.scene)
     if not scene.is_file():
         raise SiameseError(f"scene {args.scene}: no such file; give --scene the path of a GeoTIFF, PNG or JPEG")
@@ -28,10 +27,9 @@ def cmd_locate(args) -> int:
             raise SiameseError(f"tile {t}: no such file; give the path of a GeoTIFF, PNG or JPEG tile")
         tiles.append((t, read_tile(t)))  # an unreadable one: ImageError, one line naming it and the fix
     scorer = scorer_for(args)
-    index = scene_index(scorer, scene, args.workspace, progress=progress(f"index {scene.name}", "step"))
+    index, locs = locate(scene, tiles, scorer, args.workspace, progress=progress(f"index {scene.name}", "step"))
     if index.status != "reused":
         print(index.reason, file=sys.stderr)
-    locs = [locate_tile(index, scorer, img, name) for name, img in tiles]
     crs = index.info.transform is not None
     if args.geojson:
         write_text_atomic(Path(args.geojson), json.dumps(geojson(locs, index)))
