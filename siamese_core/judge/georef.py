@@ -203,10 +203,7 @@ def judge_georeferenced(scorer, a, b, name_a: str | None = None, name_b: str | N
     side = max(scorer.size, MAX_SIDE)
     pair = read_pair(a, b, name_a, name_b, bands, out_side=side)
     if pair is None:
-        from ..data.images import decode_image
-        pa, pb = (scorer.prepare(decode_image(s, name=n, max_side=side, bands=bands))
-                  for s, n in ((a, name_a), (b, name_b)))
-        return scorer.judge([(pa, pb)], threshold)[0], None
+        return scorer.judge([(scorer.prepare(a, name_a, bands), scorer.prepare(b, name_b, bands))], threshold)[0], None
     import dataclasses
     j = scorer.judge([(scorer.prepare(pair.a.image), scorer.prepare(pair.b.image))], threshold)[0]
     return dataclasses.replace(j, geo=in_file_pixels(j.geo, pair)), georef(pair, j.geo)

@@ -145,10 +145,11 @@ class Scorer:
         """A file path or bytes → the uint8 tile the model sees."""
         return load_tile(source, self.size, name=name)
 
-    def prepare(self, source, name: str | None = None) -> Prepared:
-        """Decode once (path, bytes or an RGB array) → what :meth:`judge` needs. Raises ImageError."""
+    def prepare(self, source, name: str | None = None, bands=None) -> Prepared:
+        """Decode once (path, bytes or an RGB array) → what :meth:`judge` needs; ``bands`` chooses a raster's bands
+        (:func:`~siamese_core.data.rasters.parse_bands`). Raises ImageError."""
         from .geometry import MAX_SIDE, features, working_image
-        img = source if isinstance(source, np.ndarray) else decode_image(source, name=name,
+        img = source if isinstance(source, np.ndarray) else decode_image(source, name=name, bands=bands,
                                                                           max_side=max(self.size, MAX_SIDE))
         small, f = working_image(img)
         return Prepared(to_tile(img, self.size), small, features(small, f, img.shape[:2]))
