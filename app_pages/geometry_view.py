@@ -102,6 +102,7 @@ CONTRIBUTION_LABELS = {
     "structure": "edge agreement (aligned)",
     "structure_identity": "edge agreement (as given)",
     "keypoints": "keypoints to match",
+    "structure_local": "edge agreement (the part that stayed)",
 }
 
 

@@ -64,6 +64,19 @@ def test_simulated_change_replaces_part_and_keeps_the_rest(scene):
     assert changed_view(a, donor, np.random.default_rng(3)).shape == a.shape
 
 
+def test_the_part_of_a_changed_place_that_stayed_still_agrees(scene):
+    """Most of a place rebuilt: the whole-tile edge agreement is diluted, the best quarter of it is not; two
+    different places agree nowhere."""
+    a, other = scene[:256, :256], synthetic_tile(11, 256, seed=5)
+    rebuilt = a.copy()
+    rebuilt[:, 96:] = other[:, 96:]  # 62 % of the ground replaced
+    m = G.match_tiles(a, rebuilt)
+    assert m.structure_local > 0.8 and m.structure_local > m.structure_identity + 0.3
+    assert G.match_tiles(a, other).structure_local < 0.35
+    edges = G.features(a).edges
+    assert G.local_structure(edges, edges) == pytest.approx(1.0)
+
+
 # --- pair sets ---------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -96,6 +109,20 @@ def test_make_pairset_writes_the_partial_kinds_balanced(imagery, tmp_path):
     assert {r["kind"] for r in csv.DictReader(open(only))} == {"changed"}
     with pytest.raises(SiameseError, match="unknown pair kind"):
         make_pairset(tmp_path / "r", imagery / "ab", kinds=["sideways"])
+
+
+def test_coarse_and_changed_tiles_keep_their_frame(tmp_path):
+    """A coarse or changed second view of a tile is the tile's own ground: no zoom or shift of the simulated date
+    on top (those left black margins, and with the change little of the place)."""
+    (tmp_path / "tiles").mkdir()
+    for i in range(16):
+        cv2.imwrite(str(tmp_path / "tiles" / f"t{i}.png"), synthetic_tile(i, 128, seed=6))
+    path = make_pairset(tmp_path / "p", None, tmp_path / "tiles", n_tiles=16, seed=2, kinds=["coarse", "changed"])
+    rows = [r for r in csv.DictReader(open(path)) if r["label"] == "0"]
+    assert len(rows) == 32
+    for r in rows:
+        b = cv2.imread(str(path.parent / r["image_b"]))
+        assert (b.max(axis=2) < 8).mean() < 0.01, r
 
 
 # --- geometry: the part of A that B covers, and the coarser tile --------------------------------------
@@ -141,7 +168,8 @@ def _rows(rng, n, *, same, inliers, sid, dist, keypoints=250):
         k = inliers() if callable(inliers) else inliers
         out.append({"distance": float(np.clip(rng.normal(dist, 0.12), 0, 2)), "sift": float(np.log1p(k)),
                     "orb": float(np.log1p(k // 2)), "structure": float(rng.normal(sid, 0.08) if k >= 8 else sid / 2),
-                    "structure_identity": float(rng.normal(sid, 0.08)), "keypoints": float(np.log1p(keypoints))})
+                    "structure_identity": float(rng.normal(sid, 0.08)), "keypoints": float(np.log1p(keypoints)),
+                    "structure_local": float(rng.normal(sid + 0.15, 0.08))})
     return out, [0 if same else 1] * n
 
 
@@ -193,12 +221,14 @@ def test_no_keypoints_at_all_is_not_taken_for_different_places(fitted):
     """A changed place: nothing to match (0 keypoints, 0 inliers), but the edges agree and the learned
     distance is middling: the verdict must not say "different" on the missing inliers alone."""
     f = fitted
-    changed = {"distance": 0.5, "sift": 0.0, "orb": 0.0, "structure": 0.2, "structure_identity": 0.45, "keypoints": 0.0}
+    changed = {"distance": 0.5, "sift": 0.0, "orb": 0.0, "structure": 0.2, "structure_identity": 0.45, "keypoints": 0.0,
+               "structure_local": 0.6}
     s = float(f.scores([changed])[0])
     assert f.band.verdict(s, f.threshold) != "different"
     assert s <= f.threshold
     # ... while nothing agreeing at all is still a different place
-    nothing = dict(changed, structure_identity=0.0, structure=0.0, distance=0.8, keypoints=np.log1p(250))
+    nothing = dict(changed, structure_identity=0.0, structure=0.0, distance=0.8, keypoints=np.log1p(250),
+                   structure_local=0.15)
     assert f.band.verdict(float(f.scores([nothing])[0]), f.threshold) == "different"
 
 

@@ -28,6 +28,9 @@ from ..core.config import DISTORTIONS
 #: footprint and resolution (zoom, shift, resolution), its radiometry (color, gamma), then noise and
 #: the archive's compression.
 ACQUISITION = ("season", "shadow", "haze", "zoom", "shift", "resolution", "color", "gamma", "noise", "jpeg")
+#: The same without the two that move the frame (``zoom``, ``shift``): a second date in the same frame, for the
+#: pair kinds that set the frame themselves (overlap, coarse, changed).
+SAME_FRAME = tuple(k for k in ACQUISITION if k not in ("zoom", "shift"))
 
 
 def rotate(img: np.ndarray, angle: float) -> np.ndarray:
@@ -289,17 +292,18 @@ def apply_distortion(img: np.ndarray, kind: str, p: dict) -> np.ndarray:
                          f"draw them with draw_distortion({kind!r}, rng)") from None
 
 
-def acquisition(img: np.ndarray, rng: np.random.Generator, k: int | None = None) -> tuple[np.ndarray, dict]:
-    """The same place as a second acquisition might show it: ``k`` distinct distortions from
-    :data:`ACQUISITION` (2-4 at random when ``k`` is None), applied in that tuple's order.
-    Returns (image, {kind: params}) in the order applied."""
+def acquisition(img: np.ndarray, rng: np.random.Generator, k: int | None = None,
+                kinds: tuple = ACQUISITION) -> tuple[np.ndarray, dict]:
+    """The same place as a second acquisition might show it: ``k`` distinct distortions from ``kinds``
+    (:data:`ACQUISITION`, or :data:`SAME_FRAME` to keep the frame; 2-4 at random when ``k`` is None), applied in
+    that tuple's order. Returns (image, {kind: params}) in the order applied."""
     if k is None:
         k = int(rng.integers(2, 5))
-    if not 1 <= int(k) <= len(ACQUISITION):
-        raise ValueError(f"acquisition k must be 1-{len(ACQUISITION)}, got {k}; use None for 2-4 at random")
-    chosen = set(rng.choice(len(ACQUISITION), size=int(k), replace=False).tolist())
+    if not 1 <= int(k) <= len(kinds):
+        raise ValueError(f"acquisition k must be 1-{len(kinds)}, got {k}; use None for 2-4 at random")
+    chosen = set(rng.choice(len(kinds), size=int(k), replace=False).tolist())
     out, params = img, {}
-    for i, kind in enumerate(ACQUISITION):
+    for i, kind in enumerate(kinds):
         if i in chosen:
             p = draw_distortion(kind, rng)
             out = apply_distortion(out, kind, p)

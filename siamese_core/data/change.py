@@ -62,8 +62,8 @@ def simulate_change(img: np.ndarray, donor: np.ndarray, rng: np.random.Generator
             break
         kind = CHANGES[int(rng.choice(3, p=[0.5, 0.25, 0.25]))]
         m = _region(kind, h, w, rng)
-        if not m.any():
-            continue
+        if not m.any() or (covered.any() and (covered | m).mean() > share[1] + 0.1):
+            continue  # nothing, or a region that would change far more of the place than asked
         soft = cv2.GaussianBlur(m.astype(np.float32), (0, 0), 1.2)[..., None]
         local = out[m > 0]
         if kind == "built":
@@ -95,11 +95,13 @@ def displace(img: np.ndarray, rng: np.random.Generator, amplitude: float, scale:
 
 def changed_view(img: np.ndarray, donor: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """The place as a later, changed acquisition shows it: :func:`simulate_change`, and for half of the
-    draws :func:`displace` by 2-6 px in 256 (another viewing angle)."""
+    draws :func:`displace` by 1-3 px in 256, varying over 24 px (another viewing angle: each building or tree
+    leans as one piece; a field varying over 8 px at 2-6 px swirled fields and roofs into shapes no
+    acquisition shows)."""
     out = simulate_change(img, donor, rng)
     if rng.random() < 0.5:
         k = max(img.shape[:2]) / 256.0
-        out = displace(out, rng, float(rng.uniform(2.0, 6.0)) * k, 8.0 * k)
+        out = displace(out, rng, float(rng.uniform(1.0, 3.0)) * k, 24.0 * k)
     return out
 
 

@@ -37,7 +37,7 @@ import numpy as np
 from ..core.config import PAIR_KINDS
 from ..core.errors import SiameseError
 from ..core.files import fsync_tree, write_text_atomic
-from .augment import acquisition, apply_distortion, draw_distortion, rotate
+from .augment import SAME_FRAME, acquisition, apply_distortion, draw_distortion, rotate
 from .change import changed_view
 from .images import IMAGE_EXTENSIONS, decode_image
 from .pairs_csv import csv_text
@@ -179,13 +179,15 @@ def _tile_pairs(w: _Writer, folder: Path, rng, n: int, split: str, test_fraction
                 ang2, zm = _angle_zoom(np.random.default_rng(seed_k + 1))
                 h, wd = img.shape[:2]
                 w.pair(a, turn(img, wd / 2, h / 2, min(h, wd), ang2, zm), label, "simulated_dates")
-        if any(kk in kinds for kk in PARTIAL_KINDS):
-            _partial_tile_pairs(w, a, t, dates, files, rng, kinds)
+        if any(kk in kinds for kk in PARTIAL_KINDS):  # they set the frame themselves: a date in the same frame
+            framed = [acquisition(img, np.random.default_rng(seed_k + 2), kinds=SAME_FRAME)[0] for img in (t, u)]
+            _partial_tile_pairs(w, a, t, framed, files, rng, kinds)
 
 
 def _partial_tile_pairs(w: _Writer, a: str, t: np.ndarray, dates: list, files: list, rng, kinds) -> None:
     """overlap, coarse and changed pairs of tile ``t`` (written as ``a``) against the simulated second date of
-    itself and of its different-place partner (``dates``)."""
+    itself and of its different-place partner (``dates``, in the tiles' own frame: no zoom or shift on top of
+    the kind's own geometry)."""
     h, wd = t.shape[:2]
     if "overlap" in kinds:  # A is a window of 60 % of the tile's side; B another window of the other date
         s = max(16, int(0.6 * min(h, wd)))

@@ -31,7 +31,8 @@ import numpy as np
 from ..core.errors import RunError, SiameseError
 
 # name → the sign its effect must have on "same place" (+1: more of it means more alike)
-FEATURES = {"distance": -1, "sift": +1, "orb": +1, "structure": +1, "structure_identity": +1, "keypoints": -1}
+FEATURES = {"distance": -1, "sift": +1, "orb": +1, "structure": +1, "structure_identity": +1, "keypoints": -1,
+            "structure_local": +1}
 LOGISTIC_FEATURES = ("distance", "sift", "orb", "structure", "structure_identity")
 DECIDED_ACCURACY = 0.995   # the band is as narrow as this accuracy outside it allows ...
 MAX_UNDECIDED = 0.08       # ... and never holds more than this share of the calibration pairs
@@ -43,7 +44,8 @@ def feature_row(distance: float | None, geo) -> dict:
     return {"distance": float(distance) if distance is not None else 0.0,
             "sift": math.log1p(geo.sift_inliers), "orb": math.log1p(geo.orb_inliers),
             "structure": float(geo.structure), "structure_identity": float(geo.structure_identity),
-            "keypoints": math.log1p(min(geo.keypoints_a, geo.keypoints_b))}
+            "keypoints": math.log1p(min(geo.keypoints_a, geo.keypoints_b)),
+            "structure_local": float(geo.structure_local)}
 
 
 def _matrix(rows, names) -> np.ndarray:
