@@ -21,8 +21,9 @@ bundled.
     python scripts/build_pretrained.py --recalibrate
 
 keeps the bundled model and redoes only its calibration and test numbers (a few minutes): what a change to
-the geometric step needs, since the fused verdict weighs the keypoint evidence. Training is seeded, so the
-first command alone gives the same bundle.
+the geometric step needs, since the fused verdict weighs the keypoint evidence. It records in ``build.json``
+(``trained``) and the model card which command and commit trained the network it kept. Training is seeded, so the
+first command alone gives the same network again from the same code.
 """
 
 from __future__ import annotations
@@ -100,6 +101,16 @@ def _pct(v) -> str:
     return "–" if v is None else f"{v:.0%}" if v in (0, 1) else f"{v:.1%}"
 
 
+def git_commit() -> str:
+    """The commit the repository is at (what a recalibration records as the network's origin), or "" without git."""
+    import subprocess
+    try:
+        return subprocess.run(["git", "-C", str(ROOT), "log", "-1", "--format=%h", "--", "siamese_core/pretrained/model.keras"],
+                              capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
 def model_card(build: dict, fusion: dict) -> str:
     rows = "\n".join(
         f"| {k} | {e['pairs']} | {e['roc_auc_score']} | {_pct(e.get('recall'))} | {_pct(e.get('false_same'))} | "
@@ -108,6 +119,10 @@ def model_card(build: dict, fusion: dict) -> str:
     staged = build["staged"]
     train, fit = staged.get("train", staged), staged.get("fusion", {})
     band = fusion.get("band", {})
+    t = build.get("trained")
+    recal = (f" The network itself is the one `{t.get('command', '?')}` trained on {t.get('built', '?')} (bundled by commit "
+             f"{t.get('commit') or '?'}, whose generator of simulated views it saw); `--recalibrate` kept it and redid the "
+             f"fused verdict and the numbers below with the code of this commit." if t else "")
     return f"""# Model card: the bundled run `pretrained`
 
 What answers `score` with no `--run`, and Compare on a fresh workspace. Rebuilt by one command:
@@ -115,7 +130,7 @@ What answers `score` with no `--run`, and Compare on a fresh workspace. Rebuilt 
     {build['command'].strip()}
 
 (seed {build['seed']}, {build['epochs']} epochs; built {build['built']}; {build['train_minutes']} min to train on the build
-machine's CPU). The files here are that command's output, nothing edited by hand: `model.keras` (the twin
+machine's CPU).{recal} The files here are that command's output, nothing edited by hand: `model.keras` (the twin
 network, loads with Keras `safe_mode`), `verdict.json` (the fused verdict: fusion and threshold), `config.json`,
 `calibration_scores.npz` (the fused scores of the calibration pairs, for the Threshold page), `reference.npz`
 (2,000 training tiles' embeddings and colour statistics, for the "unlike anything it was trained on" warning)
@@ -128,7 +143,8 @@ and `build.json`.
   fields, new roads, another viewing angle), rotated, distorted; with rotation, mirror, zoom, exposure, colour
   gain, gamma, saturation, haze, noise, resolution loss, blur and occlusion on the fly.
 - **Geometric part:** SIFT/ORB keypoints + RANSAC similarity transform (no training); a coarser tile is also
-  matched at the other tile's pixel size; the edge agreement as laid and once aligned.
+  matched at the other tile's pixel size; the edge agreement as laid, once aligned, and over the best-agreeing
+  quarter of the tiles (the part of a changed place that stayed).
 - **Fused verdict:** boosted trees with monotone constraints (evidence never counts backwards) over
   {', '.join(fusion['names'])}; threshold {fusion['threshold']:.4f} on the fused score (lower = more alike),
   `uncertain` from {fusion['threshold'] - band.get('below', 0):.4f} to {fusion['threshold'] + band.get('above', 0):.4f}.
@@ -223,7 +239,7 @@ def main() -> int:
     from siamese_core.runs.registry import create_run
 
     run = Run(work / "workspace" / "runs" / "pretrained-build")
-    minutes = None
+    minutes, trained = None, None
     if args.recalibrate:  # the bundled model and its reference, as they are
         run.path.mkdir(parents=True)
         for f in Run.BUNDLE + Run.LEGACY_VERDICT:  # a bundle made before verdict.json has the two older files
@@ -231,6 +247,7 @@ def main() -> int:
                 shutil.copy2(Path(args.out) / f, run.path / f)
         old = json.loads((Path(args.out) / Run.BUILD).read_text())
         staged, minutes = old["staged"], old["train_minutes"]
+        trained = old.get("trained") or {k: old[k] for k in ("command", "built") if k in old} | {"commit": git_commit()}
     elif args.reuse and run.has_model():  # calibrate and measure an already trained model again
         staged = json.loads((work / "staged.json").read_text())
     else:
@@ -260,8 +277,9 @@ def main() -> int:
     ev = evaluate_pairs(scorer, test)
     bundle = run.export_bundle(Path(args.out))  # the bundle carries no paths of the build machine
     (bundle.path / Run.BUILD).write_text(json.dumps({
-        "command": "python scripts/build_pretrained.py"
+        "command": "python scripts/build_pretrained.py" + (" --recalibrate" if args.recalibrate else "")
                    + (f" --seed {args.seed}" if args.seed else "") + (f" --epochs {args.epochs}" if args.epochs != 20 else ""),
+        **({"trained": trained} if trained else {}),
         "seed": args.seed,
         "epochs": args.epochs, "staged": staged,
         "train_minutes": minutes or train_minutes(run),
