@@ -207,3 +207,25 @@ def test_prepare_scene_skips_nodata_windows_and_refuses_bad_bands(tmp_path, caps
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err == (f"error: {path}: band 5 requested, but the file has 4 band(s); choose 1 or 3 bands within 1..4 "
                    f"(e.g. --bands 3,2,1)"), err
+
+
+def test_default_bands_follow_the_files_colour_marks(tmp_path):
+    """No --bands: red, green and blue as the file marks them (colour interpretation, else band descriptions), 4,3,2
+    for a 13-band Sentinel-2 stack, else 1,2,3."""
+    from rasterio.enums import ColorInterp
+    a = four_band()
+    bgrn = a[[2, 1, 0, 3]]  # stored blue, green, red, NIR
+    plain = read_raster(write_tif(tmp_path / "rgbn.tif", a)).image
+    marked = write_tif(tmp_path / "bgrn.tif", bgrn)
+    with rasterio.open(marked, "r+") as ds:
+        ds.colorinterp = [ColorInterp.blue, ColorInterp.green, ColorInterp.red, ColorInterp.undefined]
+    assert np.array_equal(read_raster(marked).image, plain)
+    described = write_tif(tmp_path / "described.tif", bgrn)
+    with rasterio.open(described, "r+") as ds:
+        for i, d in enumerate(("B02", "B03", "B04", "B08"), 1):
+            ds.set_band_description(i, d)
+    assert np.array_equal(read_raster(described).image, plain)
+    stack = np.zeros((13,) + a.shape[1:], np.uint16)
+    stack[[3, 2, 1]] = a[:3]  # B4, B3, B2 hold red, green, blue; band 1 (coastal) stays flat
+    assert np.array_equal(read_raster(write_tif(tmp_path / "s2.tif", stack)).image, plain)
+    assert np.array_equal(read_raster(marked, bands=(1, 2, 3)).image, plain[..., ::-1])  # asked for: as asked

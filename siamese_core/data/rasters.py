@@ -224,9 +224,31 @@ def raster_info(source, name: str | None = None) -> RasterInfo:
                           None if ds.nodata is None else float(ds.nodata), tuple(ds.overviews(1)))
 
 
-def _bands(bands, count: int, name: str) -> tuple[int, ...]:
+_BAND_NAMES = {"red": ("red", "b4", "b04", "band4"), "green": ("green", "b3", "b03", "band3"),
+               "blue": ("blue", "b2", "b02", "band2")}
+
+
+def default_bands(ds) -> tuple[int, ...]:
+    """The bands to show when none are asked for: those the file marks red, green and blue (its colour
+    interpretation, else band descriptions such as ``B04``/``red``), else Sentinel-2's 4,3,2 for a 12- or 13-band
+    file, else 1,2,3 (band 1 alone for fewer than three). A 4-band blue-green-red-NIR product is then not shown
+    with red and blue swapped, nor a Sentinel-2 stack through its 60 m coastal band."""
+    count = ds.count
+    if count < 3:
+        return (1,)
+    interp = [str(getattr(c, "name", c)).lower() for c in (ds.colorinterp or ())]
+    desc = [str(d or "").strip().lower().replace(" ", "") for d in (ds.descriptions or ())]
+    for names in (interp, desc):
+        found = [next((i + 1 for i, n in enumerate(names) if n in _BAND_NAMES[c]), None) for c in ("red", "green", "blue")]
+        if None not in found and len(set(found)) == 3:
+            return tuple(found)
+    return BAND_PRESETS["sentinel2"] if count in (12, 13) else (1, 2, 3)
+
+
+def _bands(bands, ds, name: str) -> tuple[int, ...]:
+    count = ds.count
     if bands is None:
-        return (1, 2, 3) if count >= 3 else (1,)
+        return default_bands(ds)
     bands = tuple(int(b) for b in bands)
     bad = [b for b in bands if not 1 <= b <= count]
     if bad or len(bands) not in (1, 3):
@@ -273,7 +295,7 @@ def stretch_limits(source, bands=None, percentiles=(2, 98), name: str | None = N
     LIMITS_SIDE px a side (an overview of a large scene): one stretch for every window of a scene."""
     name = _name(source, name)
     with _open(source, name) as ds:
-        b = _bands(bands, ds.count, name)
+        b = _bands(bands, ds, name)
         data, valid, _ = _read(ds, b, _window(None, ds, name), LIMITS_SIDE, name)
         nodata = ds.nodata
     if not valid.any():
@@ -285,12 +307,12 @@ def stretch_limits(source, bands=None, percentiles=(2, 98), name: str | None = N
 def read_raster(source, name: str | None = None, bands=None, window=None, out_side: int | None = None,
                 limits=None, percentiles=(2, 98)) -> Raster:
     """Read ``window`` = (col_off, row_off, width, height) in full-resolution pixels (None: all of it) of bands
-    ``bands`` (None: 1,2,3, or band 1 as grey) at most ``out_side`` px a side (never enlarged), stretched to
+    ``bands`` (None: :func:`default_bands`) at most ``out_side`` px a side (never enlarged), stretched to
     8 bits per band between ``limits`` (from :func:`stretch_limits`) or this read's own percentiles; nodata
     pixels are black and False in ``valid``. Raises ImageError (one line) on any problem."""
     name = _name(source, name)
     with _open(source, name) as ds:
-        b = _bands(bands, ds.count, name)
+        b = _bands(bands, ds, name)
         win = _window(window, ds, name)
         win = win.intersection(_window(None, ds, name))
         data, valid, (sx, sy) = _read(ds, b, win, out_side, name)
@@ -341,4 +363,4 @@ def reproject_raster(raster: Raster, crs: str) -> Raster:
 
 
 __all__ = ["BAND_PRESETS", "RASTER_EXTENSIONS", "parse_bands", "RasterInfo", "Raster", "is_raster", "raster_info",
-           "stretch_limits", "read_raster", "reproject_raster", "UPLOAD_DRIVERS"]
+           "stretch_limits", "read_raster", "reproject_raster", "UPLOAD_DRIVERS", "default_bands"]
