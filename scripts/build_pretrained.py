@@ -102,7 +102,8 @@ def _pct(v) -> str:
 
 
 def git_commit() -> str:
-    """The commit the repository is at (what a recalibration records as the network's origin), or "" without git."""
+    """The last commit that changed the bundled network (what a recalibration records as its origin), or "" without
+    git."""
     import subprocess
     try:
         return subprocess.run(["git", "-C", str(ROOT), "log", "-1", "--format=%h", "--", "siamese_core/pretrained/model.keras"],
