@@ -210,7 +210,6 @@ def move_to_trash(path: Path) -> Path:
     return trash
 
 
-
 def build_dir(final, build, what: str):
     """Build the folder ``final`` whole or not at all: ``build(tmp)`` fills a new temporary sibling, which then
     replaces ``final`` in one step (:func:`replace_dir`); the temporary folder never outlives the call. An

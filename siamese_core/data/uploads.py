@@ -215,4 +215,3 @@ def keep_upload(data: bytes, name: str, folder, max_bytes: int) -> Path:
         with atomic_file(path) as tmp:
             tmp.write_bytes(data)
     return path
-
