@@ -181,13 +181,16 @@ def _tile_pairs(w: _Writer, folder: Path, rng, n: int, split: str, test_fraction
                 w.pair(a, turn(img, wd / 2, h / 2, min(h, wd), ang2, zm), label, "simulated_dates")
         if any(kk in kinds for kk in PARTIAL_KINDS):  # they set the frame themselves: a date in the same frame
             framed = [acquisition(img, np.random.default_rng(seed_k + 2), kinds=SAME_FRAME)[0] for img in (t, u)]
-            _partial_tile_pairs(w, a, t, framed, files, rng, kinds)
+            donors = [f for f in files if f not in (files[i], files[j])] or files  # never a piece of A itself
+            _partial_tile_pairs(w, a, t, framed, donors, rng, kinds)
 
 
-def _partial_tile_pairs(w: _Writer, a: str, t: np.ndarray, dates: list, files: list, rng, kinds) -> None:
+def _partial_tile_pairs(w: _Writer, a: str, t: np.ndarray, dates: list, donors: list, rng, kinds) -> None:
     """overlap, coarse and changed pairs of tile ``t`` (written as ``a``) against the simulated second date of
     itself and of its different-place partner (``dates``, in the tiles' own frame: no zoom or shift on top of
-    the kind's own geometry)."""
+    the kind's own geometry). The change is pasted from one of ``donors``: tiles other than ``t`` and its
+    partner, so that a different-place pair never carries a piece of A (a donor drawn from every tile once
+    pasted A's own beach into its partner: 64 SIFT inliers on a pair labelled "different")."""
     h, wd = t.shape[:2]
     if "overlap" in kinds:  # A is a window of 60 % of the tile's side; B another window of the other date
         s = max(16, int(0.6 * min(h, wd)))
@@ -202,7 +205,7 @@ def _partial_tile_pairs(w: _Writer, a: str, t: np.ndarray, dates: list, files: l
         for img, label in zip(dates, (0, 1)):
             w.pair(a, coarser(img, f), label, "coarse")
     if "changed" in kinds:
-        donor = decode_image(files[int(rng.integers(0, len(files)))])
+        donor = decode_image(donors[int(rng.integers(0, len(donors)))])
         c = int(rng.integers(0, 2**31))
         for img, label in zip(dates, (0, 1)):
             w.pair(a, changed_view(img, donor, np.random.default_rng(c)), label, "changed")
