@@ -229,3 +229,43 @@ def test_default_bands_follow_the_files_colour_marks(tmp_path):
     stack[[3, 2, 1]] = a[:3]  # B4, B3, B2 hold red, green, blue; band 1 (coastal) stays flat
     assert np.array_equal(read_raster(write_tif(tmp_path / "s2.tif", stack)).image, plain)
     assert np.array_equal(read_raster(marked, bands=(1, 2, 3)).image, plain[..., ::-1])  # asked for: as asked
+
+
+def test_score_pairs_reads_every_raster_with_the_bands_asked_for(tmp_path, capsys):
+    """`score --pairs --bands 4,3,2`: each raster of the CSV read through those bands, exactly as `score A B --bands`
+    reads the two; without --bands the unmarked files read as 1,2,3 (here NIR, blue, green) and score otherwise;
+    a band a file lacks fails its row, naming the file; Ray refuses --bands in one line."""
+    import csv
+    import json
+    from siamese_core.cli import main
+    nbgr = [3, 2, 1, 0]  # stored NIR, blue, green, red: red, green, blue are bands 4, 3, 2
+    a = write_tif(tmp_path / "a.tif", four_band(256, 3)[nbgr])
+    b = write_tif(tmp_path / "b.tif", np.rot90(four_band(256, 3)[nbgr], 1, axes=(1, 2)).copy())
+    c = write_tif(tmp_path / "c.tif", four_band(256, 8)[nbgr])
+    write_tif(tmp_path / "grey.tif", four_band(256, 3)[:1])
+    pairs = tmp_path / "pairs.csv"
+    pairs.write_text("image_a,image_b\na.tif,b.tif\na.tif,c.tif\na.tif,grey.tif\n")
+    ws = ["--workspace", str(tmp_path / "ws")]
+
+    def scored(*extra):
+        out = tmp_path / f"out{len(list(tmp_path.glob('out*.csv')))}.csv"
+        main([*ws, "score", "--pairs", str(pairs), "--out", str(out), *extra])
+        return list(csv.DictReader(open(out)))
+
+    asked = scored("--bands", "4,3,2")
+    assert [r["verdict"] for r in asked[:2]] == ["same", "different"], asked
+    assert asked[2]["score"] == "" and asked[2]["error"] == (  # the file as the CSV names it
+        "grey.tif: band 4 requested, but the file has 1 band(s); choose 1 or 3 bands within 1..1 (e.g. --bands 1)")
+    for row, other in zip(asked, (b, c)):
+        capsys.readouterr()
+        assert main([*ws, "score", str(a), str(other), "--bands", "4,3,2", "--json"]) == 0
+        one = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        assert abs(float(row["score"]) - one["score"]) < 1e-4 and float(row["distance"]) == pytest.approx(
+            one["distance"], abs=1e-4)
+    default = scored()
+    assert [r["distance"] for r in default[:2]] != [r["distance"] for r in asked[:2]]
+    capsys.readouterr()
+    assert main([*ws, "score", "--pairs", str(pairs), "--out", str(tmp_path / "shards"), "--engine", "ray",
+                 "--bands", "4,3,2"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith(
+        "error: --bands 4,3,2 applies to --engine local; on Ray each raster is read with the bands it marks")

@@ -103,23 +103,23 @@ def cmd_score(args) -> int:
         return cmd_score_ray(args)
     if args.ray_address or args.workers or args.gpus_per_worker or args.shard_size:
         raise SiameseError("--ray-address, --workers, --gpus-per-worker and --shard-size apply to --engine ray")
+    from ..data.rasters import parse_bands
+    bands = parse_bands(args.bands)  # a bad --bands is one line before any model loads
     scorer = scorer_for(args)
     t = args.threshold if args.threshold is not None else scorer.threshold
     if args.pairs:
-        if args.bands or args.geojson:
-            raise SiameseError("--bands and --geojson apply to two images (score A.tif B.tif), not to --pairs")
+        if args.geojson:
+            raise SiameseError("--geojson applies to two images (score A.tif B.tif), not to --pairs")
         if not args.out:
             raise SiameseError("--pairs needs --out OUT.csv")
-        res = score_csv(scorer, Path(args.pairs), Path(args.out), t, progress=progress("score", "pair"))
+        res = score_csv(scorer, Path(args.pairs), Path(args.out), t, progress=progress("score", "pair"), bands=bands)
         for n, why in res["failed"]:
             print(f"line {n}: {why}", file=sys.stderr)
         print(f"scored {res['scored']} pair(s), {len(res['failed'])} failed -> {args.out}")
         return 0 if res["scored"] else 2
     if not (args.image_a and args.image_b):
         raise SiameseError("give two images (score --run ID A.png B.png) or --pairs IN.csv --out OUT.csv")
-    from ..data.rasters import parse_bands
     from ..judge.georef import footprints_geojson, is_georeferenced, judge_georeferenced
-    bands = parse_bands(args.bands)
     if args.geojson and not all(is_georeferenced(p) for p in (args.image_a, args.image_b)):
         raise SiameseError(f"--geojson {args.geojson}: both images must be rasters with a CRS and a geotransform "
                            f"(GeoTIFF, COG...); drop --geojson for plain images")
@@ -182,7 +182,9 @@ def add_score(sub) -> None:
     s.add_argument("--threshold", type=float)
     s.add_argument("--json", action="store_true")
     s.add_argument("--bands", help="raster bands as red,green,blue (e.g. 3,2,1; one band = grey) or a preset: rgb "
-                                   "(1,2,3), sentinel2 (4,3,2); default 1,2,3 (band 1 for 1-2 band files)")
+                                   "(1,2,3), sentinel2 (4,3,2); with --pairs, for every raster the CSV names. Default: "
+                                   "the bands the file marks red, green and blue, else 4,3,2 for a 12- or 13-band "
+                                   "Sentinel-2 stack, else 1,2,3 (band 1 for 1-2 band files)")
     s.add_argument("--geojson", help="two georeferenced rasters: write B's footprints on A (from the imagery and "
                                      "from B's metadata) to this GeoJSON file, in A's CRS")
     s.add_argument("--engine", choices=("local", "ray"), default="local",

@@ -264,8 +264,9 @@ def explain(score: float, threshold: float, band: Band | None = None) -> str:
 class _Cache:
     """Prepared tiles by file name, least recently used dropped first (a CSV names one tile many times)."""
 
-    def __init__(self, scorer: Scorer, base: Path, size: int = 512, cwd=None):
+    def __init__(self, scorer: Scorer, base: Path, size: int = 512, cwd=None, bands=None):
         self.scorer, self.base, self.size, self.items, self.cwd = scorer, base, size, OrderedDict(), cwd
+        self.bands = bands
         self.lock = threading.Lock()
 
     def get(self, name: str) -> Prepared:
@@ -276,7 +277,7 @@ class _Cache:
         if got is None:
             path = resolve_image(name, self.base, self.cwd)
             try:
-                got = self.scorer.prepare(path, name)
+                got = self.scorer.prepare(path, name, bands=self.bands)
             except ImageError as e:
                 got = e
             with self.lock:
@@ -289,12 +290,12 @@ class _Cache:
 
 
 def judge_rows(scorer: Scorer, rows: list[dict], base: Path, threshold: float | None = None,
-               progress=None, chunk: int = 0, cwd=None) -> list:
+               progress=None, chunk: int = 0, cwd=None, bands=None) -> list:
     """A Judgement (or the SiameseError that stopped it) for every row with ``image_a``/``image_b`` paths
     (absolute, relative to ``base``, else relative to ``cwd``, by default the working directory:
     :func:`~siamese_core.data.pairs_csv.resolve_image`). Tiles are decoded once and in parallel; memory stays
-    bounded."""
-    cache = _Cache(scorer, Path(base), cwd=cwd)
+    bounded. ``bands`` chooses every raster's bands (plain images ignore it)."""
+    cache = _Cache(scorer, Path(base), cwd=cwd, bands=bands)
     chunk = chunk or min(128, max(8, len(rows) // 20))  # progress at least every 5 %, memory bounded
     out: list = [None] * len(rows)
     workers = os.cpu_count() or 1
@@ -348,17 +349,19 @@ def scored_rows(rows: list[dict], cols: list[str], lines: list[int], results: li
 
 
 def score_csv(scorer: Scorer, in_csv: Path, out_csv: Path, threshold: float | None = None,
-              progress=None) -> dict:
+              progress=None, bands=None) -> dict:
     """Score every valid row of ``in_csv`` into ``out_csv``: adds score, same_place, verdict (same, different
     or uncertain) and its reason, the evidence (GEO_COLUMNS: learned distance, keypoint inliers, estimated
     angle and scale, the part of A that B covers, edge agreement, one sentence) and error. Paths are absolute, relative to the CSV, else to the working directory. Bad rows
     keep an empty score and say why in ``error``. Returns {"scored": n, "failed": [(line_number, reason),
     ...], "threshold": t}; the output is written atomically, every cell that a spreadsheet would run as a formula
-    neutralised (:func:`~siamese_core.data.pairs_csv.csv_text`)."""
+    neutralised (:func:`~siamese_core.data.pairs_csv.csv_text`). ``bands`` (e.g. (4, 3, 2)) chooses the bands of
+    every raster named in the CSV; by default each raster's own colour marks decide."""
     in_csv, out_csv = Path(in_csv), Path(out_csv)
     rows, cols, lines = read_pairs_csv(in_csv)
     t = scorer.threshold if threshold is None else threshold
-    out, out_cols, failed = scored_rows(rows, cols, lines, judge_rows(scorer, rows, in_csv.parent, t, progress))
+    out, out_cols, failed = scored_rows(rows, cols, lines,
+                                        judge_rows(scorer, rows, in_csv.parent, t, progress, bands=bands))
     try:
         write_text_atomic(out_csv, csv_text(out, out_cols))
     except OSError as e:
