@@ -74,6 +74,8 @@ case "${1:-app}" in
     "$VENV/bin/lint-imports" --no-cache
     echo "==> mkdocs build --strict (the docs; a broken link fails)"
     NO_MKDOCS_2_WARNING=1 "$VENV/bin/mkdocs" build --strict
-    exec "$VENV/bin/python" -m pytest -q --durations=20 ${tier[@]+"${tier[@]}"} "$@" ;;
+    # two worker processes (TEST_WORKERS, 0 = one process); a test file stays on one worker, with its fixtures
+    exec "$VENV/bin/python" -m pytest -q --durations=20 -n "${TEST_WORKERS:-2}" --dist loadfile \
+      ${tier[@]+"${tier[@]}"} "$@" ;;
   *) echo "usage: ./run.sh [app|test [fast]|setup]" >&2; exit 2 ;;
 esac

@@ -56,6 +56,15 @@ def tiny_ws(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
+def tiny_copy(tiny_ws, tmp_path) -> Path:
+    """A private copy of the tiny workspace, for a test that adds runs to it: ``tiny_ws`` is shared by the whole
+    session (and copied by other modules), so it keeps exactly what its docstring lists, in any test order."""
+    ws = tmp_path / "tiny"
+    shutil.copytree(tiny_ws, ws, ignore=shutil.ignore_patterns("train.lock"))
+    return ws
+
+
+@pytest.fixture
 def ws(tmp_path, monkeypatch) -> Path:
     """An empty workspace, also set as $SIAMESE_WORKSPACE."""
     monkeypatch.setenv("SIAMESE_WORKSPACE", str(tmp_path / "ws"))

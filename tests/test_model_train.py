@@ -188,7 +188,7 @@ def test_training_process_does_not_load_pandas_or_opencv():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("preset", ["seed", "default"])
-def test_mixed_precision_run_trains_saves_and_scores(tiny_ws, preset):
+def test_mixed_precision_run_trains_saves_and_scores(tiny_copy, preset):
     """--precision mixed_bfloat16 (the mixed policy a CPU can run): layers compute in bfloat16, the
     run finishes with finite float32 scores, reloads and scores, and the global policy is restored."""
     import keras
@@ -198,20 +198,20 @@ def test_mixed_precision_run_trains_saves_and_scores(tiny_ws, preset):
     from siamese_core.runs.registry import run_path
     from siamese_core.runs.run import Run
     rid = f"bf16-{preset}"
-    assert cli("--workspace", tiny_ws, "train", "--dataset", "tiny", "--preset", preset, "--epochs", 1,
+    assert cli("--workspace", tiny_copy, "train", "--dataset", "tiny", "--preset", preset, "--epochs", 1,
                "--steps-per-epoch", 2, "--batch-size", 8, "--precision", "mixed_bfloat16",
                "--run-id", rid, "--verbose", 0) == 0
-    d = run_path(rid, tiny_ws)
+    d = run_path(rid, tiny_copy)
     assert Run(d).status()["status"] == "finished"
     assert Run(d).config.train.precision == "mixed_bfloat16"
     assert keras.mixed_precision.global_policy().name == "float32"
     z = np.load(d / "val_scores.npz")
     assert z["score"].dtype == np.float32 and np.all(np.isfinite(z["score"]))
-    s = Scorer.from_run(rid, tiny_ws)
+    s = Scorer.from_run(rid, tiny_copy)
     convs = [x for x in s.model.get_layer("tower").layers if type(x).__name__ == "Conv2D"]
     assert convs and all(x.compute_dtype == "bfloat16" and x.variable_dtype == "float32" for x in convs)
     from siamese_core.data.store import open_dataset
-    ds = open_dataset("tiny", tiny_ws)
+    ds = open_dataset("tiny", tiny_copy)
     v = Run(d).val_scores()
     stored = _rescore(s.model, ds, v, 8, v["distort_seed"])  # how training scored them (distorted for default)
     assert stored.dtype == np.float32 and np.allclose(stored, v["score"], atol=0.05)
@@ -227,22 +227,22 @@ def test_unknown_precision_is_refused():
 
 
 @pytest.mark.slow
-def test_mixed_float16_run_resumes_with_its_loss_scaling(tiny_ws):
+def test_mixed_float16_run_resumes_with_its_loss_scaling(tiny_copy):
     """A mixed_float16 checkpoint must come back with its LossScaleOptimizer (and step count) on --resume."""
     from conftest import cli
     from siamese_core.learn.model import load_model_safe
     from siamese_core.runs.registry import run_path
     from siamese_core.runs.run import Run
     rid = "f16-resume"
-    assert cli("--workspace", tiny_ws, "train", "--dataset", "tiny", "--preset", "default", "--epochs", 1,
+    assert cli("--workspace", tiny_copy, "train", "--dataset", "tiny", "--preset", "default", "--epochs", 1,
                "--steps-per-epoch", 2, "--batch-size", 8, "--precision", "mixed_float16",
                "--run-id", rid, "--verbose", 0) == 0
-    d = run_path(rid, tiny_ws)
+    d = run_path(rid, tiny_copy)
     cfg = json.loads((d / "config.json").read_text())
     cfg["train"]["epochs"] = 2  # as if it had been stopped after its first of two epochs
     (d / "config.json").write_text(json.dumps(cfg))
     Run(d).write_status("stopped")
-    assert cli("--workspace", tiny_ws, "train", "--resume", rid, "--verbose", 0) == 0
+    assert cli("--workspace", tiny_copy, "train", "--resume", rid, "--verbose", 0) == 0
     assert Run(d).status()["status"] == "finished"
     assert [r["epoch"] for r in Run(d).metrics() if r["kind"] == "epoch"] == [1, 2]
     import keras

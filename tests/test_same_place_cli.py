@@ -62,17 +62,17 @@ def test_make_pairs_writes_every_kind_balanced_and_seeded(imagery, labelled, tmp
 
 
 @pytest.mark.slow
-def test_calibrate_then_evaluate_per_kind(tiny_ws, labelled, capsys):
-    assert cli("--workspace", tiny_ws, "calibrate", "--run", "def1", "--pairs", labelled, "--as", "def1cal") == 0
+def test_calibrate_then_evaluate_per_kind(tiny_copy, labelled, capsys):
+    assert cli("--workspace", tiny_copy, "calibrate", "--run", "def1", "--pairs", labelled, "--as", "def1cal") == 0
     out = capsys.readouterr().out
     assert "fusion fitted on" in out
     from siamese_core.runs.run import Run
-    fusion = Run(tiny_ws / "runs" / "def1cal").fusion_dict()
+    fusion = Run(tiny_copy / "runs" / "def1cal").fusion_dict()
     assert fusion["kind"] == "boosted" and "structure" in fusion["names"] and fusion["trees"]["roots"]
     assert {"below", "above"} <= set(fusion["band"])
-    assert Run(tiny_ws / "runs" / "def1cal").threshold() == fusion["threshold"]  # the pair, saved as one
-    assert not Run(tiny_ws / "runs" / "def1").has_fusion()  # --as leaves the original alone
-    assert cli("--workspace", tiny_ws, "evaluate", "--run", "def1cal", "--pairs", labelled, "--json") == 0
+    assert Run(tiny_copy / "runs" / "def1cal").threshold() == fusion["threshold"]  # the pair, saved as one
+    assert not Run(tiny_copy / "runs" / "def1").has_fusion()  # --as leaves the original alone
+    assert cli("--workspace", tiny_copy, "evaluate", "--run", "def1cal", "--pairs", labelled, "--json") == 0
     rep = json.loads(capsys.readouterr().out)
     assert set(rep["kinds"]) == set(PAIR_KINDS) | {"all"}
     for e in rep["kinds"].values():  # per kind: the verdict's numbers, and each piece of evidence alone
@@ -81,12 +81,12 @@ def test_calibrate_then_evaluate_per_kind(tiny_ws, labelled, capsys):
     # a 3-step model knows nothing; the geometric evidence still separates rotated copies
     assert rep["kinds"]["rotated"]["roc_auc_score"] >= 0.9
     assert rep["kinds"]["rotated"]["roc_auc_inliers"] >= 0.9
-    assert (tiny_ws / "runs" / "def1cal" / "evaluations" / "pairs.json").exists()
+    assert (tiny_copy / "runs" / "def1cal" / "evaluations" / "pairs.json").exists()
     # the calibrated copy's stored test scores are learned distances: evaluated at the distance threshold they
     # were measured with (as the original run reports them), not at the fused threshold, and labelled so
-    assert cli("--workspace", tiny_ws, "evaluate", "--run", "def1", "--json") == 0
+    assert cli("--workspace", tiny_copy, "evaluate", "--run", "def1", "--json") == 0
     plain = json.loads(capsys.readouterr().out)
-    assert cli("--workspace", tiny_ws, "evaluate", "--run", "def1cal", "--json") == 0
+    assert cli("--workspace", tiny_copy, "evaluate", "--run", "def1cal", "--json") == 0
     copy = json.loads(capsys.readouterr().out)
     assert copy["threshold"] == plain["threshold"] != fusion["threshold"]
     assert copy["all"]["metrics"] == plain["all"]["metrics"]
