@@ -3,7 +3,7 @@
 #   ./run.sh app    set up (virtual environment + requirements) and open the dashboard
 #   ./run.sh test   set up (plus the test tools from requirements-dev.txt, Ray from requirements-scale.txt and
 #                   Chromium for the browser test), check the import layers (lint-imports), run the whole test suite
-#   ./run.sh test fast   the same without the tests marked slow (and without Ray and Chromium): under 3 minutes
+#   ./run.sh test fast   the same without the tests marked slow (and without Ray and Chromium): about 2 minutes
 #   ./run.sh setup  only set up
 # VENV=path chooses the virtual environment (default .venv); FRESH_VENV=1 recreates it (as CI does). A requirements
 # file is installed again only when it changed (a stamp in the environment remembers what was installed).
