@@ -268,4 +268,4 @@ def test_score_pairs_reads_every_raster_with_the_bands_asked_for(tmp_path, capsy
     assert main([*ws, "score", "--pairs", str(pairs), "--out", str(tmp_path / "shards"), "--engine", "ray",
                  "--bands", "4,3,2"]) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1].startswith(
-        "error: --bands 4,3,2 applies to --engine local; on Ray each raster is read with the bands it marks")
+        "error: --bands 4,3,2 applies to --engine local; on Ray each raster is read with its default bands")

@@ -30,8 +30,9 @@ def cmd_score_ray(args) -> int:
     if not (args.pairs and args.out):
         raise SiameseError("--engine ray scores a CSV: give --pairs IN.csv --out FOLDER (a folder of parquet shards)")
     if args.bands:
-        raise SiameseError(f"--bands {args.bands} applies to --engine local; on Ray each raster is read with the bands "
-                           f"it marks red, green and blue (else 1,2,3): drop --bands, or score with --engine local")
+        raise SiameseError(f"--bands {args.bands} applies to --engine local; on Ray each raster is read with its default "
+                           f"bands (those it marks red, green and blue, else 4,3,2 or 1,2,3): drop --bands, or score "
+                           f"with --engine local")
     if not args.run:
         print("using the bundled model 'pretrained' (no --run given)", file=sys.stderr)
     bar = progress("score", "pair")
