@@ -125,19 +125,21 @@ def test_coarse_and_changed_tiles_keep_their_frame(tmp_path):
         assert (b.max(axis=2) < 8).mean() < 0.01, r
 
 
-def test_a_different_place_never_carries_a_piece_of_a(tmp_path):
-    """The change pasted into a different-place partner comes from a third tile, never from A itself (that made
-    a "different" pair share A's ground). Each tile has a hue of its own; no negative B may show A's hue."""
+@pytest.mark.parametrize("n", [3, 2])
+def test_a_different_place_never_carries_a_piece_of_a(tmp_path, n):
+    """The change pasted into a different-place partner comes from a third tile (the partner itself when there
+    is none), never from A (that made a "different" pair share A's ground). Each tile has a hue of its own; no
+    negative B may show A's hue."""
     (tmp_path / "tiles").mkdir()
-    hues = np.arange(3) * 60  # OpenCV hue units (0-180)
+    hues = np.arange(n) * (180 // n)  # OpenCV hue units (0-180), as far apart as they go
     for k, h in enumerate(hues):
         v = cv2.cvtColor(synthetic_tile(k, 96, seed=4), cv2.COLOR_RGB2GRAY) // 2 + 128
         hsv = np.dstack([np.full_like(v, h), np.full_like(v, 255), v])
         cv2.imwrite(str(tmp_path / "tiles" / f"t{k:02d}.png"), cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR))
     for seed in range(8):  # with A among the donors, seeds 5, 6 and 7 pasted A into its partner
-        path = make_pairset(tmp_path / f"p{seed}", None, tmp_path / "tiles", n_tiles=3, seed=seed, kinds=["changed"])
+        path = make_pairset(tmp_path / f"p{seed}", None, tmp_path / "tiles", n_tiles=n, seed=seed, kinds=["changed"])
         rows = list(csv.DictReader(open(path)))
-        assert len(rows) == 6
+        assert len(rows) == 2 * n
         for r in rows:
             a, b = (cv2.cvtColor(cv2.imread(str(path.parent / r[c])), cv2.COLOR_BGR2HSV)[..., 0].astype(int)
                     for c in ("image_a", "image_b"))

@@ -181,7 +181,7 @@ def _tile_pairs(w: _Writer, folder: Path, rng, n: int, split: str, test_fraction
                 w.pair(a, turn(img, wd / 2, h / 2, min(h, wd), ang2, zm), label, "simulated_dates")
         if any(kk in kinds for kk in PARTIAL_KINDS):  # they set the frame themselves: a date in the same frame
             framed = [acquisition(img, np.random.default_rng(seed_k + 2), kinds=SAME_FRAME)[0] for img in (t, u)]
-            donors = [f for f in files if f not in (files[i], files[j])] or files  # never a piece of A itself
+            donors = [f for f in files if f not in (files[i], files[j])] or [files[j]]  # never a piece of A itself
             _partial_tile_pairs(w, a, t, framed, donors, rng, kinds)
 
 
