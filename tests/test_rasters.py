@@ -234,7 +234,7 @@ def test_default_bands_follow_the_files_colour_marks(tmp_path):
 def test_score_pairs_reads_every_raster_with_the_bands_asked_for(tmp_path, capsys):
     """`score --pairs --bands 4,3,2`: each raster of the CSV read through those bands, exactly as `score A B --bands`
     reads the two; without --bands the unmarked files read as 1,2,3 (here NIR, blue, green) and score otherwise;
-    a band a file lacks fails its row, naming the file; Ray refuses --bands in one line."""
+    a band a file lacks fails its row, naming the file; --engine ray --bands and --pairs --geojson are each one error line."""
     import csv
     import json
     from siamese_core.cli import main
@@ -269,3 +269,8 @@ def test_score_pairs_reads_every_raster_with_the_bands_asked_for(tmp_path, capsy
                  "--bands", "4,3,2"]) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1].startswith(
         "error: --bands 4,3,2 applies to --engine local; on Ray each raster is read with its default bands")
+    assert main([*ws, "score", "--pairs", str(pairs), "--out", str(tmp_path / "g.csv"), "--geojson",
+                 str(tmp_path / "g.geojson")]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "error: --geojson applies to two images (score A.tif B.tif), not to --pairs")
+    assert not (tmp_path / "g.csv").exists() and not (tmp_path / "g.geojson").exists()
