@@ -234,7 +234,8 @@ def test_default_bands_follow_the_files_colour_marks(tmp_path):
 def test_score_pairs_reads_every_raster_with_the_bands_asked_for(tmp_path, capsys):
     """`score --pairs --bands 4,3,2`: each raster of the CSV read through those bands, exactly as `score A B --bands`
     reads the two; without --bands the unmarked files read as 1,2,3 (here NIR, blue, green) and score otherwise;
-    a band a file lacks fails its row, naming the file; --engine ray --bands and --pairs --geojson are each one error line."""
+    a band a file lacks fails its row, naming the file; --engine ray --bands and --pairs --geojson are each one
+    error line."""
     import csv
     import json
     from siamese_core.cli import main
