@@ -103,6 +103,7 @@ CONTRIBUTION_LABELS = {
     "structure_identity": "edge agreement (as given)",
     "keypoints": "keypoints to match",
     "structure_local": "edge agreement (the part that stayed)",
+    "structure_peak": "edge agreement (sharpness of its peak)",
 }
 
 

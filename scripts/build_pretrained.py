@@ -69,7 +69,9 @@ def stage(temporal: Path, aerial: Path, out: Path) -> dict:
         rel = str(p.relative_to(aerial))
         if split_of(rel, TEST_FRACTION) == "calibration":
             part = part_of(rel)
-            os.symlink(p.resolve(), out / part / "tiles" / rel.replace("/", "-"))
+            link = out / part / "tiles" / rel  # in its class folder: half the different-place partners that
+            link.parent.mkdir(parents=True, exist_ok=True)  # make-pairs draws come from the tile's own folder
+            os.symlink(p.resolve(), link)
             n[part]["tiles"] += 1
     return n
 
@@ -144,8 +146,9 @@ and `build.json`.
   fields, new roads, another viewing angle), rotated, distorted; with rotation, mirror, zoom, exposure, colour
   gain, gamma, saturation, haze, noise, resolution loss, blur and occlusion on the fly.
 - **Geometric part:** SIFT/ORB keypoints + RANSAC similarity transform (no training); a coarser tile is also
-  matched at the other tile's pixel size; the edge agreement as laid, once aligned, and over the best-agreeing
-  quarter of the tiles (the part of a changed place that stayed).
+  matched at the other tile's pixel size; the edge agreement as laid, once aligned, over the best-agreeing
+  quarter of the tiles (the part of a changed place that stayed), and how sharply it peaks as laid (one place
+  agrees at one placement; look-alike layouts such as two freeways agree at every placement).
 - **Fused verdict:** boosted trees with monotone constraints (evidence never counts backwards) over
   {', '.join(fusion['names'])}; threshold {fusion['threshold']:.4f} on the fused score (lower = more alike),
   `uncertain` from {fusion['threshold'] - band.get('below', 0):.4f} to {fusion['threshold'] + band.get('above', 0):.4f}.
@@ -158,7 +161,8 @@ and `build.json`.
   {train.get('tiles')} tiles of the UC Merced Land Use sample (USGS National Map aerial imagery, public
   domain), each with a simulated second acquisition.
 - Calibration of the fused verdict: labelled pairs (`make-pairs`) of every kind from {fit.get('places')} other
-  places and {fit.get('tiles')} other tiles, which the network never saw.
+  places and {fit.get('tiles')} other tiles, which the network never saw; half of a tile's different-place
+  partners come from its own class folder (another freeway, another apron), as in the test split.
 - Held out: places and tiles whose name hashes into the `test` split (`siamese_core.data.pairsets.split_of`,
   25 %) were never used for training or calibration. None of these images are in the repository.
 
@@ -270,7 +274,7 @@ def main() -> int:
     if not fusion.is_dir():  # --recalibrate: the parts are staged afresh (links only)
         stage(temporal, aerial, work / "staged")
     cal = make_pairset(work / "calib", fusion / "ab", fusion / "tiles", per_place=FUSION_PER_PLACE,
-                       n_tiles=len(list((fusion / "tiles").iterdir())), seed=args.seed + 1)
+                       n_tiles=sum(not p.is_dir() for p in (fusion / "tiles").rglob("*")), seed=args.seed + 1)
     test = make_pairset(work / "test", temporal, aerial, per_place=10, n_tiles=100, split="test", seed=args.seed + 2)
     scorer = Scorer.from_run("pretrained-build")
     rep = calibrate(scorer, cal)

@@ -78,11 +78,11 @@ def test_same_frame_edges_agree_across_a_change_of_light(tile):
 def _rows(n, rng):
     same = [{"distance": rng.uniform(0, .8), "sift": math.log1p(rng.integers(10, 200)), "orb": 0.0,
              "structure": rng.uniform(.3, 1), "structure_identity": 0.0, "keypoints": math.log1p(250),
-             "structure_local": 0.0}
+             "structure_local": 0.0, "structure_peak": 0.0}
             for _ in range(n)]
     diff = [{"distance": rng.uniform(.4, 1.4), "sift": math.log1p(rng.integers(0, 12)), "orb": 0.0,
              "structure": rng.uniform(-.1, .4), "structure_identity": 0.0, "keypoints": math.log1p(250),
-             "structure_local": 0.0}
+             "structure_local": 0.0, "structure_peak": 0.0}
             for _ in range(n)]
     return same + diff, [0] * n + [1] * n
 

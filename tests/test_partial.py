@@ -17,8 +17,8 @@ from siamese_core.data.pairsets import KINDS, make_pairset
 from siamese_core.data.sources.synthetic import synthetic_tile
 from siamese_core.data.views import box, coarser, footprint, overlap_fraction, overlap_view, turn
 from siamese_core.judge import geometry as G
-from siamese_core.judge.fusion import (FEATURES, Band, BoostedFusion, choose_band, choose_threshold, fit_fusion,
-                                       fusion_from_dict)
+from siamese_core.judge.fusion import (FEATURES, Band, BoostedFusion, choose_band, choose_threshold, feature_row,
+                                       fit_fusion, fusion_from_dict)
 
 
 @pytest.fixture(scope="module")
@@ -75,6 +75,41 @@ def test_the_part_of_a_changed_place_that_stayed_still_agrees(scene):
     assert G.match_tiles(a, other).structure_local < 0.35
     edges = G.features(a).edges
     assert G.local_structure(edges, edges) == pytest.approx(1.0)
+
+
+def _freeway(seed: int, heading: float = 30.0) -> np.ndarray:
+    """A look-alike layout: a road of parallel lanes across the tile at one heading, amid speckled ground;
+    each seed another road (lane widths, position) like another tile of a freeway class."""
+    rng = np.random.default_rng(seed)
+    img = np.repeat(cv2.GaussianBlur(rng.normal(110, 25, (256, 256)).astype(np.float32), (0, 0), 2)[..., None], 3, 2)
+    t = np.deg2rad(heading)
+    yy, xx = np.mgrid[:256, :256]
+    d = (xx - 128) * -np.sin(t) + (yy - 128) * np.cos(t) + rng.uniform(-12, 12)
+    pos = -60.0
+    while pos < 60:
+        w = rng.uniform(10, 16)
+        lane = (d >= pos) & (d < pos + w)
+        img[lane] = (60 + (d[lane] - pos < 2.5) * 150)[:, None]  # dark asphalt, a bright line at its edge
+        pos += w
+    return np.clip(img + rng.normal(0, 4, img.shape), 0, 255).astype(np.uint8)
+
+
+def test_a_look_alike_layout_agrees_everywhere_one_place_at_one_placement(scene):
+    """Two different freeways at one heading agree as laid better than a place half rebuilt does, but no
+    better than when one of them is moved a few pixels: their agreement has no peak. The rebuilt place's has."""
+    for s1, s2 in [(1, 2), (3, 4)]:
+        m = G.match_tiles(_freeway(s1), _freeway(s2))
+        assert m.structure_identity > 0.5 and m.structure_peak < 0.05, (m.structure_identity, m.structure_peak)
+    a, other = scene[:256, :256], synthetic_tile(11, 256, seed=5)
+    rebuilt = a.copy()
+    rebuilt[:, 96:] = other[:, 96:]
+    m = G.match_tiles(a, rebuilt)
+    assert m.structure_identity < 0.5 and m.structure_peak > 0.1
+    assert G.match_tiles(a, other).structure_peak < 0.05
+    relit = np.clip(255 - (a.astype(np.float32) * 0.6 + 40), 0, 255).astype(np.uint8)
+    assert G.match_tiles(a, relit).structure_peak > 0.4
+    row = feature_row(0.5, m)
+    assert row["structure_peak"] == pytest.approx(m.structure_peak) and FEATURES["structure_peak"] == +1
 
 
 # --- pair sets ---------------------------------------------------------------------------------------
@@ -195,7 +230,8 @@ def _rows(rng, n, *, same, inliers, sid, dist, keypoints=250):
         out.append({"distance": float(np.clip(rng.normal(dist, 0.12), 0, 2)), "sift": float(np.log1p(k)),
                     "orb": float(np.log1p(k // 2)), "structure": float(rng.normal(sid, 0.08) if k >= 8 else sid / 2),
                     "structure_identity": float(rng.normal(sid, 0.08)), "keypoints": float(np.log1p(keypoints)),
-                    "structure_local": float(rng.normal(sid + 0.15, 0.08))})
+                    "structure_local": float(rng.normal(sid + 0.15, 0.08)),
+                    "structure_peak": float(rng.normal(sid * 0.8, 0.05))})
     return out, [0 if same else 1] * n
 
 
@@ -243,18 +279,40 @@ def test_evidence_never_counts_backwards(calibration, fitted):
             assert (p_hi - p_lo) * sign >= -1e-12, (name, base)
 
 
+def test_the_verdict_tells_a_changed_place_from_a_look_alike_by_the_peak():
+    """Calibration like the aerial sample's: changed places agree modestly as laid, at one placement; different
+    places of one class (two freeways) agree as much, at every placement. With the peak of the agreement the
+    fitted verdict passes the first and not the second; the same rows without it cannot tell them apart."""
+    rng = np.random.default_rng(4)
+
+    def rows(n, sid, peak, dist):
+        return [{"distance": float(rng.normal(dist, 0.1)), "sift": 0.0, "orb": 0.0,
+                 "structure": float(rng.normal(sid, 0.05)), "structure_identity": float(rng.normal(sid, 0.05)),
+                 "keypoints": float(np.log1p(250)), "structure_local": float(rng.normal(sid + 0.15, 0.05)),
+                 "structure_peak": float(rng.normal(peak, 0.03))} for _ in range(n)]
+    cal = rows(200, 0.35, 0.15, 0.55) + rows(200, 0.35, 0.0, 0.55) + rows(200, 0.0, 0.0, 0.8)
+    labels = [0] * 200 + [1] * 400
+    changed = dict(rows(1, 0.35, 0.15, 0.55)[0], structure_identity=0.35, structure=0.35, structure_peak=0.15)
+    look_alike = dict(changed, structure_peak=0.0)
+    f = fit_fusion(cal, labels)
+    assert "structure_peak" in f.names
+    assert f.scores([changed])[0] <= f.threshold < f.scores([look_alike])[0]
+    blind = fit_fusion(cal, labels, names=[n for n in FEATURES if n != "structure_peak"])
+    assert blind.scores([changed])[0] == pytest.approx(blind.scores([look_alike])[0])
+
+
 def test_no_keypoints_at_all_is_not_taken_for_different_places(fitted):
     """A changed place: nothing to match (0 keypoints, 0 inliers), but the edges agree and the learned
     distance is middling: the verdict must not say "different" on the missing inliers alone."""
     f = fitted
     changed = {"distance": 0.5, "sift": 0.0, "orb": 0.0, "structure": 0.2, "structure_identity": 0.45, "keypoints": 0.0,
-               "structure_local": 0.6}
+               "structure_local": 0.6, "structure_peak": 0.35}
     s = float(f.scores([changed])[0])
     assert f.band.verdict(s, f.threshold) != "different"
     assert s <= f.threshold
     # ... while nothing agreeing at all is still a different place
     nothing = dict(changed, structure_identity=0.0, structure=0.0, distance=0.8, keypoints=np.log1p(250),
-                   structure_local=0.15)
+                   structure_local=0.15, structure_peak=0.0)
     assert f.band.verdict(float(f.scores([nothing])[0]), f.threshold) == "different"
 
 

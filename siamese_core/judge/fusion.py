@@ -32,7 +32,7 @@ from ..core.errors import RunError, SiameseError
 
 # name → the sign its effect must have on "same place" (+1: more of it means more alike)
 FEATURES = {"distance": -1, "sift": +1, "orb": +1, "structure": +1, "structure_identity": +1, "keypoints": -1,
-            "structure_local": +1}
+            "structure_local": +1, "structure_peak": +1}
 LOGISTIC_FEATURES = ("distance", "sift", "orb", "structure", "structure_identity")
 DECIDED_ACCURACY = 0.995   # the band is as narrow as this accuracy outside it allows ...
 MAX_UNDECIDED = 0.08       # ... and never holds more than this share of the calibration pairs
@@ -45,7 +45,7 @@ def feature_row(distance: float | None, geo) -> dict:
             "sift": math.log1p(geo.sift_inliers), "orb": math.log1p(geo.orb_inliers),
             "structure": float(geo.structure), "structure_identity": float(geo.structure_identity),
             "keypoints": math.log1p(min(geo.keypoints_a, geo.keypoints_b)),
-            "structure_local": float(geo.structure_local)}
+            "structure_local": float(geo.structure_local), "structure_peak": float(geo.structure_peak)}
 
 
 def _matrix(rows, names) -> np.ndarray:

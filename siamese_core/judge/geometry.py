@@ -31,6 +31,8 @@ RANSAC_PX = 4.0           # reprojection tolerance at the working resolution
 SCALE_RANGE = (0.2, 5.0)  # transforms outside this are not one place seen twice
 STRUCTURE_SIDE = 96       # edge-agreement maps are compared at this size
 STRUCTURE_BLOCKS = 4      # ... and, for the part of a place that stayed, in blocks of a 4x4 grid (see local_structure)
+PEAK_SHIFTS = (4, 24)     # ... and against the same maps shifted by this many pixels (of STRUCTURE_SIDE; see structure_peak)
+PEAK_TOP = 0.05           # ... of which the best-agreeing share is what "agrees elsewhere too" means
 
 cv2.setNumThreads(1)
 # SIFT's descriptor of a mirrored patch is this permutation of the original's: rows of the 4x4 grid
@@ -75,6 +77,7 @@ class GeoMatch:
     structure: float = 0.0       # edge agreement of the aligned tiles, -1..1 (0 = unrelated)
     structure_identity: float = 0.0  # the same, with the tiles laid on each other as they are
     structure_local: float = 0.0     # the same over the best-agreeing quarter of the tiles (see local_structure)
+    structure_peak: float = 0.0      # how far the agreement as laid stands above shifted placements (see structure_peak)
     points_a: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.float32), repr=False)
     points_b: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.float32), repr=False)
     reason: str = ""             # why the evidence is thin, when it is
@@ -158,6 +161,34 @@ def local_structure(a: np.ndarray, b: np.ndarray, blocks: int = STRUCTURE_BLOCKS
     corr = sorted((_corr(a[i:i + k, j:j + k], b[i:i + k, j:j + k])
                    for i in range(0, k * blocks, k) for j in range(0, k * blocks, k)), reverse=True)
     return float(np.mean(corr[:max(1, len(corr) // 4)]))
+
+
+def _ring(side: int, lo: int, hi: int) -> np.ndarray:
+    yy, xx = np.mgrid[:side, :side]
+    r = np.hypot(np.minimum(yy, side - yy), np.minimum(xx, side - xx))  # circular shift distance
+    return (r >= lo) & (r <= hi)
+
+
+_PEAK_RING = _ring(STRUCTURE_SIDE, *PEAK_SHIFTS)
+
+
+def structure_peak(a: np.ndarray, b: np.ndarray) -> float:
+    """How far the edge agreement of two edge maps as laid stands above their agreement shifted 4-24 px (of 96):
+    the agreement at zero shift minus the mean of the best 5 % of the shifted ones (circular shifts, one FFT).
+
+    One place seen twice agrees at one placement only, so its agreement drops as soon as one map moves. Two
+    different places with a look-alike layout (freeway lanes, rows of parked aircraft, furrows, orchards at
+    one heading) agree about as well at many placements: their agreement as laid can be as high as a changed
+    place's, but it is no peak. With it as a fusion input, calibrated on different places of the same kind,
+    the verdict let through fewer look-alikes without losing the changed places (bench/RESULTS.md)."""
+    a = a - a.mean()
+    b = b - b.mean()
+    den = math.sqrt(float(np.sum(np.abs(a) ** 2)) * float(np.sum(np.abs(b) ** 2)))
+    if den <= 1e-9:
+        return 0.0
+    c = np.fft.ifft2(np.fft.fft2(a) * np.conj(np.fft.fft2(b))).real / den
+    shifted = np.sort(c[_PEAK_RING])
+    return float(c[0, 0] - shifted[-max(1, int(len(shifted) * PEAK_TOP)):].mean())
 
 
 def _rootsift(desc: np.ndarray | None) -> np.ndarray | None:
@@ -374,10 +405,11 @@ def footprint_on_a(transform, shape_a: tuple, shape_b: tuple) -> tuple[tuple, fl
 
 def _match(fa: TileFeatures, fb: TileFeatures) -> GeoMatch:
     ident = _corr(fa.edges, fb.edges)
-    local = local_structure(fa.edges, fb.edges)
+    laid = {"structure_identity": ident, "structure_local": local_structure(fa.edges, fb.edges),
+            "structure_peak": structure_peak(fa.edges, fb.edges)}  # the evidence of the tiles as laid
     if fa.n_keypoints < MIN_FEATURES or fb.n_keypoints < MIN_FEATURES:
         which = "A" if fa.n_keypoints < MIN_FEATURES else "B"
-        return GeoMatch(structure=ident, structure_identity=ident, structure_local=local,
+        return GeoMatch(structure=ident, **laid,
                         reason=f"tile {which} has almost no texture (blank, flat or tiny): no keypoints to match")
     wb = fb.gray.shape[1]
     best = None  # (inliers, matches, method, mirrored, m_working, pts)
@@ -399,8 +431,8 @@ def _match(fa: TileFeatures, fb: TileFeatures) -> GeoMatch:
         if m is not None and (best is None or n > best[0]):
             best = (n, k, method, mirrored, m, pts)
     if best is None or best[0] < 4:
-        return GeoMatch(sift_inliers=results["sift"], orb_inliers=results["orb"], structure=ident,
-                        structure_identity=ident, structure_local=local, matches=best[1] if best else 0,
+        return GeoMatch(sift_inliers=results["sift"], orb_inliers=results["orb"], structure=ident, **laid,
+                        matches=best[1] if best else 0,
                         reason="no set of keypoints agrees on one rotation, scale and shift")
     n, k, method, mirrored, m, pts = best
     # working px of B (mirrored if so) → working px of A, then to original pixels of each tile
@@ -423,7 +455,7 @@ def _match(fa: TileFeatures, fb: TileFeatures) -> GeoMatch:
                     shift=(float(full[0, 2]), float(full[1, 2])),
                     transform=tuple(tuple(float(v) for v in row) for row in full[:2]),
                     work_transform=tuple(tuple(float(v) for v in row) for row in m3[:2]),
-                    structure=max(ident, aligned), structure_identity=ident, structure_local=local,
+                    structure=max(ident, aligned), **laid,
                     points_a=pa.astype(np.float32), points_b=pb.astype(np.float32))
 
 
@@ -456,4 +488,4 @@ def warp_onto(a: np.ndarray, b: np.ndarray, m: GeoMatch, working: bool = False) 
 
 __all__ = ["TileFeatures", "GeoMatch", "Keypoints", "keypoints", "features", "match", "match_tiles", "warp_onto",
            "working_image", "MAX_SIDE", "enlarged", "footprint_on_a", "polygon_text", "KEYPOINT_SCALE",
-           "local_structure"]
+           "local_structure", "structure_peak"]

@@ -56,7 +56,8 @@ class Judgement:
 EVIDENCE = {"distance": "the learned distance", "sift": "the SIFT keypoint matches", "orb": "the ORB keypoint matches",
             "structure": "the edge agreement once aligned", "structure_identity": "the edge agreement as laid",
             "keypoints": "the keypoints found on the tiles",
-            "structure_local": "the edge agreement of the part that stayed"}
+            "structure_local": "the edge agreement of the part that stayed",
+            "structure_peak": "how sharply the edges agree as laid (not at other placements too)"}
 
 
 def uncertain_reason(contributions: dict, geo) -> str:
