@@ -85,8 +85,9 @@ def _resolver(folder: Path, skipped: list, zip_name: str):
 
 
 def score_upload(scorer, threshold: float, csv_bytes: bytes, csv_name: str, zip_bytes: bytes, zip_name: str,
-                 tmp_root: Path | None = None, progress=None) -> dict:
-    """Score the pairs of an uploaded CSV against the tiles of an uploaded zip.
+                 tmp_root: Path | None = None, progress=None, bands=None) -> dict:
+    """Score the pairs of an uploaded CSV against the tiles of an uploaded zip, every raster read through
+    ``bands`` (as ``score --pairs --bands`` reads them; None: each file's own RGB).
 
     Raises SiameseError (one line) for a CSV without image_a/image_b or a zip that is not one; a row
     whose tile is missing, not an image or unreadable keeps an empty score and says why in ``error``."""
@@ -119,17 +120,17 @@ def score_upload(scorer, threshold: float, csv_bytes: bytes, csv_name: str, zip_
                 continue
             todo.append(i)
             todo_rows.append({**r, "image_a": ma, "image_b": mb})
-        for i, j in zip(todo, judge_rows(scorer, todo_rows, folder, threshold, progress)):
+        for i, j in zip(todo, judge_rows(scorer, todo_rows, folder, threshold, progress, bands=bands)):
             results[i] = j if isinstance(j, Judgement) else str(j).replace(str(folder) + "/", "")
-        unfamiliar = _unfamiliar(scorer, folder, members, results)
+        unfamiliar = _unfamiliar(scorer, folder, members, results, bands)
     finally:
         remove(tmp)
     out, out_cols, failed = scored_rows(rows, cols, lines, results)
     return {"csv": csv_text(out, out_cols).encode("utf-8"), "rows": out, "cols": cols, "lines": lines, "failed": failed,
-            "members": members, "zip": zip_bytes, "threshold": threshold, "unfamiliar": unfamiliar}
+            "members": members, "zip": zip_bytes, "threshold": threshold, "unfamiliar": unfamiliar, "bands": bands}
 
 
-def _unfamiliar(scorer, folder: Path, members: list, results: list, chunk: int = 256) -> dict | None:
+def _unfamiliar(scorer, folder: Path, members: list, results: list, bands=None, chunk: int = 256) -> dict | None:
     """Which tiles of the scored rows are unlike the run's training tiles: ``{"rows": [bool per row],
     "why": {member: reason}}``; None when the run has no reference.npz (nothing is shown then)."""
     check = getattr(scorer, "familiarity", None)
@@ -141,7 +142,7 @@ def _unfamiliar(scorer, folder: Path, members: list, results: list, chunk: int =
         names, tiles = [], []
         for m in used[lo:lo + chunk]:
             try:
-                tiles.append(scorer.load(folder / m, m))
+                tiles.append(scorer.load(folder / m, m, bands))
                 names.append(m)
             except SiameseError:
                 pass
@@ -213,7 +214,7 @@ st.markdown(f"Every pair is judged by run **{rid}** ({cfg.model.preset} preset) 
 ui.score_note(cfg.model.preset, threshold, fused=run.has_fusion())
 
 
-def _run(csv_bytes: bytes, csv_name: str, zip_bytes: bytes, zip_name: str, source: str) -> None:
+def _run(csv_bytes: bytes, csv_name: str, zip_bytes: bytes, zip_name: str, source: str, bands=None) -> None:
     st.session_state.pop(STATE, None)
     try:
         scorer = ui.scorer(rid)
@@ -227,7 +228,7 @@ def _run(csv_bytes: bytes, csv_name: str, zip_bytes: bytes, zip_name: str, sourc
 
     try:
         res = score_upload(scorer, threshold, csv_bytes, csv_name, zip_bytes, zip_name,
-                           tmp_root=ui.workspace() / ".uploads", progress=progress)
+                           tmp_root=ui.workspace() / ".uploads", progress=progress, bands=bands)
     except (SiameseError, OSError) as e:
         bar.empty()
         ui.error(e)
@@ -245,8 +246,9 @@ with up_tab:
     up_zip = c2.file_uploader("Zip of the tiles it names", type=["zip"], key="batch_zip", max_upload_size=MAX_ZIP_MB,
                               help="Paths in the CSV are relative to the zip's root; a path that is not found "
                                    "there matches a file of the same name if only one has it.")
+    bands = ui.bands_field("batch_bands")
     if st.button("Score these pairs", key="batch_go", type="primary", disabled=not (up_csv and up_zip)):
-        _run(up_csv.getvalue(), up_csv.name, up_zip.getvalue(), up_zip.name, f"{up_csv.name} + {up_zip.name}")
+        _run(up_csv.getvalue(), up_csv.name, up_zip.getvalue(), up_zip.name, f"{up_csv.name} + {up_zip.name}", bands)
 with rnd_tab:
     ds_name = ui.active_dataset()
     if ds_name is None:
@@ -272,7 +274,8 @@ counts = {"all": len(df), "same": int((df.verdict == "same place").sum()),
           "different": int((df.verdict == "different places").sum()), "uncertain": int((df.verdict == "uncertain").sum()),
           "errors": int((df.verdict == "error").sum())}
 st.subheader("Results")
-st.caption(f"{dash.md_escape(res['source'])} · run **{res['run']}** · threshold {res['threshold']:.4f} · "
+bands_note = f" · bands {','.join(map(str, res['bands']))}" if res.get("bands") else ""
+st.caption(f"{dash.md_escape(res['source'])} · run **{res['run']}** · threshold {res['threshold']:.4f}{bands_note} · "
            f"{len(df) - counts['errors']:,} of {len(df):,} pairs scored")
 if res["failed"]:
     with st.container(border=True):
@@ -339,8 +342,8 @@ for col, member, label in ((cols[0], ma, row.image_a), (cols[1], mb, row.image_b
             st.caption(f"{dash.md_escape(label)}: not in the zip")
             continue
         try:
-            st.image(decode_image(zf.read(members[member]), name=member, max_side=1024), caption=dash.md_escape(label),
-                     width=IMG_W)
+            st.image(decode_image(zf.read(members[member]), name=member, max_side=1024, bands=res.get("bands")),
+                     caption=dash.md_escape(label), width=IMG_W)
         except (SiameseError, zipfile.BadZipFile, OSError, ValueError) as e:
             st.caption(dash.user_message(e, ui.workspace()))
 if row.verdict == "error":

@@ -61,10 +61,11 @@ def _cached(key, make):
     return cache[key]
 
 
-def _prepare(data: bytes, name: str):
-    """(Prepared tile, its cache key) for uploaded bytes; raises SiameseError for a bad file."""
-    key = ("prep", *_stamp(), hashlib.sha1(data).hexdigest())
-    return _cached(key, lambda: ui.require_scorer(rid).prepare(data, name)), key
+def _prepare(data: bytes, name: str, bands=None):
+    """(Prepared tile, its cache key) for uploaded bytes read through ``bands``; raises SiameseError for a bad
+    file (or a band it lacks)."""
+    key = ("prep", *_stamp(), hashlib.sha1(data).hexdigest(), bands)
+    return _cached(key, lambda: ui.require_scorer(rid).prepare(data, name, bands=bands)), key
 
 
 def _judge(pa, pb, key=None):
@@ -74,6 +75,7 @@ def _judge(pa, pb, key=None):
     return _cached(("judge", *key), make) if key else make()
 
 
+bands = ui.bands_field("cmp_bands")
 cols = st.columns(2)
 tiles = {}
 for side, col in zip("ab", cols):
@@ -86,7 +88,7 @@ for side, col in zip("ab", cols):
             continue
         try:
             data = _read(up)
-            prep, pkey = _prepare(data, up.name)
+            prep, pkey = _prepare(data, up.name, bands)
         except SiameseError as e:
             ui.error(e)
             continue
@@ -175,7 +177,7 @@ def georeferencing(a, b, key) -> None:
         if not (is_georeferenced(a[2], a[3]) and is_georeferenced(b[2], b[3])):
             return
         _, g = _cached(("georef", *key), lambda: judge_georeferenced(ui.require_scorer(rid), a[2], b[2], a[3], b[3],
-                                                                     threshold=threshold))
+                                                                     bands=bands, threshold=threshold))
     except SiameseError as e:
         ui.error(e)
         return

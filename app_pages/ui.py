@@ -301,6 +301,23 @@ def scorer(run_id: str):
     return _scorer(str(workspace()), run_id, (dash.mtime(r.model_path), *r.verdict_stamp()))
 
 
+def bands_field(key: str):
+    """A text field for which raster bands to read (as ``--bands`` takes them: ``4,3,2``, ``sentinel2``): the
+    bands, or None (empty: each file's own red, green and blue, or its first bands). Text that is not bands is
+    one error line, and the page stops there."""
+    from siamese_core.data.rasters import BAND_PRESETS, parse_bands
+    text = st.text_input("Raster bands", key=key, placeholder="e.g. 4,3,2 or sentinel2 (empty: each file's own RGB)",
+                         help="For GeoTIFFs and other rasters with more than three bands: 1 band (grey) or 3 bands "
+                              "(red,green,blue), counted from 1, as `--bands` takes them; presets: "
+                              + ", ".join(f"{k} = {','.join(map(str, v))}" for k, v in BAND_PRESETS.items())
+                              + ". Plain images (PNG, JPEG) ignore it.")
+    try:
+        return parse_bands(text)
+    except SiameseError as e:
+        error(e)
+        st.stop()
+
+
 def require_scorer(run_id: str):
     """:func:`scorer`, or the page stops here with the error's one line (a run that cannot be loaded)."""
     try:

@@ -143,9 +143,9 @@ class Scorer:
         out = [self._call(a[i:i + batch_size], b[i:i + batch_size]) for i in range(0, len(a), batch_size)]
         return np.concatenate(out) if out else np.zeros(0, np.float32)
 
-    def load(self, source, name: str | None = None) -> np.ndarray:
-        """A file path or bytes → the uint8 tile the model sees."""
-        return load_tile(source, self.size, name=name)
+    def load(self, source, name: str | None = None, bands=None) -> np.ndarray:
+        """A file path or bytes → the uint8 tile the model sees (``bands``: as :meth:`prepare` takes them)."""
+        return load_tile(source, self.size, name=name, bands=bands)
 
     def prepare(self, source, name: str | None = None, bands=None) -> Prepared:
         """Decode once (path, bytes or an RGB array) → what :meth:`judge` needs; ``bands`` chooses a raster's bands
