@@ -275,8 +275,8 @@ counts = {"all": len(df), "same": int((df.verdict == "same place").sum()),
           "errors": int((df.verdict == "error").sum())}
 st.subheader("Results")
 bands_note = f" · bands {','.join(map(str, res['bands']))}" if res.get("bands") else ""
-st.caption(f"{dash.md_escape(res['source'])} · run **{res['run']}** · threshold {res['threshold']:.4f}{bands_note} · "
-           f"{len(df) - counts['errors']:,} of {len(df):,} pairs scored")
+st.caption(f"{dash.md_escape(res['source'])} · run **{res['run']}** · threshold {res['threshold']:.4f}{bands_note}"
+           f" · {len(df) - counts['errors']:,} of {len(df):,} pairs scored")
 if res["failed"]:
     with st.container(border=True):
         st.markdown(f"**{len(res['failed'])} row(s) could not be scored** (the others are below):")

@@ -31,7 +31,7 @@ RANSAC_PX = 4.0           # reprojection tolerance at the working resolution
 SCALE_RANGE = (0.2, 5.0)  # transforms outside this are not one place seen twice
 STRUCTURE_SIDE = 96       # edge-agreement maps are compared at this size
 STRUCTURE_BLOCKS = 4      # ... and, for the part of a place that stayed, in blocks of a 4x4 grid (see local_structure)
-PEAK_SHIFTS = (4, 24)     # ... and against the same maps shifted by this many pixels (of STRUCTURE_SIDE; see structure_peak)
+PEAK_SHIFTS = (4, 24)     # ... and against the same maps shifted this many pixels (see structure_peak)
 PEAK_TOP = 0.05           # ... of which the best-agreeing share is what "agrees elsewhere too" means
 
 cv2.setNumThreads(1)
@@ -77,7 +77,7 @@ class GeoMatch:
     structure: float = 0.0       # edge agreement of the aligned tiles, -1..1 (0 = unrelated)
     structure_identity: float = 0.0  # the same, with the tiles laid on each other as they are
     structure_local: float = 0.0     # the same over the best-agreeing quarter of the tiles (see local_structure)
-    structure_peak: float = 0.0      # how far the agreement as laid stands above shifted placements (see structure_peak)
+    structure_peak: float = 0.0      # how far the agreement as laid stands above shifted ones (see structure_peak)
     points_a: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.float32), repr=False)
     points_b: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.float32), repr=False)
     reason: str = ""             # why the evidence is thin, when it is
