@@ -63,8 +63,9 @@ with tab_search:
     c1, c2 = st.columns([3, 2])
     with c1:
         up = st.file_uploader("Query tile", type=TYPES, key="search_upload", max_upload_size=MAX_MB,
-                              help="PNG, JPEG, TIFF, BMP or WebP; centre-cropped to a square and resized like the "
-                                   "training tiles.")
+                              help="PNG, JPEG, TIFF (GeoTIFF: any bands), BMP or WebP; centre-cropped to a square "
+                                   "and resized like the training tiles.")
+        bands = ui.bands_field("search_bands")
     with c2:
         row = st.number_input("…or an image of the dataset (row)", 0, len(ds) - 1, 0, key="search_row",
                               help="Used when no tile is uploaded. Images of the same group show the same place.",
@@ -80,9 +81,9 @@ with tab_search:
             data = up.getvalue()
             if len(data) > MAX_MB * 1024 * 1024:
                 raise SiameseError(f"{up.name}: file is {len(data) / 1e6:.0f} MB, over the {MAX_MB} MB upload limit")
-            pkey = ("_search_prep", rid, hashlib.sha1(data).hexdigest())
+            pkey = ("_search_prep", rid, hashlib.sha1(data).hexdigest(), bands)
             if st.session_state.get("_search_prep_key") != pkey:
-                st.session_state["_search_prep"] = index.scorer.prepare(data, up.name)
+                st.session_state["_search_prep"] = index.scorer.prepare(data, up.name, bands=bands)
                 st.session_state["_search_prep_key"] = pkey
             prepared = st.session_state["_search_prep"]
             query, query_rows, label = prepared.tile, None, f"{dash.md_escape(up.name)} as the model sees it"

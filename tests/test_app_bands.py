@@ -1,6 +1,6 @@
-"""Rasters with more than three bands on the pages, with Streamlit's AppTest: Compare and Batch read every raster
-through the bands typed in "Raster bands" (as ``--bands`` takes them), exactly as the command line does, and text
-that is not bands is one error line.
+"""Rasters with more than three bands on the pages, with Streamlit's AppTest: Compare, Batch and Search read every
+uploaded raster through the bands typed in "Raster bands" (as ``--bands`` takes them), exactly as the command line
+and the library do, and text that is not bands is one error line.
 
 The tiles are real 4-band 16-bit GeoTIFFs written by rasterio, stored NIR, blue, green, red (so red, green, blue are
 bands 4, 3, 2 and the file's first three bands are the wrong ones); the workspace is a copy of ``tiny_ws``.
@@ -127,3 +127,29 @@ def test_compare_reads_both_rasters_through_the_bands_typed(app_ws, rasters):
     errors = [e.value for e in bad.error]
     assert len(errors) == 1 and "'0,1,2'" in errors[0], errors
     assert not [m for m in bad.metric if m.label == "Score"]
+
+
+def test_search_embeds_the_query_raster_through_the_bands_typed(app_ws, rasters):
+    """The nearest images of the query read as 4,3,2 are at the distances of that query's embedding."""
+    from siamese_core.judge.inference import Scorer
+    from siamese_core.scale import search as srch
+
+    def distances(bands: str) -> list[float]:
+        at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+        at.query_params.update({"dataset": "tiny", "run": RUN})
+        at.run()
+        at.switch_page("app_pages/search.py").run()
+        ok(at)
+        widget(at, "text_input", "search_bands").set_value(bands)
+        widget(at, "file_uploader", "search_upload").set_value(("a.tif", rasters["a.tif"], "image/tiff"))
+        at.run()
+        ok(at)
+        tables = [d for d in at.dataframe if d.key == "search_table"] or at.dataframe[:1]
+        return [float(v) for v in tables[0].value.distance]
+
+    scorer = Scorer.from_run(RUN, app_ws)
+    query = scorer.prepare(rasters["a.tif"], "a.tif", bands=(4, 3, 2)).tile
+    asked = distances("4,3,2")
+    want = [h.distance for h in srch.search(srch.build_index(scorer, "tiny", app_ws), query, len(asked))[0]]
+    assert asked == pytest.approx(want, abs=1e-3)
+    assert distances("") != pytest.approx(asked, abs=1e-3)
