@@ -44,9 +44,9 @@ def rasters(tmp_path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(d.iterdir())}
 
 
-def _open(page: str) -> AppTest:
+def _open(page: str, **params) -> AppTest:
     at = AppTest.from_file(APP, default_timeout=TIMEOUT)
-    at.query_params["run"] = RUN
+    at.query_params.update({"run": RUN, **params})
     at.run()
     ok(at)
     at.switch_page(page).run()
@@ -100,11 +100,11 @@ def test_batch_refuses_text_that_is_not_bands_in_one_line(app_ws, rasters):
     assert "batch_result" not in at.session_state
 
 
-def _compare(files: dict[str, bytes], bands: str, b: str = "b.tif") -> AppTest:
+def _compare(files: dict[str, bytes], bands: str) -> AppTest:
     at = _open("app_pages/compare.py")
     widget(at, "text_input", "cmp_bands").set_value(bands)
     widget(at, "file_uploader", "cmp_upload_a").set_value(("a.tif", files["a.tif"], "image/tiff"))
-    widget(at, "file_uploader", "cmp_upload_b").set_value((b, files[b], "image/tiff"))
+    widget(at, "file_uploader", "cmp_upload_b").set_value(("b.tif", files["b.tif"], "image/tiff"))
     at.run()
     return at
 
@@ -135,11 +135,7 @@ def test_search_embeds_the_query_raster_through_the_bands_typed(app_ws, rasters)
     from siamese_core.scale import search as srch
 
     def distances(bands: str) -> list[float]:
-        at = AppTest.from_file(APP, default_timeout=TIMEOUT)
-        at.query_params.update({"dataset": "tiny", "run": RUN})
-        at.run()
-        at.switch_page("app_pages/search.py").run()
-        ok(at)
+        at = _open("app_pages/search.py", dataset="tiny")
         widget(at, "text_input", "search_bands").set_value(bands)
         widget(at, "file_uploader", "search_upload").set_value(("a.tif", rasters["a.tif"], "image/tiff"))
         at.run()
