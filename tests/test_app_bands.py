@@ -23,11 +23,9 @@ if str(ROOT) not in sys.path:
 
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
-from apptools import ok, widget  # noqa: E402
+from apptools import ok, open_app, widget  # noqa: E402
 from test_rasters import four_band, write_tif  # noqa: E402
 
-APP = str(ROOT / "streamlit_app.py")
-TIMEOUT = 180
 RUN = "def1"
 NBGR = [3, 2, 1, 0]  # stored NIR, blue, green, red
 
@@ -44,18 +42,8 @@ def rasters(tmp_path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(d.iterdir())}
 
 
-def _open(page: str, **params) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
-    at.query_params.update({"run": RUN, **params})
-    at.run()
-    ok(at)
-    at.switch_page(page).run()
-    ok(at)
-    return at
-
-
 def _batch(files: dict[str, bytes], bands: str) -> AppTest:
-    at = _open("app_pages/batch.py")
+    at = open_app("batch", {"run": RUN})
     widget(at, "text_input", "batch_bands").set_value(bands)
     widget(at, "file_uploader", "batch_csv").set_value(("pairs.csv", files["pairs.csv"], "text/csv"))
     buf = io.BytesIO()
@@ -101,7 +89,7 @@ def test_batch_refuses_text_that_is_not_bands_in_one_line(app_ws, rasters):
 
 
 def _compare(files: dict[str, bytes], bands: str) -> AppTest:
-    at = _open("app_pages/compare.py")
+    at = open_app("compare", {"run": RUN})
     widget(at, "text_input", "cmp_bands").set_value(bands)
     widget(at, "file_uploader", "cmp_upload_a").set_value(("a.tif", files["a.tif"], "image/tiff"))
     widget(at, "file_uploader", "cmp_upload_b").set_value(("b.tif", files["b.tif"], "image/tiff"))
@@ -135,7 +123,7 @@ def test_search_embeds_the_query_raster_through_the_bands_typed(app_ws, rasters)
     from siamese_core.scale import search as srch
 
     def distances(bands: str) -> list[float]:
-        at = _open("app_pages/search.py", dataset="tiny")
+        at = open_app("search", {"run": RUN, "dataset": "tiny"})
         widget(at, "text_input", "search_bands").set_value(bands)
         widget(at, "file_uploader", "search_upload").set_value(("a.tif", rasters["a.tif"], "image/tiff"))
         at.run()
