@@ -4,7 +4,8 @@ Why this file exists: the Search page's second tab, kept out of ``search.py`` so
 Pick a scene (a path on the server, or an upload) and one tile; the scene's index (windows and keypoints) is built once (with a
 progress bar) and cached on disk by :mod:`siamese_core.scale.scene_index` (an uploaded scene is kept on disk by
 :func:`~siamese_core.data.uploads.keep_upload`, so it too is read window by window); the answer is drawn on the scene's thumbnail
-(:func:`app_pages.figures.locate_figure`) with the fused score. TensorFlow is loaded only once both are given.
+(:func:`app_pages.figures.locate_figure`) with the fused score. "Raster bands" (as ``locate --bands`` takes them)
+chooses the bands the scene, its thumbnail and the tile are read with. TensorFlow is loaded only once both are given.
 """
 
 from __future__ import annotations
@@ -22,9 +23,9 @@ MAX_MB = 200
 
 
 @st.cache_data(max_entries=4, show_spinner="Reading the scene's thumbnail…")
-def _thumb(path: str, stamp: float):
+def _thumb(path: str, stamp: float, bands=None):
     from siamese_core.data.rasters import read_raster, stretch_limits
-    return read_raster(path, out_side=THUMB, limits=stretch_limits(path)).image
+    return read_raster(path, bands=bands, out_side=THUMB, limits=stretch_limits(path, bands=bands)).image
 
 
 def show(rid: str) -> None:
@@ -40,6 +41,7 @@ def show(rid: str) -> None:
         tile_path = st.text_input("Tile: a path on this server", key="loc_tile_path")
         tile_up = st.file_uploader("…or upload the tile to locate", type=["tif", "tiff", "png", "jpg", "jpeg"],
                                    key="loc_tile")
+    bands = ui.bands_field("loc_bands")
     if not (path.strip() or up) or not (tile_path.strip() or tile_up):
         st.caption("Give a scene and a tile.")
         return
@@ -52,21 +54,22 @@ def show(rid: str) -> None:
             raise SiameseError(f"scene {scene}: no such file; give the path of a GeoTIFF, PNG or JPEG on this server")
         if tile_up is not None:
             tile_name = tile_up.name
-            tile = read_tile(tile_up.getvalue(), name=tile_name)
+            tile = read_tile(tile_up.getvalue(), name=tile_name, bands=bands)
         else:
             tile_name = Path(tile_path.strip()).name
-            tile = read_tile(Path(tile_path.strip()).expanduser())
+            tile = read_tile(Path(tile_path.strip()).expanduser(), bands=bands)
         scorer = ui.require_scorer(rid)
         bar = st.progress(0.0, text="Indexing the scene (windows' embeddings, then keypoints)…")
         index = scene_index(scorer, scene, ui.workspace(),
-                            progress=lambda d, t: bar.progress(d / max(1, t), text=f"Indexing the scene {d:,}/{t:,}"))
+                            progress=lambda d, t: bar.progress(d / max(1, t), text=f"Indexing the scene {d:,}/{t:,}"),
+                            bands=bands)
         bar.empty()
         with st.spinner("Locating the tile (keypoint votes, then the best hits, checked by keypoints)…"):
             loc = locate_tile(index, scorer, tile, tile_name)
     except SiameseError as e:
         ui.error(e)
         return
-    thumb = _thumb(str(index.scene), index.scene.stat().st_mtime)
+    thumb = _thumb(str(index.scene), index.scene.stat().st_mtime, bands)
     if loc.found:
         cx, cy = loc.centre
         st.success(f"Found: centre ({cx:.0f}, {cy:.0f}) px of the scene, score {loc.score:.4f} "

@@ -2,7 +2,8 @@
 
 Why this module exists: a face over :mod:`siamese_core.scale.locate`, like the other command groups. It builds (or
 reuses) the scene's window index with a progress bar on stderr, locates each tile in the order given, and prints one
-line a tile, or one JSON list with ``--json``; ``--geojson OUT`` writes the found polygons.
+line a tile, or one JSON list with ``--json``; ``--geojson OUT`` writes the found polygons. ``--bands`` chooses the
+raster bands the scene and the tiles are read with, as ``score --bands`` does.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from .common import progress, scorer_for
 
 
 def cmd_locate(args) -> int:
+    from ..data.rasters import parse_bands
     from ..scale.locate import geojson, locate, read_tile
+    bands = parse_bands(args.bands)  # a bad --bands is one line before any file is read or model loads
     scene = Path(args.scene)
     if not scene.is_file():
         raise SiameseError(f"scene {args.scene}: no such file; give --scene the path of a GeoTIFF, PNG or JPEG")
@@ -25,9 +28,10 @@ def cmd_locate(args) -> int:
     for t in args.tiles:  # every tile is read before the index is built: a bad one fails in seconds, not minutes
         if not Path(t).is_file():
             raise SiameseError(f"tile {t}: no such file; give the path of a GeoTIFF, PNG or JPEG tile")
-        tiles.append((t, read_tile(t)))  # an unreadable one: ImageError, one line naming it and the fix
+        tiles.append((t, read_tile(t, bands=bands)))  # an unreadable one: ImageError, one line naming it and the fix
     scorer = scorer_for(args)
-    index, locs = locate(scene, tiles, scorer, args.workspace, progress=progress(f"index {scene.name}", "step"))
+    index, locs = locate(scene, tiles, scorer, args.workspace, progress=progress(f"index {scene.name}", "step"),
+                         bands=bands)
     if index.status != "reused":
         print(index.reason, file=sys.stderr)
     crs = index.info.transform is not None
@@ -59,6 +63,10 @@ def add_locate(sub) -> None:
     s.add_argument("--scene", required=True, help="the scene: a GeoTIFF (its CRS is used), PNG or JPEG")
     s.add_argument("tiles", nargs="+", metavar="TILE", help="tile files to locate (any angle, date, resolution)")
     s.add_argument("--run", help="run id (default: the model bundled with the package)")
+    s.add_argument("--bands", help="raster bands as red,green,blue (e.g. 3,2,1; one band = grey) or a preset: rgb "
+                                   "(1,2,3), sentinel2 (4,3,2); for the scene and every raster tile (plain images "
+                                   "ignore it). Default: the bands the file marks red, green and blue, else 4,3,2 "
+                                   "for a 12- or 13-band Sentinel-2 stack, else 1,2,3 (band 1 for 1-2 band files)")
     s.add_argument("--json", action="store_true", help="print one JSON list, one object per tile, in order")
     s.add_argument("--geojson", metavar="OUT", help="write the found polygons as GeoJSON (scene CRS if any)")
     s.set_defaults(func=cmd_locate)

@@ -222,7 +222,7 @@ def _region(index: SceneIndex, win, tile_side: int):
     x0 = int(min(max(0, round(cx - r / 2)), W - r))
     y0 = int(min(max(0, round(cy - r / 2)), H - r))
     out = int(min(REGION_MAX, max(64, round(ENLARGE * tile_side))))
-    img = read_raster(index.scene, window=(x0, y0, r, r), out_side=out, limits=index.limits).image
+    img = read_raster(index.scene, bands=index.bands, window=(x0, y0, r, r), out_side=out, limits=index.limits).image
     return img, x0, y0, r / img.shape[1], r / img.shape[0]
 
 
@@ -306,7 +306,8 @@ def locate_tile(index: SceneIndex, scorer, tile_img: np.ndarray, name: str = "ti
         W, H = index.info.width, index.info.height
         s = int(min(first[0][2], W, H))
         x, y = (int(min(max(0, v), lim - s)) for v, lim in zip(first[0][:2], (W, H)))
-        win = read_raster(index.scene, window=(x, y, s, s), out_side=max(th, tw), limits=index.limits).image
+        win = read_raster(index.scene, bands=index.bands, window=(x, y, s, s), out_side=max(th, tw),
+                          limits=index.limits).image
         j = scorer.judge([(scorer.prepare(win), prep_tile)], t)[0]
         poly = []
         if j.geo.found and j.geo.inliers >= MIN_INLIERS:
@@ -325,10 +326,11 @@ def locate_tile(index: SceneIndex, scorer, tile_img: np.ndarray, name: str = "ti
                     source if found else "")
 
 
-def read_tile(source, name: str | None = None, max_side: int = 1024) -> np.ndarray:
+def read_tile(source, name: str | None = None, max_side: int = 1024, bands=None) -> np.ndarray:
     """A tile file (GeoTIFF, PNG, JPEG...) as uint8 RGB, at most ``max_side`` a side, read as every other tile is
-    (:func:`~siamese_core.data.images.decode_image`, with its one-line errors)."""
-    img = decode_image(source, name=name, max_side=max_side)
+    (:func:`~siamese_core.data.images.decode_image`, with its one-line errors); ``bands`` chooses a raster's bands
+    (None: its own red, green and blue; plain images ignore it)."""
+    img = decode_image(source, name=name, max_side=max_side, bands=bands)
     f = max_side / max(img.shape[:2])
     if f < 1:
         img = cv2.resize(img, (max(1, round(img.shape[1] * f)), max(1, round(img.shape[0] * f))),
@@ -336,12 +338,14 @@ def read_tile(source, name: str | None = None, max_side: int = 1024) -> np.ndarr
     return img
 
 
-def locate(scene, tiles: list, scorer, workspace=None, progress=None, threshold: float | None = None) -> tuple:
-    """(SceneIndex, [Location per tile, in order]) for tile paths (or (name, uint8 array) pairs)."""
-    index = scene_index(scorer, scene, workspace, progress)
+def locate(scene, tiles: list, scorer, workspace=None, progress=None, threshold: float | None = None,
+           bands=None) -> tuple:
+    """(SceneIndex, [Location per tile, in order]) for tile paths (or (name, uint8 array) pairs), the scene and the
+    tile paths read through ``bands`` (e.g. (4, 3, 2); None: each file's own red, green and blue)."""
+    index = scene_index(scorer, scene, workspace, progress, bands=bands)
     out = []
     for tile in tiles:
-        name, img = (tile if isinstance(tile, tuple) else (str(tile), read_tile(tile)))
+        name, img = (tile if isinstance(tile, tuple) else (str(tile), read_tile(tile, bands=bands)))
         out.append(locate_tile(index, scorer, img, name, threshold))
     return index, out
 

@@ -17,8 +17,8 @@ The scene is read window by window (:func:`siamese_core.data.rasters.read_raster
 ``<workspace>/scene-indexes/<run>/<key>/`` (``key`` = a digest of the scene's resolved path) holding
 ``embeddings.npy`` (N, D), ``windows.npy`` (N, 3: x, y, side in scene px), ``index.faiss``, ``keypoints.npy`` (M,
 :data:`KP_DTYPE`), ``keypoints.faiss`` and ``meta.json`` (the format, the scene's size and mtime, the model's file
-stamp, the window and keypoint parameters); rebuilt into a temporary folder swapped into place whole
-(:func:`~siamese_core.core.files.build_dir`).
+stamp, the window and keypoint parameters, the raster bands when asked for: ``bands``); rebuilt into a temporary
+folder swapped into place whole (:func:`~siamese_core.core.files.build_dir`).
 """
 
 
@@ -93,13 +93,18 @@ def windows_of(width: int, height: int, sides=SIDES, max_windows: int = MAX_WIND
     return out
 
 
-def scene_stamp(scorer, scene: Path, info, max_windows: int) -> dict:
+def scene_stamp(scorer, scene: Path, info, max_windows: int, bands=None) -> dict:
+    """What the index depends on; ``bands`` (None: the scene's own red, green and blue) only when asked for, so
+    an index built before bands were part of the key still matches the default."""
     st = scene.stat()
     model = Path(scorer.run.model_path).stat()
-    return {"format": FORMAT, "scene": str(scene), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
-            "width": info.width, "height": info.height, "run": scorer.name,
-            "model": [model.st_size, model.st_mtime_ns], "tile_size": int(scorer.size), "sides": list(SIDES),
-            "stride_div": STRIDE_DIV, "max_windows": int(max_windows), "keypoints": _kp_params()}
+    out = {"format": FORMAT, "scene": str(scene), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
+           "width": info.width, "height": info.height, "run": scorer.name,
+           "model": [model.st_size, model.st_mtime_ns], "tile_size": int(scorer.size), "sides": list(SIDES),
+           "stride_div": STRIDE_DIV, "max_windows": int(max_windows), "keypoints": _kp_params()}
+    if bands is not None:
+        out["bands"] = [int(b) for b in bands]
+    return out
 
 
 def _kp_params() -> dict:
@@ -127,16 +132,17 @@ class SceneIndex:
     keypoints: np.ndarray | None = None   # (M,) KP_DTYPE: the scene's keypoints (x, y, size, angle, block)
     keypoint_index: object = None          # FAISS index of their RootSIFT descriptors (8-bit scalar quantizer;
     #                                        flat, or IVF above KP_IVF_MIN keypoints: :func:`partition_keypoints`)
+    bands: tuple | None = None             # the raster bands every read of the scene takes (None: its own RGB)
 
 
 KP_DTYPE = np.dtype([("x", "<f4"), ("y", "<f4"), ("size", "<f2"), ("angle", "<f2"), ("block", "<u4")])
 
 
-def _block_keypoints(scene, limits, info, xs, ys, bi: int, bj: int):
+def _block_keypoints(scene, limits, bands, info, xs, ys, bi: int, bj: int):
     """The keypoints of block (bi, bj) that lie in its own part of the scene: (KP_DTYPE array, descriptors)."""
     x0, y0 = int(xs[bi]), int(ys[bj])
     w, h = min(KP_BLOCK, info.width - x0), min(KP_BLOCK, info.height - y0)
-    img = read_raster(scene, window=(x0, y0, w, h), out_side=max(1, round(max(w, h) * KP_SCALE)),
+    img = read_raster(scene, bands=bands, window=(x0, y0, w, h), out_side=max(1, round(max(w, h) * KP_SCALE)),
                       limits=limits).image
     k = keypoints(img, KP_PER_BLOCK, working=False)
     fx, fy = w / img.shape[1], h / img.shape[0]
@@ -172,10 +178,12 @@ def partition_keypoints(flat, nprobe: int = KP_NPROBE):
     return idx
 
 
-def build_keypoints(tmp: Path, scene, info, limits, progress, done: int, total: int) -> tuple[int, int, dict]:
+def build_keypoints(tmp: Path, scene, info, limits, progress, done: int, total: int,
+                    bands=None) -> tuple[int, int, dict]:
     """Find the scene's keypoints block by block (two threads: OpenCV releases the GIL) into ``keypoints.npy``
-    and the descriptors' FAISS index ``keypoints.faiss`` (flat; partitioned above KP_IVF_MIN keypoints);
-    (keypoints, blocks, the index's kind and parameters)."""
+    and the descriptors' FAISS index ``keypoints.faiss`` (flat; partitioned above KP_IVF_MIN keypoints), the scene
+    read through ``bands`` (None: its own red, green and blue); (keypoints, blocks, the index's kind and
+    parameters)."""
     faiss = load_faiss()
     xs, ys = grid(KP_BLOCK, info.width, info.height, KP_STRIDE)
     idx = faiss.IndexScalarQuantizer(128, faiss.ScalarQuantizer.QT_8bit_uniform, faiss.METRIC_L2)
@@ -186,7 +194,7 @@ def build_keypoints(tmp: Path, scene, info, limits, progress, done: int, total: 
     with ThreadPoolExecutor(workers) as pool:
         for c in range(0, len(jobs), 8 * workers):  # a few blocks in flight at once (bounded memory)
             part = jobs[c:c + 8 * workers]
-            for p, d in pool.map(lambda j: _block_keypoints(scene, limits, info, xs, ys, *j), part):
+            for p, d in pool.map(lambda j: _block_keypoints(scene, limits, bands, info, xs, ys, *j), part):
                 pts.append(p)
                 if len(d):
                     idx.add(np.ascontiguousarray(d, np.float32))
@@ -203,7 +211,7 @@ def build_keypoints(tmp: Path, scene, info, limits, progress, done: int, total: 
     return len(kp), len(jobs), kind
 
 
-def _embed_scale(scorer, scene, limits, side, xs, ys, write, progress, done, total) -> int:
+def _embed_scale(scorer, scene, limits, bands, side, xs, ys, write, progress, done, total) -> int:
     """Embed every window of one scale, CHUNK × CHUNK windows read from the scene at once."""
     size = scorer.size
     for yi in range(0, len(ys), CHUNK):
@@ -212,7 +220,7 @@ def _embed_scale(scorer, scene, limits, side, xs, ys, write, progress, done, tot
             x0, y0 = int(cx[0]), int(cy[0])
             w, h = int(cx[-1]) + side - x0, int(cy[-1]) + side - y0
             f = size / side
-            img = read_raster(scene, window=(x0, y0, w, h), out_side=max(1, round(max(w, h) * f)),
+            img = read_raster(scene, bands=bands, window=(x0, y0, w, h), out_side=max(1, round(max(w, h) * f)),
                               limits=limits).image
             fy, fx = img.shape[0] / h, img.shape[1] / w
             tiles, wins = [], []
@@ -233,7 +241,8 @@ def _embed_scale(scorer, scene, limits, side, xs, ys, write, progress, done, tot
     return done
 
 
-def _build_into(tmp: Path, scorer, scene: Path, info, stamp: dict, limits, progress, max_windows) -> dict:
+def _build_into(tmp: Path, scorer, scene: Path, info, stamp: dict, limits, progress, max_windows,
+                bands=None) -> dict:
     t0 = time.time()
     scales = windows_of(info.width, info.height, SIDES, max_windows)
     total = sum(len(xs) * len(ys) for _, _, (xs, ys) in scales)
@@ -252,7 +261,7 @@ def _build_into(tmp: Path, scorer, scene: Path, info, stamp: dict, limits, progr
             f.write(np.ascontiguousarray(e).tobytes())
         done = 0
         for side, _, (xs, ys) in scales:
-            done = _embed_scale(scorer, scene, limits, side, xs, ys, write,
+            done = _embed_scale(scorer, scene, limits, bands, side, xs, ys, write,
                                 progress and (lambda d, t: progress(d, total + blocks)), done, total)
     np.save(tmp / "windows.npy", np.concatenate(wins))
     emb = np.load(tmp / "embeddings.npy", mmap_mode="r")
@@ -263,7 +272,7 @@ def _build_into(tmp: Path, scorer, scene: Path, info, stamp: dict, limits, progr
     faiss.write_index(idx, str(tmp / "index.faiss"))
     del emb
     t1 = time.time()
-    nkp, nblocks, kind = build_keypoints(tmp, scene, info, limits, progress, total, total + blocks)
+    nkp, nblocks, kind = build_keypoints(tmp, scene, info, limits, progress, total, total + blocks, bands)
     meta = {**stamp, "count": total, "dim": dim, "keypoint_count": nkp, "blocks": nblocks, "keypoint_index": kind,
             "keypoints_s": round(time.time() - t1, 2),
             "limits": [list(map(float, limits[0])), list(map(float, limits[1]))],
@@ -282,6 +291,9 @@ def _changed(old: dict | None, new: dict) -> str | None:
         return f"the model of run {new['run']!r} changed"
     if any(old.get(k) != new[k] for k in ("scene", "size", "mtime_ns", "width", "height")):
         return "the scene file changed"
+    if old.get("bands") != new.get("bands"):  # no "bands": the scene's own red, green and blue
+        was, now = (",".join(map(str, b)) if b else "the file's own" for b in (old.get("bands"), new.get("bands")))
+        return f"it was read with other raster bands ({was} then, {now} now)"
     return None
 
 
@@ -300,14 +312,17 @@ def _load(path: Path, meta: dict):
 
 
 def scene_index(scorer, scene, workspace=None, progress=None, max_windows: int = MAX_WINDOWS,
-                wait_s: float = LOCK_WAIT_S) -> SceneIndex:
+                wait_s: float = LOCK_WAIT_S, bands=None) -> SceneIndex:
     """The window index of ``scene`` for ``scorer``'s model: loaded from the workspace when the scene file, the
-    model and the window parameters are unchanged, else (re)built; ``progress(done, total)`` while embedding."""
+    model, the window parameters and the bands are unchanged, else (re)built; ``progress(done, total)`` while
+    embedding. ``bands`` (e.g. (4, 3, 2), see :func:`~siamese_core.data.rasters.parse_bands`; None: the scene's
+    own red, green and blue) are the raster bands its windows, stretch limits and keypoints are read with."""
     scene = Path(scene).resolve()
     if not scene.is_file():
         raise SiameseError(f"scene {scene}: no such file; give the path of a GeoTIFF, PNG or JPEG scene")
     info = raster_info(scene)
-    stamp = scene_stamp(scorer, scene, info, max_windows)
+    bands = None if bands is None else tuple(int(b) for b in bands)
+    stamp = scene_stamp(scorer, scene, info, max_windows, bands)
     path = index_dir(scorer, scene, workspace)
     path.parent.mkdir(parents=True, exist_ok=True)
     with file_lock(path.parent / f"{path.name}.lock", f"the window index of scene {scene.name}", wait_s,
@@ -318,11 +333,12 @@ def scene_index(scorer, scene, workspace=None, progress=None, max_windows: int =
             lim = tuple(np.asarray(v, np.float64) for v in old["limits"])
             return SceneIndex(path, scene, info, lim, got[0], got[1], old, "reused",
                               f"reused the index of {scene.name} ({old['count']} windows, {old['keypoint_count']} "
-                              f"keypoints, built {old['built']})", keypoints=got[2], keypoint_index=got[3])
+                              f"keypoints, built {old['built']})", keypoints=got[2], keypoint_index=got[3],
+                              bands=bands)
         why = why or "its files were incomplete"
-        limits = stretch_limits(scene)
-        meta = build_dir(path, lambda tmp: _build_into(tmp, scorer, scene, info, stamp, limits, progress, max_windows),
-                         "scene index")
+        limits = stretch_limits(scene, bands=bands)
+        meta = build_dir(path, lambda tmp: _build_into(tmp, scorer, scene, info, stamp, limits, progress, max_windows,
+                                                       bands), "scene index")
         got = _load(path, meta)
         if got is None:
             raise SiameseError(f"the window index just written to {path} cannot be read back; is the disk full?")
@@ -330,7 +346,7 @@ def scene_index(scorer, scene, workspace=None, progress=None, max_windows: int =
         return SceneIndex(path, scene, info, limits, got[0], got[1], meta, status,
                           f"{status} the index of {scene.name} ({meta['count']} windows, {meta['keypoint_count']} "
                           f"keypoints, {meta['build_s']} s)" + ("" if old is None else f" because {why}"),
-                          keypoints=got[2], keypoint_index=got[3])
+                          keypoints=got[2], keypoint_index=got[3], bands=bands)
 
 
 __all__ = ["SceneIndex", "scene_index", "windows_of", "stride_for", "grid", "index_dir", "scene_stamp",
