@@ -168,7 +168,7 @@ def test_inside_the_band_the_verdict_is_uncertain_with_its_reason(tiny_ws, image
     assert cli("--workspace", ws, "score", "--run", "wide", "--pairs", pairs, "--out", tmp_path / "o.csv") == 0
     rows = list(csv.DictReader(open(tmp_path / "o.csv")))
     assert [r["verdict"] for r in rows] == ["uncertain", "uncertain"]
-    assert all("points to the same place" in r["reason"] and "to different places" in r["reason"] for r in rows)
+    assert all("for the same place, " in r["reason"] and "; for different places, " in r["reason"] for r in rows)
     assert rows[0]["same_place"] == "true"
     capsys.readouterr()
     assert cli("--workspace", ws, "score", "--run", "wide", tiles[0], tiles[1]) == 0

@@ -55,7 +55,7 @@ class Judgement:
 
 EVIDENCE = {"distance": "the learned distance", "sift": "the SIFT keypoint matches", "orb": "the ORB keypoint matches",
             "structure": "the edge agreement once aligned", "structure_identity": "the edge agreement as laid",
-            "keypoints": "the keypoints found on the tiles",
+            "keypoints": "the number of keypoints on the tiles",
             "structure_local": "the edge agreement of the part that stayed",
             "structure_peak": "how sharply the edges agree as laid (not at other placements too)"}
 
@@ -67,8 +67,8 @@ def uncertain_reason(contributions: dict, geo) -> str:
     pro = max(contributions, key=contributions.get)
     con = min(contributions, key=contributions.get)
     thin = "" if geo.found else f"; {geo.reason or 'no keypoints agree'}"
-    return (f"thin evidence on both sides: {EVIDENCE.get(pro, pro)} points to the same place "
-            f"({contributions[pro]:+.1f}), {EVIDENCE.get(con, con)} to different places ({contributions[con]:+.1f}){thin}")
+    return (f"thin evidence on both sides: for the same place, {EVIDENCE.get(pro, pro)} ({contributions[pro]:+.1f}); "
+            f"for different places, {EVIDENCE.get(con, con)} ({contributions[con]:+.1f}){thin}")
 
 
 EPS = 1e-7  # = model.EPS: the distance layer's floor under the squared distance
