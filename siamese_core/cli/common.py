@@ -8,6 +8,13 @@ import os
 import sys
 
 
+def bands_help(scope: str) -> str:
+    """The help of a ``--bands`` option: how to write bands, ``scope`` (which files it reads), and the default."""
+    return ("raster bands as red,green,blue (e.g. 3,2,1; one band = grey) or a preset: rgb (1,2,3), sentinel2 "
+            f"(4,3,2); {scope}. Default: the bands the file marks red, green and blue, else 4,3,2 for a 12- or "
+            "13-band Sentinel-2 stack, else 1,2,3 (band 1 for 1-2 band files)")
+
+
 _OPEN: list = []  # the progress bars drawn and not yet closed (see end_progress_lines)
 
 

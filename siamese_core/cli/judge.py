@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from ..core.errors import SiameseError
-from .common import progress, ray_options, scorer_for
+from .common import bands_help, progress, ray_options, scorer_for
 from .scale import cmd_score_ray
 
 
@@ -181,10 +181,7 @@ def add_score(sub) -> None:
     s.add_argument("--out", help="output CSV for --pairs (with --engine ray: a folder of parquet shards)")
     s.add_argument("--threshold", type=float)
     s.add_argument("--json", action="store_true")
-    s.add_argument("--bands", help="raster bands as red,green,blue (e.g. 3,2,1; one band = grey) or a preset: rgb "
-                                   "(1,2,3), sentinel2 (4,3,2); with --pairs, for every raster the CSV names. Default: "
-                                   "the bands the file marks red, green and blue, else 4,3,2 for a 12- or 13-band "
-                                   "Sentinel-2 stack, else 1,2,3 (band 1 for 1-2 band files)")
+    s.add_argument("--bands", help=bands_help("with --pairs, for every raster the CSV names"))
     s.add_argument("--geojson", help="two georeferenced rasters: write B's footprints on A (from the imagery and "
                                      "from B's metadata) to this GeoJSON file, in A's CRS")
     s.add_argument("--engine", choices=("local", "ray"), default="local",

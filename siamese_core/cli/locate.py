@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..core.errors import SiameseError
 from ..core.files import write_text_atomic
-from .common import progress, scorer_for
+from .common import bands_help, progress, scorer_for
 
 
 def cmd_locate(args) -> int:
@@ -63,10 +63,7 @@ def add_locate(sub) -> None:
     s.add_argument("--scene", required=True, help="the scene: a GeoTIFF (its CRS is used), PNG or JPEG")
     s.add_argument("tiles", nargs="+", metavar="TILE", help="tile files to locate (any angle, date, resolution)")
     s.add_argument("--run", help="run id (default: the model bundled with the package)")
-    s.add_argument("--bands", help="raster bands as red,green,blue (e.g. 3,2,1; one band = grey) or a preset: rgb "
-                                   "(1,2,3), sentinel2 (4,3,2); for the scene and every raster tile (plain images "
-                                   "ignore it). Default: the bands the file marks red, green and blue, else 4,3,2 "
-                                   "for a 12- or 13-band Sentinel-2 stack, else 1,2,3 (band 1 for 1-2 band files)")
+    s.add_argument("--bands", help=bands_help("for the scene and every raster tile (plain images ignore it)"))
     s.add_argument("--json", action="store_true", help="print one JSON list, one object per tile, in order")
     s.add_argument("--geojson", metavar="OUT", help="write the found polygons as GeoJSON (scene CRS if any)")
     s.set_defaults(func=cmd_locate)

@@ -41,7 +41,6 @@ import cv2
 import numpy as np
 
 from ..data.images import decode_image
-from ..data.rasters import read_raster
 from ..judge.geometry import RATIO, keypoints, match
 from .search import search_index
 
@@ -222,7 +221,7 @@ def _region(index: SceneIndex, win, tile_side: int):
     x0 = int(min(max(0, round(cx - r / 2)), W - r))
     y0 = int(min(max(0, round(cy - r / 2)), H - r))
     out = int(min(REGION_MAX, max(64, round(ENLARGE * tile_side))))
-    img = read_raster(index.scene, bands=index.bands, window=(x0, y0, r, r), out_side=out, limits=index.limits).image
+    img = index.read((x0, y0, r, r), out)
     return img, x0, y0, r / img.shape[1], r / img.shape[0]
 
 
@@ -306,8 +305,7 @@ def locate_tile(index: SceneIndex, scorer, tile_img: np.ndarray, name: str = "ti
         W, H = index.info.width, index.info.height
         s = int(min(first[0][2], W, H))
         x, y = (int(min(max(0, v), lim - s)) for v, lim in zip(first[0][:2], (W, H)))
-        win = read_raster(index.scene, bands=index.bands, window=(x, y, s, s), out_side=max(th, tw),
-                          limits=index.limits).image
+        win = index.read((x, y, s, s), max(th, tw))
         j = scorer.judge([(scorer.prepare(win), prep_tile)], t)[0]
         poly = []
         if j.geo.found and j.geo.inliers >= MIN_INLIERS:

@@ -134,6 +134,11 @@ class SceneIndex:
     #                                        flat, or IVF above KP_IVF_MIN keypoints: :func:`partition_keypoints`)
     bands: tuple | None = None             # the raster bands every read of the scene takes (None: its own RGB)
 
+    def read(self, window: tuple, out_side: int) -> np.ndarray:
+        """The scene's ``window`` (x, y, w, h in scene px) as uint8 RGB at most ``out_side`` a side, read as the
+        index was built: with its bands and stretch."""
+        return read_raster(self.scene, bands=self.bands, window=window, out_side=out_side, limits=self.limits).image
+
 
 KP_DTYPE = np.dtype([("x", "<f4"), ("y", "<f4"), ("size", "<f2"), ("angle", "<f2"), ("block", "<u4")])
 
